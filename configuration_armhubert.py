@@ -1,0 +1,205 @@
+"""Configuration of ArmHubert, the student network of Recycle-and-Distill (Interspeech 2023).
+
+Field names follow Transformers' `HubertConfig` wherever the concept is the same, so that
+anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are:
+
+- `reuse_pattern`: one bool per layer. True = a normal attention layer (q, k, v, out
+  projections); False = an attention-map-reusing (ARM) layer that keeps only v and out and
+  applies the attention map of the nearest preceding normal layer.
+- `reuse_mode`: how a reuse layer turns that map into weights. `"probs"` uses the previous
+  layer's probabilities as they are (the method as the paper describes it). `"legacy_double_softmax"`
+  applies softmax to those probabilities a second time, which is what the authors' code did
+  and what their released checkpoints were trained with.
+- `projection_dim`: teacher hidden size for the per-layer distillation heads
+  (0 or None = no heads; equal to `hidden_size` = identity heads, as in the authors' code).
+- `layer_grad_scale`: per-layer gradient scaling used when distilling (forward unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from transformers import PretrainedConfig
+
+REUSE_MODES = ("probs", "legacy_double_softmax")
+
+# Conv feature encoder of the published students: (channels, kernel, stride) per layer,
+# total stride 320 and receptive field 400 samples, like HuBERT's but narrower.
+def _student_conv_layers(width: int) -> list[tuple[int, int, int]]:
+    return [(128, 10, 5), (256, 1, 1)] + [(256, 3, 2)] * 4 + [(width, 1, 1)] + [(width, 2, 2)] * 2
+
+
+def _preset(width: int, ffn: int, reuse: bool, **extra: Any) -> dict[str, Any]:
+    conv = _student_conv_layers(width)
+    return {
+        "hidden_size": width,
+        "intermediate_size": ffn,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "conv_dim": [c for c, _, _ in conv],
+        "conv_kernel": [k for _, k, _ in conv],
+        "conv_stride": [s for _, _, s in conv],
+        "reuse_pattern": [True, False] * 6 if reuse else [True] * 12,
+        "layer_grad_scale": reuse,
+        "projection_dim": 768,
+        **extra,
+    }
+
+
+# The published students (SPEC section 1). Heads map to a 768-wide teacher (HuBERT/WavLM Base).
+PRESETS: dict[str, dict[str, Any]] = {
+    "armhubert": _preset(480, 864, reuse=True),
+    "armhubert-s": _preset(432, 816, reuse=True),
+    "armwavlm-s": _preset(432, 816, reuse=True),
+    "maskhubert": _preset(480, 640, reuse=False),
+}
+
+
+class ArmHubertConfig(PretrainedConfig):
+    r"""Configuration of an [`ArmHubertModel`].
+
+    Args:
+        vocab_size: Output vocabulary of the CTC head ([`ArmHubertForCTC`]).
+        hidden_size: Width of the Transformer encoder.
+        num_hidden_layers: Number of encoder layers.
+        num_attention_heads: Attention heads per layer; must divide `hidden_size`.
+        intermediate_size: Width of the feed-forward block.
+        hidden_act: Activation of the feed-forward block.
+        hidden_dropout: Dropout after attention/feed-forward blocks and after the positional conv.
+        activation_dropout: Dropout inside the feed-forward block.
+        attention_dropout: Dropout on attention probabilities (normal layers only; reuse layers use 0).
+        feat_proj_dropout: Dropout on the feature encoder output ("dropout_input" in the authors' code).
+        final_dropout: Dropout before the CTC head.
+        initializer_range: Std of the normal init of linear layers.
+        layer_norm_eps: Epsilon of every LayerNorm.
+        feat_extract_activation: Activation after every conv of the feature encoder.
+        conv_dim, conv_kernel, conv_stride: Channels, kernel and stride of each conv layer.
+            GroupNorm (one group per channel) follows the first conv only.
+        conv_bias: Whether the convs have a bias.
+        num_conv_pos_embeddings: Kernel size of the convolutional positional embedding.
+        num_conv_pos_embedding_groups: Groups of the convolutional positional embedding.
+        reuse_pattern: One bool per layer, True = normal layer, False = attention-map-reusing layer.
+            The first entry must be True. None = all layers normal.
+        reuse_mode: `"probs"` or `"legacy_double_softmax"` (see module docstring).
+        projection_dim: Output width of the per-layer distillation heads; 0/None = no heads.
+        layer_grad_scale: Scale gradients per layer during distillation (SPEC section 1).
+        apply_spec_augment, mask_time_prob, mask_time_length, mask_time_min_masks,
+        mask_feature_prob, mask_feature_length, mask_feature_min_masks: SpecAugment-style masking
+            applied in training mode when no `mask_time_indices` are given (as in `HubertModel`).
+            Distillation passes its own mask and sets `mask_time_prob=0`.
+        ctc_loss_reduction, ctc_zero_infinity: CTC loss options of [`ArmHubertForCTC`].
+    """
+
+    model_type = "armhubert"
+    presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+
+    vocab_size: int = 32
+    hidden_size: int = 480
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 864
+    hidden_act: str = "gelu"
+    hidden_dropout: float = 0.1
+    activation_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    feat_proj_dropout: float = 0.05
+    final_dropout: float = 0.1
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5
+    feat_extract_activation: str = "gelu"
+    conv_dim: list[int] | tuple[int, ...] = (128, 256, 256, 256, 256, 256, 480, 480, 480)
+    conv_kernel: list[int] | tuple[int, ...] = (10, 1, 3, 3, 3, 3, 1, 2, 2)
+    conv_stride: list[int] | tuple[int, ...] = (5, 1, 2, 2, 2, 2, 1, 2, 2)
+    conv_bias: bool = False
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+    reuse_pattern: list[bool] | tuple[bool, ...] | None = None
+    reuse_mode: str = "probs"
+    projection_dim: int | None = None
+    layer_grad_scale: bool = False
+    apply_spec_augment: bool = True
+    mask_time_prob: float = 0.05
+    mask_time_length: int = 10
+    mask_time_min_masks: int = 2
+    mask_feature_prob: float = 0.0
+    mask_feature_length: int = 10
+    mask_feature_min_masks: int = 0
+    ctc_loss_reduction: str = "sum"
+    ctc_zero_infinity: bool = False
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.reuse_pattern is None:
+            self.reuse_pattern = [True] * self.num_hidden_layers
+        self.reuse_pattern = [bool(flag) for flag in self.reuse_pattern]
+        self.conv_dim, self.conv_kernel, self.conv_stride = (
+            list(self.conv_dim), list(self.conv_kernel), list(self.conv_stride))
+        self.num_feat_extract_layers = len(self.conv_dim)
+        super().__post_init__(**kwargs)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Raise a ValueError that says what is wrong and how to fix it."""
+        if self.hidden_size <= 0 or self.num_hidden_layers <= 0 or self.num_attention_heads <= 0:
+            raise ValueError("hidden_size, num_hidden_layers and num_attention_heads must be positive, got "
+                             f"{self.hidden_size}, {self.num_hidden_layers}, {self.num_attention_heads}.")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                             f"({self.num_attention_heads}); pick a head count that divides it.")
+        if len(self.reuse_pattern) != self.num_hidden_layers:
+            raise ValueError(f"reuse_pattern has {len(self.reuse_pattern)} entries but num_hidden_layers is "
+                             f"{self.num_hidden_layers}; give one bool per layer.")
+        if not self.reuse_pattern[0]:
+            raise ValueError("reuse_pattern[0] must be True: the first layer has no earlier attention map to reuse.")
+        if self.reuse_mode not in REUSE_MODES:
+            raise ValueError(f"reuse_mode must be one of {REUSE_MODES}, got {self.reuse_mode!r}.")
+        if not (len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride)) or not self.conv_dim:
+            raise ValueError("conv_dim, conv_kernel and conv_stride must be non-empty and of equal length, got "
+                             f"{len(self.conv_dim)}, {len(self.conv_kernel)}, {len(self.conv_stride)}.")
+        if self.projection_dim is not None and self.projection_dim < 0:
+            raise ValueError(f"projection_dim must be >= 0 (0 or None = no heads), got {self.projection_dim}.")
+        if self.hidden_size % self.num_conv_pos_embedding_groups != 0:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_conv_pos_embedding_groups "
+                             f"({self.num_conv_pos_embedding_groups}).")
+        for name in ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
+                     "final_dropout", "mask_time_prob", "mask_feature_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.ctc_loss_reduction not in ("sum", "mean"):
+            raise ValueError(f"ctc_loss_reduction must be 'sum' or 'mean', got {self.ctc_loss_reduction!r}.")
+
+    @property
+    def has_projection_heads(self) -> bool:
+        return bool(self.projection_dim)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples seen by one output frame of the conv feature encoder (400 for the presets)."""
+        field = 1
+        for kernel, stride in zip(reversed(self.conv_kernel), reversed(self.conv_stride)):
+            field = (field - 1) * stride + kernel
+        return field
+
+    @property
+    def total_stride(self) -> int:
+        """Samples between two output frames (320 for the presets, i.e. 50 frames per second)."""
+        stride = 1
+        for s in self.conv_stride:
+            stride *= s
+        return stride
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ArmHubertConfig":
+        """Config of a published student: `armhubert`, `armhubert-s`, `armwavlm-s` or `maskhubert`.
+
+        `overrides` replace preset fields, e.g. `projection_dim=0` for a student without heads or
+        `projection_dim=1024` for a Large teacher.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+__all__ = ["ArmHubertConfig", "PRESETS", "REUSE_MODES"]

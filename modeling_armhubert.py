@@ -1,0 +1,614 @@
+"""ArmHubert: the student network of Recycle-and-Distill (Interspeech 2023) as a Transformers model.
+
+The network is a narrow HuBERT (conv feature encoder -> Transformer encoder, post-LN) with two
+additions from the paper:
+
+* attention map reusing: layers whose `reuse_pattern` entry is False have no query/key
+  projections; they apply the attention map of the nearest preceding normal layer to their own
+  values;
+* per-layer distillation heads (`projection_dim`) and layer gradient scaling, used while the
+  student learns from a HuBERT/WavLM teacher (see `run_distill.py`).
+
+Unlike the authors' implementation, every item of a padded batch gives the same outputs as that
+item alone: the first conv's GroupNorm and all attention maps see real frames only.
+
+    waveform (B, S) -> conv encoder (B, C, T) -> LayerNorm [-> Linear] -> dropout
+      -> [mask embedding on masked frames] -> zero padding -> + positional conv -> LayerNorm
+      -> L x { x = LN(x + Attn(x)); x = LN(x + FFN(x)) } -> last_hidden_state (B, T, hidden)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCTC, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import CausalLMOutput
+from transformers.utils import ModelOutput
+
+try:  # loaded as remote code (a package next to config.json) or from the repo (top-level modules)
+    from .configuration_armhubert import ArmHubertConfig
+    from .span_mask import compute_span_mask
+except ImportError:
+    from configuration_armhubert import ArmHubertConfig
+    from span_mask import compute_span_mask
+
+
+class _GradScale(torch.autograd.Function):
+    """Identity forward; gradient multiplied by `scale` backward."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def grad_scale(tensor: torch.Tensor, scale: float) -> torch.Tensor:
+    return _GradScale.apply(tensor, scale)
+
+
+def _is_tracing() -> bool:
+    """True while exporting or compiling, where data-dependent input checks cannot run."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
+@dataclass
+class ArmHubertModelOutput(ModelOutput):
+    """Output of [`ArmHubertModel`].
+
+    Args:
+        last_hidden_state: (B, T, hidden) output of the last layer.
+        hidden_states: L + 1 tensors (B, T, hidden): index 0 = encoder input (after the positional
+            conv and LayerNorm), index i = output of layer i. Set with `output_hidden_states=True`.
+        attentions: L tensors (B, heads, T, T): the attention weights each layer applied (for a
+            reuse layer, the reused map). Set with `output_attentions=True`.
+        projected_hidden_states: L tensors (B, T, projection_dim), the distillation heads applied
+            to each layer's output. Set with `output_hidden_states=True` when the model has heads.
+        extract_features: (B, T, conv_dim[-1]) output of the conv feature encoder.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    projected_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    extract_features: torch.FloatTensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Conv feature encoder
+# ----------------------------------------------------------------------------------------------
+
+
+class ArmHubertConvLayer(GradientCheckpointingLayer):
+    """Conv1d -> [GroupNorm with one group per channel, first layer only] -> activation."""
+
+    def __init__(self, config: ArmHubertConfig, layer_id: int):
+        super().__init__()
+        in_dim = config.conv_dim[layer_id - 1] if layer_id > 0 else 1
+        out_dim = config.conv_dim[layer_id]
+        self.conv = nn.Conv1d(in_dim, out_dim, kernel_size=config.conv_kernel[layer_id],
+                              stride=config.conv_stride[layer_id], bias=config.conv_bias)
+        self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True) if layer_id == 0 else None
+        self.activation = ACT2FN[config.feat_extract_activation]
+
+    def forward(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden_states (B, C_in, S) -> (B, C_out, S'); `lengths` (B,) = real steps of the output."""
+        hidden_states = self.conv(hidden_states)
+        if self.layer_norm is not None:
+            if lengths is None:
+                hidden_states = self.layer_norm(hidden_states)
+            else:
+                hidden_states = self._masked_group_norm(hidden_states, lengths)
+        return self.activation(hidden_states)
+
+    def _masked_group_norm(self, hidden_states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # One group per channel: normalise each channel over the real time steps of its own sample,
+        # so that padding does not change the statistics (plain GroupNorm would count it).
+        real = (torch.arange(hidden_states.shape[-1], device=hidden_states.device)[None, :] < lengths[:, None])
+        real = real[:, None, :].to(hidden_states.dtype)  # (B, 1, S')
+        count = real.sum(-1, keepdim=True).clamp(min=1)
+        mean = (hidden_states * real).sum(-1, keepdim=True) / count
+        var = (((hidden_states - mean) * real) ** 2).sum(-1, keepdim=True) / count
+        normed = (hidden_states - mean) * torch.rsqrt(var + self.layer_norm.eps)
+        return normed * self.layer_norm.weight[None, :, None] + self.layer_norm.bias[None, :, None]
+
+
+class ArmHubertFeatureEncoder(nn.Module):
+    """Waveform (B, S) -> features (B, conv_dim[-1], T)."""
+
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__()
+        self.conv_layers = nn.ModuleList(ArmHubertConvLayer(config, i) for i in range(config.num_feat_extract_layers))
+
+    def _freeze_parameters(self) -> None:
+        for param in self.parameters():
+            param.requires_grad = False
+
+    def forward(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        hidden_states = input_values[:, None]
+        for i, conv_layer in enumerate(self.conv_layers):
+            hidden_states = conv_layer(hidden_states, first_layer_lengths if i == 0 else None)
+        return hidden_states
+
+
+class ArmHubertFeatureProjection(nn.Module):
+    """LayerNorm over conv channels, a Linear only when their width differs from hidden_size, dropout."""
+
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.conv_dim[-1], eps=config.layer_norm_eps)
+        needs_projection = config.conv_dim[-1] != config.hidden_size
+        self.projection = nn.Linear(config.conv_dim[-1], config.hidden_size) if needs_projection else None
+        self.dropout = nn.Dropout(config.feat_proj_dropout)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.layer_norm(features)
+        if self.projection is not None:
+            hidden_states = self.projection(hidden_states)
+        return self.dropout(hidden_states)
+
+
+# ----------------------------------------------------------------------------------------------
+# Transformer encoder
+# ----------------------------------------------------------------------------------------------
+
+
+class ArmHubertPositionalConvEmbedding(nn.Module):
+    """Grouped Conv1d with weight norm over the kernel axis, 'same' padding, then GELU."""
+
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__()
+        kernel = config.num_conv_pos_embeddings
+        conv = nn.Conv1d(config.hidden_size, config.hidden_size, kernel_size=kernel, padding=kernel // 2,
+                         groups=config.num_conv_pos_embedding_groups)
+        self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
+        # An even kernel with padding k//2 yields one frame too many: drop the last one.
+        self.num_pad_remove = 1 if kernel % 2 == 0 else 0
+        self.activation = ACT2FN["gelu"]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, T, hidden) -> (B, T, hidden)."""
+        hidden_states = self.conv(hidden_states.transpose(1, 2))
+        if self.num_pad_remove:
+            hidden_states = hidden_states[:, :, : -self.num_pad_remove]
+        return self.activation(hidden_states).transpose(1, 2)
+
+
+class ArmHubertAttention(nn.Module):
+    """Multi-head self-attention, or its attention-map-reusing variant (no query/key projections).
+
+    A normal layer computes its own map. It uses the fused `scaled_dot_product_attention` kernel
+    unless its probabilities are needed (by a following reuse layer or `output_attentions`).
+    A reuse layer applies `reused_probs`, the probabilities of the nearest preceding normal layer,
+    to its own values; in `legacy_double_softmax` mode it first applies softmax to them again, as
+    the authors' code did (always per sample here).
+    """
+
+    def __init__(self, config: ArmHubertConfig, reuses_map: bool):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.reuses_map = reuses_map
+        self.legacy_double_softmax = config.reuse_mode == "legacy_double_softmax"
+        # Reuse layers have no attention dropout (as in the paper's implementation).
+        self.dropout = 0.0 if reuses_map else config.attention_dropout
+        if not reuses_map:
+            self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+            self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def _split_heads(self, projected: torch.Tensor) -> torch.Tensor:
+        batch, frames, _ = projected.shape
+        return projected.view(batch, frames, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        reused_probs: torch.Tensor | None = None,
+        return_probs: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            hidden_states: (B, T, hidden).
+            key_mask: (B, T) bool, True = real frame; padded keys get no weight. None = no padding.
+            reused_probs: (B, heads, T, T) probabilities of the preceding normal layer (reuse layers only).
+            return_probs: return the attention weights applied (forces the explicit path).
+
+        Returns:
+            output (B, T, hidden) and the weights (B, heads, T, T) or None.
+        """
+        batch, frames, hidden = hidden_states.shape
+        value = self._split_heads(self.v_proj(hidden_states))
+        # (B, 1, 1, T) broadcasts over heads and queries.
+        mask = key_mask[:, None, None, :] if key_mask is not None else None
+
+        if self.reuses_map:
+            if reused_probs is None:
+                raise ValueError("A reuse layer needs the attention probabilities of a preceding normal layer.")
+            weights = reused_probs
+            if self.legacy_double_softmax:
+                if mask is not None:
+                    weights = weights.masked_fill(~mask, float("-inf"))
+                weights = torch.softmax(weights.float(), dim=-1).to(value.dtype)
+            context = torch.matmul(weights, value)
+        else:
+            query = self._split_heads(self.q_proj(hidden_states))
+            key = self._split_heads(self.k_proj(hidden_states))
+            dropout = self.dropout if self.training else 0.0
+            if return_probs:
+                scores = torch.matmul(query * self.head_dim**-0.5, key.transpose(-1, -2))
+                if mask is not None:
+                    scores = scores.masked_fill(~mask, float("-inf"))
+                weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+                context = torch.matmul(F.dropout(weights, p=dropout, training=self.training), value)
+            else:
+                weights = None
+                context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
+
+        context = context.transpose(1, 2).reshape(batch, frames, hidden)
+        return self.out_proj(context), weights
+
+
+class ArmHubertFeedForward(nn.Module):
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+        self.intermediate_dropout = nn.Dropout(config.activation_dropout)
+        self.output_dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.output_dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.intermediate_dropout(self.intermediate_act_fn(self.intermediate_dense(hidden_states)))
+        return self.output_dropout(self.output_dense(hidden_states))
+
+
+class ArmHubertEncoderLayer(GradientCheckpointingLayer):
+    """Post-LN Transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, config: ArmHubertConfig, reuses_map: bool):
+        super().__init__()
+        self.attention = ArmHubertAttention(config, reuses_map)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = ArmHubertFeedForward(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        reused_probs: torch.Tensor | None = None,
+        return_probs: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.attention(hidden_states, key_mask, reused_probs, return_probs)
+        hidden_states = self.layer_norm(hidden_states + self.dropout(attended))
+        hidden_states = self.final_layer_norm(hidden_states + self.feed_forward(hidden_states))
+        return hidden_states, weights
+
+
+class ArmHubertEncoder(nn.Module):
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__()
+        self.config = config
+        self.pos_conv_embed = ArmHubertPositionalConvEmbedding(config)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        pattern = config.reuse_pattern
+        self.layers = nn.ModuleList(ArmHubertEncoderLayer(config, reuses_map=not normal) for normal in pattern)
+        # A normal layer must hand its probabilities on when the next layer reuses them.
+        self.map_is_reused = [i + 1 < len(pattern) and not pattern[i + 1] for i in range(len(pattern))]
+        num_layers = config.num_hidden_layers
+        # Layer gradient scaling (SPEC section 1): m_i = (L - i) / (L - i + 1).
+        self.grad_scales = [(num_layers - i) / (num_layers - i + 1) for i in range(num_layers)]
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """
+        Args:
+            hidden_states: (B, T, hidden) encoder input.
+            key_mask: (B, T) bool, True = real frame.
+
+        Returns:
+            last hidden state (B, T, hidden); the hidden states (input + each layer, when asked);
+            the attention weights (when asked); each layer's output as seen by the distillation
+            heads (gradient-scaled when `layer_grad_scale`, when hidden states are asked for).
+        """
+        if key_mask is not None:
+            hidden_states = hidden_states.masked_fill(~key_mask[..., None], 0.0)
+        hidden_states = hidden_states + self.pos_conv_embed(hidden_states)
+        hidden_states = self.dropout(self.layer_norm(hidden_states))
+
+        all_hidden_states = [hidden_states] if output_hidden_states else []
+        all_attentions, layer_outputs_for_heads = [], []
+        reused_probs = None
+        scale_grads = self.config.layer_grad_scale and torch.is_grad_enabled()
+        for i, layer in enumerate(self.layers):
+            return_probs = output_attentions or self.map_is_reused[i]
+            hidden_states, weights = layer(hidden_states, key_mask, reused_probs, return_probs)
+            if not layer.attention.reuses_map:
+                reused_probs = weights
+            for_heads = hidden_states
+            if scale_grads:
+                hidden_states = grad_scale(hidden_states, self.grad_scales[i])
+                for_heads = grad_scale(hidden_states, 1.0 - self.grad_scales[i])
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+                layer_outputs_for_heads.append(for_heads)
+            if output_attentions:
+                all_attentions.append(weights)
+        return hidden_states, all_hidden_states, all_attentions, layer_outputs_for_heads
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------
+
+
+class ArmHubertPreTrainedModel(PreTrainedModel):
+    config_class = ArmHubertConfig
+    config: ArmHubertConfig
+    base_model_prefix = "armhubert"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ArmHubertEncoderLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, ArmHubertPositionalConvEmbedding):
+            conv = module.conv
+            std = 2 * math.sqrt(1 / (conv.kernel_size[0] * conv.in_channels))
+            weight_v = conv.parametrizations.weight.original1
+            weight_v.normal_(0.0, std)
+            conv.parametrizations.weight.original0.copy_(torch.linalg.vector_norm(weight_v, dim=(0, 1), keepdim=True))
+            conv.bias.zero_()
+        elif isinstance(module, nn.Conv1d) and not hasattr(module, "parametrizations"):
+            nn.init.kaiming_normal_(module.weight)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Linear):
+            module.weight.normal_(0.0, self.config.initializer_range)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, ArmHubertModel):
+            module.masked_spec_embed.uniform_()
+
+    def _get_feat_extract_output_lengths(self, input_lengths: torch.Tensor | int) -> torch.Tensor | int:
+        """Number of conv output frames for inputs of `input_lengths` samples."""
+        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+            input_lengths = torch.div(input_lengths - kernel, stride, rounding_mode="floor") + 1
+        return input_lengths
+
+    def _get_feature_vector_attention_mask(self, num_frames: int, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sample-level mask (B, S) -> frame-level bool mask (B, T), True = real frame."""
+        lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
+        return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # A student saved as either class can be loaded with AutoModel and AutoModelForCTC.
+        self.config.auto_map = {
+            "AutoConfig": "configuration_armhubert.ArmHubertConfig",
+            "AutoModel": "modeling_armhubert.ArmHubertModel",
+            "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class ArmHubertModel(ArmHubertPreTrainedModel):
+    """The bare student: waveform in, per-layer hidden states (and distillation projections) out."""
+
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__(config)
+        self.feature_extractor = ArmHubertFeatureEncoder(config)
+        self.feature_projection = ArmHubertFeatureProjection(config)
+        # Learned mask embedding, written over masked frames (distillation, SpecAugment).
+        self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size).uniform_())
+        self.encoder = ArmHubertEncoder(config)
+        if config.has_projection_heads:
+            make_head = (nn.Identity if config.projection_dim == config.hidden_size
+                         else lambda: nn.Linear(config.hidden_size, config.projection_dim))
+            self.projection_heads = nn.ModuleList(make_head() for _ in range(config.num_hidden_layers))
+        else:
+            self.projection_heads = None
+        self.post_init()
+
+    def freeze_feature_encoder(self) -> None:
+        self.feature_extractor._freeze_parameters()
+
+    def _check_inputs(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        """Clear errors for the mistakes users make with raw audio."""
+        if not isinstance(input_values, torch.Tensor):
+            raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}; "
+                            "use a feature extractor with return_tensors='pt'.")
+        if input_values.dim() != 2:
+            hint = ("add a batch dimension: input_values[None]" if input_values.dim() == 1
+                    else "squeeze the channel dimension (mono audio is expected)")
+            raise ValueError(f"input_values must have shape (batch, samples), got {tuple(input_values.shape)}; {hint}.")
+        if not input_values.is_floating_point():
+            raise ValueError(f"input_values must be floating point audio, got dtype {input_values.dtype}.")
+        field = self.config.receptive_field
+        if attention_mask is not None and attention_mask.shape != input_values.shape:
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has "
+                             f"{tuple(input_values.shape)}; it must be a (batch, samples) 1/0 mask of the same shape.")
+        if _is_tracing():
+            return
+        shortest = int(attention_mask.sum(-1).min()) if attention_mask is not None else input_values.shape[-1]
+        if shortest < field:
+            raise ValueError(f"Audio of {shortest} samples is shorter than the model's receptive field ({field} "
+                             f"samples = {field / 16000 * 1000:.0f} ms at 16 kHz); pad or drop such inputs.")
+        if not torch.isfinite(input_values).all():
+            raise ValueError("input_values contains NaN or inf; check the audio decoding and normalisation.")
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ArmHubertModelOutput | tuple:
+        r"""
+        Args:
+            input_values: (B, S) float waveform at 16 kHz, not normalised.
+            attention_mask: (B, S), 1 = real sample, 0 = padding. Needed for padded batches.
+            mask_time_indices: (B, T) bool; the mask embedding is written over these frames.
+            output_hidden_states: also return every layer's output and the projected states.
+            output_attentions: also return each layer's attention weights.
+        """
+        output_hidden_states = (output_hidden_states if output_hidden_states is not None
+                                else self.config.output_hidden_states)
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._check_inputs(input_values, attention_mask)
+
+        first_layer_lengths, key_mask = None, None
+        if attention_mask is not None:
+            sample_lengths = attention_mask.sum(-1).long()
+            first_layer_lengths = torch.div(sample_lengths - self.config.conv_kernel[0], self.config.conv_stride[0],
+                                            rounding_mode="floor") + 1
+        extract_features = self.feature_extractor(input_values, first_layer_lengths).transpose(1, 2)
+        if attention_mask is not None:
+            key_mask = self._get_feature_vector_attention_mask(extract_features.shape[1], attention_mask)
+
+        hidden_states = self.feature_projection(extract_features)
+        hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, key_mask)
+
+        last_hidden_state, hidden_states, attentions, for_heads = self.encoder(
+            hidden_states, key_mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+
+        projected = None
+        if output_hidden_states and self.projection_heads is not None:
+            projected = tuple(head(state) for head, state in zip(self.projection_heads, for_heads))
+        output = ArmHubertModelOutput(
+            last_hidden_state=last_hidden_state,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+            projected_hidden_states=projected,
+            extract_features=extract_features,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _mask_hidden_states(
+        self, hidden_states: torch.Tensor, mask_time_indices: torch.Tensor | None, key_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Write the mask embedding over `mask_time_indices`, or apply SpecAugment when training."""
+        batch, frames, hidden = hidden_states.shape
+        if mask_time_indices is not None:
+            if mask_time_indices.shape != (batch, frames):
+                raise ValueError(f"mask_time_indices must have shape (batch, frames) = {(batch, frames)}, got "
+                                 f"{tuple(mask_time_indices.shape)}; compute frames with "
+                                 "model._get_feat_extract_output_lengths(num_samples).")
+            return torch.where(mask_time_indices[..., None].bool(), self.masked_spec_embed.to(hidden_states.dtype),
+                               hidden_states)
+        if not (self.training and self.config.apply_spec_augment):
+            return hidden_states
+        if self.config.mask_time_prob > 0:
+            time_mask = compute_span_mask((batch, frames), self.config.mask_time_prob, self.config.mask_time_length,
+                                          attention_mask=key_mask, length_distribution="static",
+                                          min_masks=self.config.mask_time_min_masks, no_overlap=False)
+            time_mask = time_mask.to(hidden_states.device)
+            hidden_states = torch.where(time_mask[..., None], self.masked_spec_embed.to(hidden_states.dtype),
+                                        hidden_states)
+        if self.config.mask_feature_prob > 0:
+            feature_mask = compute_span_mask((batch, hidden), self.config.mask_feature_prob,
+                                             self.config.mask_feature_length, length_distribution="static",
+                                             min_masks=self.config.mask_feature_min_masks, no_overlap=False)
+            hidden_states = hidden_states.masked_fill(feature_mask.to(hidden_states.device)[:, None, :], 0.0)
+        return hidden_states
+
+
+class ArmHubertForCTC(ArmHubertPreTrainedModel):
+    """ArmHubert with a linear CTC head on the last hidden state, like `HubertForCTC`."""
+
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__(config)
+        if config.vocab_size is None or config.vocab_size < 1:
+            raise ValueError("ArmHubertForCTC needs config.vocab_size (the CTC vocabulary size, blank included); "
+                             "pass vocab_size=len(tokenizer) to from_pretrained.")
+        self.armhubert = ArmHubertModel(config)
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def freeze_feature_encoder(self) -> None:
+        """Stop gradients into the conv feature encoder (standard for CTC fine-tuning)."""
+        self.armhubert.freeze_feature_encoder()
+
+    def freeze_base_model(self) -> None:
+        """Train only the CTC head."""
+        for param in self.armhubert.parameters():
+            param.requires_grad = False
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutput | tuple:
+        r"""
+        Args:
+            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample.
+            labels: (B, L) token ids, padded with -100; the CTC blank is `config.pad_token_id`.
+
+        Returns:
+            `CausalLMOutput` with `logits` (B, T, vocab_size) and the CTC `loss` when labels are given.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
+                                 output_attentions=output_attentions, return_dict=True)
+        logits = self.lm_head(self.dropout(outputs.last_hidden_state))
+
+        loss = None
+        if labels is not None:
+            if labels.max() >= self.config.vocab_size:
+                raise ValueError(f"Label ids must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_values, dtype=torch.long)
+            input_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
+            label_mask = labels >= 0
+            target_lengths = label_mask.sum(-1)
+            flat_targets = labels.masked_select(label_mask)
+            log_probs = F.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
+            with torch.backends.cudnn.flags(enabled=False):
+                loss = F.ctc_loss(log_probs, flat_targets, input_lengths, target_lengths, blank=self.config.pad_token_id,
+                                  reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity)
+
+        output = CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                attentions=outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+
+ArmHubertConfig.register_for_auto_class()
+ArmHubertModel.register_for_auto_class("AutoModel")
+ArmHubertForCTC.register_for_auto_class("AutoModelForCTC")
+AutoConfig.register("armhubert", ArmHubertConfig, exist_ok=True)
+AutoModel.register(ArmHubertConfig, ArmHubertModel, exist_ok=True)
+AutoModelForCTC.register(ArmHubertConfig, ArmHubertForCTC, exist_ok=True)
+
+__all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel"]
