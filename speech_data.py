@@ -1,0 +1,782 @@
+"""Speech data: turn a corpus into decoded 16 kHz mono training examples.
+
+Both training scripts (``run_distill.py`` and ``run_asr_ctc.py``) read their audio
+through this module, so that distillation and CTC fine-tuning see exactly the
+same waveforms. The pipeline, top to bottom:
+
+1. ``load_audio`` decodes one file / byte string / ``datasets`` audio dict into a
+   float32 mono waveform at 16 kHz, raising ``AudioError`` for anything unusable.
+2. ``librispeech_dataset`` (a local LibriSpeech folder) or ``hub_dataset``
+   (anything ``datasets.load_dataset`` can open) produces an *index*: one row per
+   utterance, audio not decoded.
+3. ``build_dataset`` filters the index by duration (from file headers only) and
+   wraps it in a torch dataset whose items are decoded on access:
+   ``{"input_values": np.float32 (samples,), "text": str, "id": str}``, or
+   ``None`` when the audio of that item cannot be decoded.
+4. ``AudioCollator`` pads items into a batch and counts the ``None`` ones.
+
+Waveforms are returned as decoded, without mean/variance normalisation: the
+method feeds raw waveforms to both the teacher and the student.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import datasets
+import librosa
+import numpy as np
+import soundfile as sf
+import torch
+
+logger = logging.getLogger(__name__)
+
+SAMPLING_RATE = 16_000
+# The students' (and teachers') convolutional front-end has a receptive field
+# of 400 samples (25 ms): shorter audio produces zero frames and breaks the model.
+RECEPTIVE_FIELD_SAMPLES = 400
+# Streaming datasets cannot be shuffled globally; examples are drawn at random
+# from a buffer of this many upcoming examples instead.
+STREAMING_SHUFFLE_BUFFER = 1_000
+# How many offending file names a warning lists before it only gives the count.
+_NAMES_IN_WARNINGS = 5
+
+# A file path, the encoded bytes of a file, or a `datasets` audio dict:
+# {"path": ..., "bytes": ...} (undecoded) or {"array": ..., "sampling_rate": ...}.
+AudioSource = Union[str, os.PathLike, bytes, bytearray, Mapping[str, Any]]
+
+
+class AudioError(ValueError):
+    """An audio source cannot be used: unreadable, empty, or non-finite samples."""
+
+
+# --------------------------------------------------------------------------- #
+# Decoding one source
+# --------------------------------------------------------------------------- #
+
+
+def _describe(source: AudioSource) -> str:
+    """A short human-readable name for `source`, for error messages."""
+    if isinstance(source, Mapping):
+        if source.get("path"):
+            return str(source["path"])
+        return "<in-memory array>" if source.get("array") is not None else "<audio bytes>"
+    if isinstance(source, (bytes, bytearray)):
+        return f"<{len(source)} bytes of audio>"
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+
+
+def _unwrap(source: AudioSource, name: str) -> str | bytes | Mapping[str, Any]:
+    """Reduce `source` to an existing file path, encoded bytes, or an {"array", "sampling_rate"} dict."""
+    if isinstance(source, Mapping):
+        if source.get("array") is not None:
+            if source.get("sampling_rate") is None:
+                raise AudioError(f"{name}: audio dict has an 'array' but no 'sampling_rate'.")
+            return source
+        # Prefer the bytes: in hub datasets "path" is often only the file's name
+        # inside an archive and does not exist on this machine.
+        if source.get("bytes") is not None:
+            return bytes(source["bytes"])
+        if source.get("path") is None:
+            raise AudioError(f"{name}: audio dict has neither 'array', 'bytes' nor 'path' (keys: {sorted(source)}).")
+        source = source["path"]
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise AudioError(f"{path}: no such audio file; check the path or re-create the dataset index.")
+        return path
+    raise TypeError(f"cannot read audio from a {type(source).__name__}; expected a path, bytes or an audio dict")
+
+
+def _unreadable(name: str, err: Exception) -> AudioError:
+    return AudioError(
+        f"{name}: cannot decode audio ({err}). The file is corrupt or in a format that neither "
+        "libsndfile nor librosa can read; re-encode it as FLAC or WAV, or remove it from the corpus."
+    )
+
+
+def _decode(source: AudioSource) -> tuple[np.ndarray, int]:
+    """Decode `source` -> (samples (channels, frames) float32, native sampling rate)."""
+    name = _describe(source)
+    unwrapped = _unwrap(source, name)
+    if isinstance(unwrapped, Mapping):
+        # `datasets` stores decoded audio as (samples,) or (channels, samples).
+        array = np.asarray(unwrapped["array"], dtype=np.float32)
+        if array.ndim not in (1, 2):
+            raise AudioError(
+                f"{name}: audio array has shape {array.shape}; expected (samples,) or (channels, samples)."
+            )
+        return np.atleast_2d(array), int(unwrapped["sampling_rate"])
+    if isinstance(unwrapped, bytes):
+        try:
+            data, rate = sf.read(io.BytesIO(unwrapped), dtype="float32", always_2d=True)
+        except sf.SoundFileError as err:
+            raise _unreadable(name, err) from err
+        return data.T, rate
+    try:
+        data, rate = sf.read(unwrapped, dtype="float32", always_2d=True)
+        return data.T, rate
+    except sf.SoundFileError as sf_err:
+        # librosa can still read some formats libsndfile cannot (through
+        # audioread, when a backend is installed); its deprecation warning about
+        # that fallback is noise here.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data, rate = librosa.load(unwrapped, sr=None, mono=False, dtype=np.float32)
+        except Exception as err:  # any decoder failure means the same thing: unreadable
+            raise _unreadable(name, sf_err) from err
+        return np.atleast_2d(data), int(rate)
+
+
+def load_audio(source: AudioSource, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Decode `source` into a mono waveform at `sampling_rate`.
+
+    Args:
+        source: a file path, the encoded bytes of an audio file, or a `datasets`
+            audio dict ({"path", "bytes"} or {"array", "sampling_rate"}; arrays
+            are (samples,) or (channels, samples)).
+        sampling_rate: target rate in Hz; other rates are resampled with librosa.
+
+    Returns:
+        float32 array of shape (samples,): the mean over channels, at `sampling_rate`.
+
+    Raises:
+        AudioError: the source cannot be decoded, has no samples, or contains NaN/inf.
+    """
+    name = _describe(source)
+    samples, native_rate = _decode(source)  # (channels, frames)
+    if samples.size == 0:
+        raise AudioError(f"{name}: the audio is empty (0 samples); remove it from the corpus.")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{name}: the audio contains NaN or infinite samples; re-export or remove it.")
+    mono = samples.mean(axis=0)
+    if native_rate != sampling_rate:
+        mono = librosa.resample(mono, orig_sr=native_rate, target_sr=sampling_rate)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _header_duration(source: AudioSource) -> float:
+    """Duration of `source` in seconds, read from the file header (no decoding).
+
+    Raises AudioError when the header cannot be read or announces 0 frames.
+    """
+    name = _describe(source)
+    unwrapped = _unwrap(source, name)
+    if isinstance(unwrapped, Mapping):
+        frames, rate = np.shape(unwrapped["array"])[-1], unwrapped["sampling_rate"]
+    else:
+        try:
+            info = sf.info(io.BytesIO(unwrapped) if isinstance(unwrapped, bytes) else unwrapped)
+            frames, rate = info.frames, info.samplerate
+        except sf.SoundFileError as sf_err:
+            if isinstance(unwrapped, bytes):
+                raise _unreadable(name, sf_err) from sf_err
+            try:  # the same librosa fallback as `_decode`
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return librosa.get_duration(path=unwrapped)
+            except Exception as err:
+                raise _unreadable(name, sf_err) from err
+    if frames <= 0:
+        raise AudioError(f"{name}: the audio is empty (0 samples); remove it from the corpus.")
+    return frames / rate
+
+
+def _column(dataset: datasets.Dataset, name: str) -> list[Any]:
+    """All values of one column as a list.
+
+    `dataset[name]` is a lazy `Column` in datasets 5 that decodes row by row;
+    slicing a one-column view reads the column in one Arrow call instead.
+    """
+    return dataset.select_columns([name])[:][name]
+
+
+def _warn_skipped(skipped: Sequence[str], total: int, where: str) -> None:
+    if skipped:
+        shown = ", ".join(skipped[:_NAMES_IN_WARNINGS]) + (", ..." if len(skipped) > _NAMES_IN_WARNINGS else "")
+        logger.warning(
+            "Skipped %d of %d audio files in %s that are unreadable or empty: %s",
+            len(skipped), total, where, shown,
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Indexing a corpus (no audio decoded)
+# --------------------------------------------------------------------------- #
+
+_LIBRISPEECH_FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "path": datasets.Value("string"),
+        "duration": datasets.Value("float64"),
+        "text": datasets.Value("string"),
+        "speaker_id": datasets.Value("int64"),
+    }
+)
+
+
+def _librispeech_folder(root: Path) -> Path:
+    if (root / "LibriSpeech").is_dir():
+        return root / "LibriSpeech"
+    if root.is_dir():
+        return root
+    raise FileNotFoundError(
+        f"LibriSpeech root {root} does not exist; pass the folder that contains LibriSpeech/ (or LibriSpeech/ itself)."
+    )
+
+
+def _try_duration(path: str) -> float | None:
+    try:
+        return _header_duration(path)
+    except AudioError:
+        return None
+
+
+def librispeech_dataset(
+    root: str | os.PathLike, splits: Sequence[str], num_workers: int | None = None
+) -> datasets.Dataset:
+    """Index a local LibriSpeech folder in its original layout.
+
+    Expects ``<root>/LibriSpeech/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
+    next to ``<speaker>-<chapter>.trans.txt`` (one "ID TRANSCRIPT" line per
+    utterance); `root` may also be the ``LibriSpeech`` folder itself. Only file
+    headers are read. Utterances whose file is missing, unreadable or empty are
+    skipped and reported in one warning.
+
+    Args:
+        root: folder containing ``LibriSpeech/``, or ``LibriSpeech/`` itself.
+        splits: split folder names, e.g. ["train-clean-100", "train-clean-360"].
+        num_workers: threads reading headers (helps on network file systems).
+
+    Returns:
+        A `datasets.Dataset` with one row per utterance, in split / speaker /
+        chapter / utterance order, and columns ``id`` (str), ``path`` (str),
+        ``duration`` (float, seconds), ``text`` (str), ``speaker_id`` (int).
+
+    Raises:
+        FileNotFoundError: `root` or one of the `splits` does not exist.
+    """
+    if not splits:
+        raise ValueError("no LibriSpeech splits given")
+    corpus = _librispeech_folder(Path(root))
+    utterances: list[tuple[str, str, str]] = []  # (id, path, text)
+    for split in splits:
+        split_dir = corpus / split
+        if not split_dir.is_dir():
+            found = sorted(p.name for p in corpus.iterdir() if p.is_dir())
+            raise FileNotFoundError(
+                f"LibriSpeech split {split!r} not found: {split_dir} does not exist. "
+                f"Splits found in {corpus}: {found or 'none'}."
+            )
+        for transcript in sorted(split_dir.glob("*/*/*.trans.txt")):
+            for line in transcript.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    utt_id, _, text = line.strip().partition(" ")
+                    utterances.append((utt_id, str(transcript.parent / f"{utt_id}.flac"), text))
+
+    paths = [path for _, path, _ in utterances]
+    if num_workers and num_workers > 1:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            durations = list(pool.map(_try_duration, paths))
+    else:
+        durations = [_try_duration(path) for path in paths]
+
+    columns: dict[str, list] = {name: [] for name in _LIBRISPEECH_FEATURES}
+    skipped = []
+    for (utt_id, path, text), duration in zip(utterances, durations):
+        if duration is None:
+            skipped.append(Path(path).name)
+            continue
+        columns["id"].append(utt_id)
+        columns["path"].append(path)
+        columns["duration"].append(duration)
+        columns["text"].append(text)
+        columns["speaker_id"].append(int(utt_id.split("-")[0]))
+    _warn_skipped(skipped, len(utterances), f"{corpus} {list(splits)}")
+    return datasets.Dataset.from_dict(columns, features=_LIBRISPEECH_FEATURES)
+
+
+def _split_names(split: str) -> list[str]:
+    """Plain split names in a `datasets` split expression ("train[:10%]+test" -> ["train", "test"])."""
+    return [re.sub(r"\[.*\]$", "", part.strip()) for part in split.split("+")]
+
+
+def hub_dataset(
+    name: str,
+    config: str | None = None,
+    split: str = "train",
+    audio_column: str = "audio",
+    text_column: str | None = "text",
+    streaming: bool = False,
+    **load_kwargs: Any,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Open one split of a `datasets` dataset (hub name or local path) without decoding audio.
+
+    An `Audio` column is cast to ``Audio(decode=False)``, so rows carry
+    ``{"path", "bytes"}`` dicts that `load_audio` decodes: `datasets` would
+    otherwise decode with torchcodec/ffmpeg. Audio columns holding plain paths
+    (absolute, or relative to the working directory) or bytes are left as
+    they are: `load_audio` reads those too.
+
+    Args:
+        name: hub dataset name or local path, as for `datasets.load_dataset`.
+        config: dataset configuration name, if any.
+        split: split name or expression ("train", "train[:100]", "train+validation").
+        audio_column: column holding the audio.
+        text_column: column holding the transcript; None or "" for audio-only data.
+        streaming: return an `IterableDataset` that reads lazily.
+        **load_kwargs: forwarded to `datasets.load_dataset` (e.g. data_files, cache_dir, revision).
+
+    Raises:
+        ValueError: the split or a column does not exist (the message lists what does).
+        RuntimeError: `datasets` needs torchcodec to build this dataset (folder-based
+            audio datasets such as "audiofolder") and it is not installed.
+    """
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, streaming=streaming, **load_kwargs)
+    except ValueError as err:
+        try:
+            available = datasets.get_dataset_split_names(name, config, **load_kwargs)
+        except Exception:  # cannot list splits: the original error is the best we have
+            raise err from None
+        missing = [s for s in _split_names(split) if s not in available]
+        if missing:
+            raise ValueError(
+                f"dataset {name!r} (config {config!r}) has no split {missing[0]!r}; available splits: {available}."
+            ) from err
+        raise
+    except datasets.exceptions.DatasetGenerationError as err:
+        if isinstance(err.__cause__, ImportError) and "torchcodec" in str(err.__cause__):
+            raise RuntimeError(
+                f"datasets cannot build {name!r} without torchcodec (it re-encodes audio of folder-based "
+                "datasets such as 'audiofolder'). Store the audio in parquet/arrow files, or as a CSV/JSON "
+                "column of file paths, or install torchcodec."
+            ) from err
+        raise
+
+    columns = dataset.column_names
+    if columns is None:  # a streaming dataset whose features are only known from its rows
+        columns = list(next(iter(dataset)).keys())
+    for role, column in (("audio", audio_column), ("text", text_column)):
+        if column and column not in columns:
+            raise ValueError(
+                f"dataset {name!r} split {split!r} has no {role} column {column!r}; its columns are {columns}. "
+                f"Set --{role}_column to one of them."
+            )
+    if dataset.features is not None and isinstance(dataset.features[audio_column], datasets.Audio):
+        dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
+    return dataset
+
+
+def _row_id_and_text(row: Mapping[str, Any], position: int, audio_column: str,
+                     text_column: str | None) -> tuple[str, str]:
+    """Utterance id and transcript of a hub row.
+
+    The id is the row's "id" column, else its audio file name, else "#<position>".
+    """
+    audio = row[audio_column]
+    if row.get("id") is not None:
+        utt_id = str(row["id"])
+    elif isinstance(audio, Mapping) and audio.get("path"):
+        utt_id = os.path.basename(audio["path"])
+    elif isinstance(audio, str):
+        utt_id = os.path.basename(audio)
+    else:
+        utt_id = f"#{position}"
+    text = row[text_column] if text_column else None
+    return utt_id, text or ""
+
+
+def _hub_row_metadata(row: dict[str, Any], position: int, audio_column: str, text_column: str | None) -> dict[str, Any]:
+    """`datasets.map` function: id, text and header duration (-1 when unreadable) of one hub row."""
+    utt_id, text = _row_id_and_text(row, position, audio_column, text_column)
+    try:
+        duration = _header_duration(row[audio_column])
+    except AudioError:
+        duration = -1.0
+    return {"id": utt_id, "text": text, "duration": duration}
+
+
+def _hub_index(
+    dataset: datasets.Dataset, audio_column: str, text_column: str | None, num_workers: int | None
+) -> datasets.Dataset:
+    """Columns id, text, duration (seconds) and `audio_column` for a map-style hub dataset.
+
+    Unreadable or empty rows are dropped with one warning, as in `librispeech_dataset`.
+    """
+    # Only the small metadata columns are written by `map` (and cached by
+    # `datasets`); the audio column is re-attached without being copied.
+    metadata = dataset.map(
+        partial(_hub_row_metadata, audio_column=audio_column, text_column=text_column),
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_workers,
+        desc="Reading audio headers",
+    )
+    index = datasets.concatenate_datasets([dataset.select_columns([audio_column]), metadata], axis=1)
+    readable = np.asarray(_column(metadata, "duration")) >= 0
+    if not readable.all():
+        ids = _column(metadata, "id")
+        _warn_skipped([ids[i] for i in np.flatnonzero(~readable)], len(index), "the dataset")
+        index = index.select(np.flatnonzero(readable))
+    return index
+
+
+# --------------------------------------------------------------------------- #
+# Arguments
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class DataArguments:
+    """Where the audio comes from and which utterances to use (shared by both scripts)."""
+
+    librispeech_root: str | None = field(
+        default=None,
+        metadata={"help": "Local LibriSpeech corpus in its original layout: the folder containing LibriSpeech/ "
+                          "(or LibriSpeech/ itself). Use this or --dataset_name."},
+    )
+    train_splits: list[str] = field(
+        default_factory=lambda: ["train-clean-100"],
+        metadata={"help": "LibriSpeech split folders to train on, e.g. "
+                          "train-clean-100 train-clean-360 train-other-500."},
+    )
+    eval_splits: list[str] = field(
+        default_factory=lambda: ["dev-clean"],
+        metadata={"help": "LibriSpeech split folders to evaluate on."},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A `datasets` dataset to read instead of a LibriSpeech folder: a hub name or a local "
+                          "path (parquet/arrow/CSV/JSON files). Use this or --librispeech_root."},
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration name of --dataset_name, if it has several."}
+    )
+    train_split: str = field(
+        default="train", metadata={"help": "Split of --dataset_name to train on (slices such as 'train[:1000]' work)."}
+    )
+    eval_split: str = field(default="validation", metadata={"help": "Split of --dataset_name to evaluate on."})
+    audio_column: str = field(default="audio", metadata={"help": "Column of --dataset_name holding the audio."})
+    text_column: str = field(
+        default="text",
+        metadata={"help": "Column of --dataset_name holding the transcript; an empty string for audio-only data "
+                          "(items then have text '')."},
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Read --dataset_name lazily instead of downloading it first. The datasets then have no "
+                          "length (set --max_steps) and cannot be grouped by length; training data is shuffled "
+                          f"within a buffer of {STREAMING_SHUFFLE_BUFFER} examples."},
+    )
+    max_duration_seconds: float | None = field(
+        default=None,
+        metadata={"help": "Longest audio to use, in seconds (default: no limit, as in the paper). What happens to "
+                          "longer utterances is set by --crop_to_max_duration."},
+    )
+    crop_to_max_duration: bool = field(
+        default=True,
+        metadata={"help": "With --max_duration_seconds: crop longer utterances to a random window of that length, "
+                          "drawn anew for each (seed, item, epoch) (true; for distillation, where there are no "
+                          "labels), or drop them (false; for CTC fine-tuning, where a crop would no longer match "
+                          "its transcript)."},
+    )
+    min_duration_seconds: float = field(
+        default=RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE,
+        metadata={"help": "Drop utterances shorter than this, in seconds. At least 0.025 s (400 samples, the "
+                          "receptive field of the convolutional front-end: shorter audio yields no frames)."},
+    )
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Workers reading audio headers when indexing (threads for a LibriSpeech folder, "
+                          "processes for a map-style --dataset_name)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training utterances (after filtering), for quick runs."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N evaluation utterances (after filtering), for quick runs."}
+    )
+
+    def __post_init__(self) -> None:
+        if (self.librispeech_root is None) == (self.dataset_name is None):
+            raise ValueError(
+                "Give exactly one data source: --librispeech_root (a local LibriSpeech folder) or "
+                f"--dataset_name (a `datasets` dataset); got librispeech_root={self.librispeech_root!r}, "
+                f"dataset_name={self.dataset_name!r}."
+            )
+        if self.streaming and self.librispeech_root is not None:
+            raise ValueError("--streaming applies to --dataset_name only; a LibriSpeech folder is indexed instead.")
+        if self.min_audio_samples < RECEPTIVE_FIELD_SAMPLES:
+            raise ValueError(
+                f"--min_duration_seconds must be at least {RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE} s "
+                f"({RECEPTIVE_FIELD_SAMPLES} samples, the model's receptive field); got {self.min_duration_seconds}."
+            )
+        if self.max_audio_samples is not None and self.max_audio_samples < self.min_audio_samples:
+            raise ValueError(
+                f"--max_duration_seconds ({self.max_duration_seconds}) must not be below "
+                f"--min_duration_seconds ({self.min_duration_seconds})."
+            )
+        for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}.")
+
+    @property
+    def min_audio_samples(self) -> int:
+        return round(self.min_duration_seconds * SAMPLING_RATE)
+
+    @property
+    def max_audio_samples(self) -> int | None:
+        return None if self.max_duration_seconds is None else round(self.max_duration_seconds * SAMPLING_RATE)
+
+
+# --------------------------------------------------------------------------- #
+# Torch datasets
+# --------------------------------------------------------------------------- #
+
+
+class _DecodingDataset:
+    """What the map-style and streaming datasets share: decoding, skipping, duration limits.
+
+    Lengths are in samples at 16 kHz. Audio shorter than `min_length`, or
+    longer than `max_length` when not cropping, is out of range.
+    Utterances longer than `max_length` are cropped to a random window when
+    `crop` is true; the window depends only on (seed, position, epoch).
+    `set_epoch` moves the windows; call it at the start of every epoch
+    (accelerate's data loader does not always forward its own `set_epoch` to
+    the dataset, e.g. under DDP). DataLoader workers get a copy of the dataset
+    when an epoch's iterator starts, so call it before that, and avoid
+    persistent workers if crops should change between epochs.
+    """
+
+    def __init__(self, audio_column: str, min_length: int, max_length: int | None, crop: bool, seed: int) -> None:
+        self.audio_column = audio_column
+        self.min_length = min_length
+        self.max_length = max_length
+        self.crop = crop
+        self.seed = seed
+        self.epoch = 0
+        # Ids whose audio failed to decode in this process; each is logged once.
+        self.failed_ids: set[str] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _load(self, source: AudioSource, utt_id: str) -> np.ndarray | None:
+        """Decoded audio, or None (logged the first time for this id) if it fails."""
+        try:
+            return load_audio(source)
+        except AudioError as err:
+            if utt_id not in self.failed_ids:
+                self.failed_ids.add(utt_id)
+                logger.warning("Skipping utterance %s (%d failed so far): %s", utt_id, len(self.failed_ids), err)
+            return None
+
+    def _in_range(self, length: int) -> bool:
+        too_long = self.max_length is not None and not self.crop and length > self.max_length
+        return length >= self.min_length and not too_long
+
+    def _item(self, audio: np.ndarray, text: str, utt_id: str, position: int) -> dict[str, Any]:
+        if self.crop and self.max_length is not None and len(audio) > self.max_length:
+            rng = np.random.default_rng((self.seed, position, self.epoch))
+            start = int(rng.integers(0, len(audio) - self.max_length + 1))
+            audio = audio[start:start + self.max_length]
+        return {"input_values": audio, "text": text, "id": utt_id}
+
+
+class SpeechDataset(_DecodingDataset, torch.utils.data.Dataset):
+    """Map-style dataset over an utterance index; audio is decoded in `__getitem__`.
+
+    The index should already be filtered to the duration range (`build_dataset`
+    does this from the file headers).
+
+    Attributes:
+        index: the `datasets.Dataset` behind it, with columns ``id``, ``text``,
+            ``duration`` (seconds) and the audio column; read it for anything
+            that needs no audio (e.g. its transcripts, to build a vocabulary).
+        lengths: samples per item at 16 kHz (after cropping), from the header
+            durations, for length-grouped batching without decoding.
+    """
+
+    def __init__(self, index: datasets.Dataset, audio_column: str, min_length: int,
+                 max_length: int | None = None, crop: bool = True, seed: int = 0) -> None:
+        super().__init__(audio_column, min_length, max_length, crop, seed)
+        self.index = index
+        lengths = [round(duration * SAMPLING_RATE) for duration in _column(index, "duration")]
+        if crop and max_length is not None:
+            lengths = [min(length, max_length) for length in lengths]
+        self.lengths: list[int] = lengths
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, position: int) -> dict[str, Any] | None:
+        """-> {"input_values": float32 (samples,), "text": str, "id": str}, or None if the audio fails."""
+        row = self.index[position]
+        audio = self._load(row[self.audio_column], row["id"])
+        if audio is None:
+            return None
+        if not self._in_range(len(audio)):
+            # The header promised a length in range but the file decodes to
+            # another one: treat it like any other unusable file.
+            if row["id"] not in self.failed_ids:
+                self.failed_ids.add(row["id"])
+                logger.warning("Skipping utterance %s: decodes to %d samples, outside the duration range.",
+                               row["id"], len(audio))
+            return None
+        return self._item(audio, row["text"], row["id"], position)
+
+
+class StreamingSpeechDataset(_DecodingDataset, torch.utils.data.IterableDataset):
+    """Iterable dataset over a streaming `datasets.IterableDataset`; decodes as it goes.
+
+    Yields the same items as `SpeechDataset` (None for audio that fails to
+    decode). Utterances outside the duration range are left out, as the index
+    filter does for map-style data. In DataLoader workers, the `datasets`
+    source splits its shards between the workers.
+    """
+
+    def __init__(self, source: datasets.IterableDataset, audio_column: str, text_column: str | None,
+                 min_length: int, max_length: int | None = None, crop: bool = True, seed: int = 0) -> None:
+        super().__init__(audio_column, min_length, max_length, crop, seed)
+        self.source = source
+        self.text_column = text_column
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.source.set_epoch(epoch)  # reshuffles the stream
+
+    def __iter__(self) -> Iterator[dict[str, Any] | None]:
+        for position, row in enumerate(self.source):
+            utt_id, text = _row_id_and_text(row, position, self.audio_column, self.text_column)
+            audio = self._load(row[self.audio_column], utt_id)
+            if audio is None:
+                yield None
+            elif self._in_range(len(audio)):
+                yield self._item(audio, text, utt_id, position)
+
+
+def _filter_by_length(index: datasets.Dataset, min_length: int, max_length: int | None) -> datasets.Dataset:
+    """Keep utterances with min_length <= length (<= max_length when given), from header durations."""
+    lengths = np.rint(np.asarray(_column(index, "duration"), dtype=np.float64) * SAMPLING_RATE)
+    keep = lengths >= min_length
+    if max_length is not None:
+        keep &= lengths <= max_length
+    if not keep.all():
+        logger.info(
+            "Dropped %d of %d utterances outside the duration range [%d, %s] samples.",
+            int((~keep).sum()), len(index), min_length, max_length if max_length is not None else "inf",
+        )
+        index = index.select(np.flatnonzero(keep))
+    return index
+
+
+def build_dataset(data_args: DataArguments, split: Literal["train", "eval"],
+                  seed: int = 0) -> SpeechDataset | StreamingSpeechDataset:
+    """The training or evaluation dataset described by `data_args`.
+
+    Args:
+        data_args: the data source and filters.
+        split: "train" (train_splits / train_split) or "eval" (eval_splits / eval_split).
+        seed: seeds the crop windows and the streaming shuffle (pass TrainingArguments.seed).
+
+    Returns:
+        A map-style `SpeechDataset`, or a `StreamingSpeechDataset` when
+        ``data_args.streaming``. Items are ``{"input_values": np.float32
+        (samples,), "text": str, "id": str}``, or None for audio that fails to
+        decode (logged once per file; `AudioCollator` drops and counts them).
+    """
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+    is_train = split == "train"
+    max_items = data_args.max_train_samples if is_train else data_args.max_eval_samples
+    limits = dict(min_length=data_args.min_audio_samples, max_length=data_args.max_audio_samples,
+                  crop=data_args.crop_to_max_duration, seed=seed)
+    text_column = data_args.text_column or None
+
+    if data_args.librispeech_root is not None:
+        splits = data_args.train_splits if is_train else data_args.eval_splits
+        index = librispeech_dataset(data_args.librispeech_root, splits, data_args.preprocessing_num_workers)
+        audio_column = "path"
+    else:
+        hub = hub_dataset(data_args.dataset_name, data_args.dataset_config,
+                          data_args.train_split if is_train else data_args.eval_split,
+                          data_args.audio_column, text_column, streaming=data_args.streaming)
+        audio_column = data_args.audio_column
+        if data_args.streaming:
+            if max_items is not None:
+                hub = hub.take(max_items)
+            if is_train:
+                hub = hub.shuffle(seed=seed, buffer_size=STREAMING_SHUFFLE_BUFFER)
+            return StreamingSpeechDataset(hub, audio_column, text_column, **limits)
+        index = _hub_index(hub, audio_column, text_column, data_args.preprocessing_num_workers)
+
+    index = _filter_by_length(index, data_args.min_audio_samples,
+                              None if data_args.crop_to_max_duration else data_args.max_audio_samples)
+    if max_items is not None:
+        index = index.select(range(min(max_items, len(index))))
+    return SpeechDataset(index, audio_column, **limits)
+
+
+# --------------------------------------------------------------------------- #
+# Batching
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class AudioCollator:
+    """Pad items from `build_dataset` into a batch, dropping the None ones.
+
+    Returns:
+        ``input_values``: float32 (B, S), zero-padded on the right;
+        ``attention_mask``: long (B, S), 1 for real samples, 0 for padding;
+        ``text``: list of B transcripts (when the items have "text");
+        ``id``: list of B utterance ids (when the items have "id");
+        ``num_skipped``: long scalar tensor, how many None items were dropped.
+        B is the number of non-None items and S the longest of them (rounded up
+        to `pad_to_multiple_of`). If every item is None, the batch is empty:
+        ``input_values`` and ``attention_mask`` of shape (0, 0), ``num_skipped``
+        = number of items, no ``text``; test ``input_values.shape[0] == 0``.
+    """
+
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
+        present = [item for item in items if item is not None]
+        num_skipped = torch.tensor(len(items) - len(present), dtype=torch.long)
+        if not present:
+            return {
+                "input_values": torch.zeros(0, 0, dtype=torch.float32),
+                "attention_mask": torch.zeros(0, 0, dtype=torch.long),
+                "num_skipped": num_skipped,
+            }
+        lengths = [len(item["input_values"]) for item in present]
+        width = max(lengths)
+        if self.pad_to_multiple_of:
+            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_values = torch.zeros(len(present), width, dtype=torch.float32)
+        attention_mask = torch.zeros(len(present), width, dtype=torch.long)
+        for row, (item, length) in enumerate(zip(present, lengths)):
+            input_values[row, :length] = torch.as_tensor(np.asarray(item["input_values"], dtype=np.float32))
+            attention_mask[row, :length] = 1
+        batch: dict[str, Any] = {"input_values": input_values, "attention_mask": attention_mask}
+        if "text" in present[0]:
+            batch["text"] = [item["text"] for item in present]
+        if "id" in present[0]:
+            batch["id"] = [item["id"] for item in present]
+        batch["num_skipped"] = num_skipped
+        return batch
