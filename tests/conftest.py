@@ -51,3 +51,48 @@ def offline_hf(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return tmp_path
+
+
+sys.path.insert(0, str(REPO / "tools"))
+from make_random_teacher import make_random_teacher  # noqa: E402
+
+# A 2-layer student for a 2-layer tiny teacher (tools/make_random_teacher.py --size tiny).
+TINY_STUDENT_OVERRIDES = ('{"num_hidden_layers": 2, "reuse_pattern": [true, false], "hidden_size": 64, '
+                          '"num_attention_heads": 4, "intermediate_size": 96, "num_conv_pos_embeddings": 16, '
+                          '"num_conv_pos_embedding_groups": 4, "conv_dim": [16, 32, 32, 32, 32, 32, 64, 64, 64]}')
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("teachers") / "tiny-hubert"
+    make_random_teacher(str(path), arch="hubert", size="tiny")
+    return path
+
+
+FRESH_PROCESS_LOAD = r"""
+import sys, torch
+from transformers import AutoModel, AutoModelForCTC
+model_dir, kind, inputs_file, outputs_file = sys.argv[1:]
+auto = {"model": AutoModel, "ctc": AutoModelForCTC}[kind]
+model = auto.from_pretrained(model_dir, trust_remote_code=True).eval()
+assert "modeling_armhubert" not in sys.modules, "the repo's module must not be imported"
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+inputs = torch.load(inputs_file)
+with torch.no_grad():
+    out = model(inputs["values"], attention_mask=inputs["mask"], output_hidden_states=True)
+torch.save({"first": out[0], "hidden": out.hidden_states}, outputs_file)
+"""
+
+
+def run_in_fresh_process(model_dir: Path, kind: str, values: torch.Tensor, mask: torch.Tensor, work_dir: Path):
+    """Load `model_dir` with AutoModel(ForCTC) + trust_remote_code in a new Python process outside the
+    repo (nothing of ours importable) and return its first output and hidden states."""
+    import os
+    import subprocess
+
+    inputs_file, outputs_file = work_dir / "inputs.pt", work_dir / f"outputs-{kind}.pt"
+    torch.save({"values": values, "mask": mask}, inputs_file)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-c", FRESH_PROCESS_LOAD, str(model_dir), kind, str(inputs_file),
+                    str(outputs_file)], cwd=work_dir, env=env, check=True, timeout=300)
+    return torch.load(outputs_file)

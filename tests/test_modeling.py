@@ -4,15 +4,12 @@ input errors, Auto classes and remote-code loading."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import AutoModel, AutoModelForCTC
 
-from conftest import REPO, bundled_waveforms, pad_batch, tiny_config
+from conftest import REPO, bundled_waveforms, pad_batch, run_in_fresh_process, tiny_config
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertAttention, ArmHubertForCTC, ArmHubertModel
 
@@ -250,20 +247,6 @@ def test_auto_classes_in_process(tmp_path):
     assert isinstance(AutoModel.from_pretrained(tmp_path), ArmHubertModel)
 
 
-FRESH_PROCESS_LOAD = r"""
-import sys, torch
-from transformers import AutoModel, AutoModelForCTC
-auto = {"model": AutoModel, "ctc": AutoModelForCTC}[sys.argv[2]]
-model = auto.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
-assert "modeling_armhubert" not in sys.modules, "the repo's module must not be imported"
-assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-inputs = torch.load(sys.argv[1] + "/inputs.pt")
-with torch.no_grad():
-    out = model(inputs["values"], attention_mask=inputs["mask"], output_hidden_states=True)
-torch.save({"first": out[0], "hidden": out.hidden_states}, sys.argv[1] + f"/out-{sys.argv[2]}.pt")
-"""
-
-
 @pytest.mark.parametrize("kind", ["model", "ctc"])
 def test_fresh_process_loads_with_trust_remote_code(tmp_path, offline_hf, kind):
     torch.manual_seed(0)
@@ -271,14 +254,10 @@ def test_fresh_process_loads_with_trust_remote_code(tmp_path, offline_hf, kind):
     save_dir = tmp_path / "student"
     model.save_pretrained(save_dir)
     values, mask = pad_batch(bundled_waveforms(count=2))
-    torch.save({"values": values, "mask": mask}, save_dir / "inputs.pt")
     with torch.no_grad():
         expected = model(values, attention_mask=mask, output_hidden_states=True)
-    # Run outside the repo, with nothing of ours on the path.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-c", FRESH_PROCESS_LOAD, str(save_dir), kind], cwd=tmp_path, env=env,
-                   check=True, timeout=300)
-    got = torch.load(save_dir / f"out-{kind}.pt")
+    got = run_in_fresh_process(save_dir, kind, values, mask, tmp_path)
     assert torch.equal(got["first"], expected[0])
+    assert len(got["hidden"]) == len(expected.hidden_states)
     for a, b in zip(got["hidden"], expected.hidden_states):
         assert torch.equal(a, b)

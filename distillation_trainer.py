@@ -1,0 +1,225 @@
+"""`MaskingDistillationTrainer`: a Transformers Trainer whose step is one masking-distillation step.
+
+Per batch (SPEC section 2): a span mask over the frames, the frozen teacher's layer outputs
+unmasked and masked (`teacher.FrozenTeacher`), one student pass with the same mask, and
+`distillation_loss.masking_distillation_loss`. Evaluation reports the unmasked validation loss.
+Everything else (optimiser, schedule, mixed precision, checkpoints, resuming, several processes
+through accelerate, pushing to the Hub) is the Trainer's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+import os
+from typing import Any, Callable, Literal
+
+import torch
+from huggingface_hub import ModelCard
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from distillation_loss import masking_distillation_loss, validation_distillation_loss
+from span_mask import compute_span_mask
+from teacher import FrozenTeacher
+
+logger = logging.getLogger(__name__)
+
+LOSS_TERMS = ("mask_hint", "unmask_hint", "mask_rec", "unmask_rec")
+
+
+@dataclass
+class DistillationArguments:
+    """How the student learns from the teacher (SPEC sections 2 and 3)."""
+
+    mask_prob: float = field(default=0.8, metadata={
+        "help": "Span mask probability: 0.8 in the paper's 960 h recipes, 0.4 in the 100 h ones."})
+    mask_length: int = field(default=10, metadata={"help": "Mean span length in frames (20 ms each)."})
+    mask_length_distribution: Literal["uniform", "static"] = field(default="uniform", metadata={
+        "help": "Span lengths: 'uniform' integers in [0, 2 * mask_length] (the paper) or 'static' = mask_length."})
+    mask_min_space: int = field(default=1, metadata={"help": "Unmasked frames kept between two spans."})
+    mask_min_spans: int = field(default=2, metadata={"help": "At least this many spans per utterance."})
+    hint_weight: float = field(default=0.1, metadata={"help": "Weight of the hint layers (all but the last)."})
+    last_weight: float = field(default=1.0, metadata={"help": "Weight of the last layer."})
+    loss_type: Literal["mse", "l1"] = field(default="mse", metadata={"help": "Per-frame distance: 'mse' or 'l1'."})
+    share_teacher_features: bool = field(default=True, metadata={
+        "help": "Run the teacher's conv feature encoder once for the masked and unmasked passes (faster, same "
+                "result); false runs the whole teacher twice."})
+
+
+class LengthGroupedEpochSampler(LengthGroupedSampler):
+    """Length-grouped order from lengths known up front, reshuffled by (seed, epoch).
+
+    Seeding by epoch rather than drawing from a global generator makes the order the same in every
+    process and after resuming from a checkpoint.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+def mask_generator(seed: int, step: int, utterance_ids: list[str]) -> torch.Generator:
+    """A generator seeded by the run seed, the optimisation step and the utterances of the batch.
+
+    Masks then depend only on what is being trained on, not on RNG history: a resumed run and a run
+    split over several processes draw exactly the masks an uninterrupted single process would.
+    """
+    digest = hashlib.sha256(f"{seed}|{step}|{'|'.join(utterance_ids)}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+class DatasetEpochCallback(TrainerCallback):
+    """Tell the training dataset the epoch, which moves its random crop windows (the data loader
+    does not forward `set_epoch` to a dataset under DDP)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.set_epoch(int(state.epoch or 0))
+
+
+class MaskingDistillationTrainer(Trainer):
+    """Trainer for masking distillation. `model` is the student (an `ArmHubertModel` with heads).
+
+    Args:
+        teacher: the frozen teacher, returning the layers the student's heads are matched to.
+        distillation_args: mask and loss settings.
+        model_card_fn: builds the README.md written to output_dir (and uploaded by `push_to_hub`)
+            from `card_results`.
+        All other arguments are the Trainer's.
+    """
+
+    def __init__(self, *args, teacher: FrozenTeacher, distillation_args: DistillationArguments,
+                 model_card_fn: Callable[[dict[str, Any]], ModelCard] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_card_fn = model_card_fn
+        self.card_results: dict[str, Any] = {}
+        self.teacher = teacher.to(self.args.device)
+        self.distillation_args = distillation_args
+        student_config = self.accelerator.unwrap_model(self.model).config
+        if not student_config.has_projection_heads:
+            raise ValueError("The student has no distillation heads: set projection_dim to the teacher's hidden size.")
+        if student_config.projection_dim != teacher.hidden_size:
+            raise ValueError(f"Student heads map to {student_config.projection_dim} dims but the teacher's hidden "
+                             f"size is {teacher.hidden_size}; set projection_dim={teacher.hidden_size}.")
+        if len(teacher.layers) != student_config.num_hidden_layers:
+            raise ValueError(f"The layer map names {len(teacher.layers)} teacher layers for a student of "
+                             f"{student_config.num_hidden_layers} layers; give one teacher layer per student layer.")
+        # The loss is ours (compute_loss) and is a mean per batch: let the Trainer average over accumulation.
+        self.model_accepts_loss_kwargs = False
+        self._term_sums = {name: torch.zeros((), device=self.args.device) for name in LOSS_TERMS}
+        self._term_count = 0
+        self.skipped_files = 0
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.add_callback(DatasetEpochCallback(self.train_dataset))
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = getattr(dataset, "lengths", None)
+        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
+            # Group by the global batch (all processes, all accumulation steps), so the utterances of one
+            # optimisation step are the same however the run is split.
+            global_batch = (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+                            * self.args.world_size)
+            return LengthGroupedEpochSampler(global_batch, lengths, seed=self.args.data_seed or self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
+    # -- the step -----------------------------------------------------------------------------
+
+    def _student_frame_mask(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, int]:
+        """(B, T) bool of real frames, and T."""
+        student = self.accelerator.unwrap_model(model)
+        frames = int(student._get_feat_extract_output_lengths(inputs["input_values"].shape[1]))
+        frame_mask = student._get_feature_vector_attention_mask(frames, inputs["attention_mask"])
+        return frame_mask, frames
+
+    def _count_skipped(self, inputs: dict[str, Any]) -> None:
+        """Take the bookkeeping entries out of the batch; count and log unreadable files."""
+        inputs.pop("text", None)
+        skipped = inputs.pop("num_skipped", None)
+        if skipped is not None and int(skipped) > 0:
+            self.skipped_files += int(skipped)
+            logger.warning("Skipped %d unreadable audio file(s) in this batch (%d so far).", int(skipped),
+                           self.skipped_files)
+
+    @staticmethod
+    def _is_empty(inputs: dict[str, Any]) -> bool:
+        return inputs["input_values"].numel() == 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self._count_skipped(inputs)
+        if self._is_empty(inputs):
+            # Every file of this batch was unreadable: a zero loss that still touches every parameter,
+            # so that all processes run the same collective operations.
+            loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+            return (loss, None) if return_outputs else loss
+        args = self.distillation_args
+        values, attention_mask = inputs["input_values"], inputs["attention_mask"]
+        frame_mask, frames = self._student_frame_mask(model, inputs)
+        generator = mask_generator(self.args.seed, self.state.global_step, list(inputs.pop("id", [])))
+        mask = compute_span_mask(
+            (values.shape[0], frames), args.mask_prob, args.mask_length, attention_mask=frame_mask.cpu(),
+            length_distribution=args.mask_length_distribution, min_masks=args.mask_min_spans,
+            no_overlap=True, min_space=args.mask_min_space, generator=generator,
+        ).to(values.device)
+
+        with self.accelerator.autocast():
+            teacher_unmasked, teacher_masked = self.teacher(values, attention_mask, mask)
+        if teacher_unmasked[0].shape[1] != frames:
+            raise ValueError(f"Teacher gives {teacher_unmasked[0].shape[1]} frames, student {frames}: their conv "
+                             "encoders must have the same total stride and receptive field.")
+        outputs = model(values, attention_mask=attention_mask, mask_time_indices=mask, output_hidden_states=True)
+        terms = masking_distillation_loss(list(outputs.projected_hidden_states), teacher_unmasked, teacher_masked,
+                                          mask, frame_mask, hint_weight=args.hint_weight,
+                                          last_weight=args.last_weight, loss_type=args.loss_type)
+        for name in LOSS_TERMS:
+            self._term_sums[name] += terms[name].detach()
+        self._term_count += 1
+        return (terms["loss"], outputs) if return_outputs else terms["loss"]
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Validation: no masking, every real frame against the unmasked teacher (SPEC 2, step 6)."""
+        inputs = self._prepare_inputs(inputs)
+        self._count_skipped(inputs)
+        inputs.pop("id", None)
+        if self._is_empty(inputs):
+            return None, None, None
+        args = self.distillation_args
+        frame_mask, _ = self._student_frame_mask(model, inputs)
+        with torch.no_grad(), self.accelerator.autocast():
+            teacher_unmasked, _ = self.teacher(inputs["input_values"], inputs["attention_mask"], None)
+            outputs = model(inputs["input_values"], attention_mask=inputs["attention_mask"],
+                            output_hidden_states=True)
+            loss = validation_distillation_loss(list(outputs.projected_hidden_states), teacher_unmasked, frame_mask,
+                                                hint_weight=args.hint_weight, last_weight=args.last_weight,
+                                                loss_type=args.loss_type)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # Training logs carry the mean of each loss term since the last log, and the skipped files.
+        if "loss" in logs and self._term_count:
+            for name in LOSS_TERMS:
+                logs[name] = round(float(self._term_sums[name]) / self._term_count, 6)
+                self._term_sums[name].zero_()
+            self._term_count = 0
+            logs["skipped_files"] = self.skipped_files
+        super().log(logs, start_time)
+
+    def create_model_card(self, **kwargs) -> None:
+        """Write our card (recipe and results) instead of the Trainer's generic one."""
+        if self.model_card_fn is None:
+            return super().create_model_card(**kwargs)
+        if self.is_world_process_zero():
+            self.model_card_fn(self.card_results).save(os.path.join(self.args.output_dir, "README.md"))

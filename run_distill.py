@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Distil a HuBERT / WavLM / wav2vec 2.0 teacher into an ArmHubert student with masking distillation.
+
+    python run_distill.py configs/demo.yaml --teacher DIR          # bundled audio, minutes on a CPU
+    accelerate launch run_distill.py configs/armhubert-960h.yaml \\
+        --librispeech_root /data/LibriSpeech --output_dir armhubert   # the paper's recipe
+
+A YAML recipe from configs/ comes first; any option after it overrides the recipe. Every option is
+listed by `python run_distill.py --help`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Literal
+
+import datasets
+import torch
+import transformers
+from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2FeatureExtractor, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from configuration_armhubert import PRESETS, ArmHubertConfig
+from distillation_trainer import DistillationArguments, MaskingDistillationTrainer
+from model_card import distilled_student_card
+from modeling_armhubert import ArmHubertModel
+from speech_data import SAMPLING_RATE, AudioCollator, DataArguments, build_dataset
+from teacher import FrozenTeacher, default_layer_map, load_teacher
+from yaml_arguments import parse_config_and_args
+
+logger = logging.getLogger("run_distill")
+
+
+@dataclass
+class ModelArguments:
+    """Which teacher, and which student."""
+
+    teacher: str = field(default="facebook/hubert-base-ls960", metadata={
+        "help": "Teacher: a hub id or a local directory of a HubertModel, WavLMModel or Wav2Vec2Model "
+                "(e.g. facebook/hubert-base-ls960, microsoft/wavlm-base)."})
+    student_preset: str = field(default="armhubert", metadata={
+        "help": f"Student architecture, one of {sorted(PRESETS)}. Its heads are sized from the teacher."})
+    student_config: str | None = field(default=None, metadata={
+        "help": "A config.json of an ArmHubertConfig to use instead of --student_preset."})
+    student_overrides: str | None = field(default=None, metadata={
+        "help": "JSON object of ArmHubertConfig fields to change, e.g. '{\"hidden_dropout\": 0.0}'."})
+    teacher_layer_map: list[int] | None = field(default=None, metadata={
+        "help": "Teacher layer (1-based) each student layer learns from, e.g. 2 4 6 8 10 12 for a 6-layer "
+                "student of a 12-layer teacher. Default: the same layer when the depths match, else evenly spaced."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded teachers are stored."})
+    precision: Literal["auto", "bf16", "fp16", "no"] = field(default="auto", metadata={
+        "help": "Mixed precision: 'auto' = bf16 on GPUs that support it, fp16 with loss scaling on older GPUs, "
+                "fp32 on a CPU. Overrides --bf16/--fp16."})
+
+
+def build_student(model_args: ModelArguments, teacher_hidden_size: int) -> ArmHubertModel:
+    overrides = json.loads(model_args.student_overrides) if model_args.student_overrides else {}
+    # The distillation mask is passed explicitly; the student's own SpecAugment stays off.
+    overrides = {"projection_dim": teacher_hidden_size, "mask_time_prob": 0.0, **overrides}
+    if model_args.student_config:
+        config = ArmHubertConfig.from_json_file(model_args.student_config)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+    else:
+        config = ArmHubertConfig.from_preset(model_args.student_preset, **overrides)
+    return ArmHubertModel(config)
+
+
+def check_same_frames(student: ArmHubertModel, teacher: FrozenTeacher) -> None:
+    """Teacher and student must cut audio into the same frames for the layer-to-layer loss."""
+    for samples in (400, 16_000, 16_321, 160_000):
+        if int(student._get_feat_extract_output_lengths(samples)) != int(teacher.num_frames(samples)):
+            raise ValueError("The student's conv feature encoder gives a different number of frames than the "
+                             "teacher's; both need a total stride of 320 and a receptive field of 400 samples.")
+
+
+def choose_precision(training_args: TrainingArguments, precision: str) -> None:
+    """'auto': bf16 on GPUs that have it, fp16 with loss scaling on older GPUs, fp32 on a CPU."""
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            precision = "no"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    training_args.bf16, training_args.fp16 = precision == "bf16", precision == "fp16"
+
+
+def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
+    """Parse the command line and set up the teacher, the student, the data and the Trainer."""
+    parser = HfArgumentParser((ModelArguments, DistillationArguments, DataArguments, TrainingArguments),
+                              description=__doc__)
+    model_args, distill_args, data_args, training_args = parse_config_and_args(parser, argv)
+    training_args.remove_unused_columns = False  # the batch is ours; the Trainer must not prune it
+    choose_precision(training_args, model_args.precision)
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    for library_logger in (logging.getLogger("distillation_trainer"), logging.getLogger("speech_data")):
+        library_logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    logger.info("Distillation settings: %s", distill_args)
+    set_seed(training_args.seed)
+
+    teacher_model = load_teacher(model_args.teacher, cache_dir=model_args.cache_dir)
+    student = build_student(model_args, teacher_model.config.hidden_size)
+    layer_map = model_args.teacher_layer_map or default_layer_map(student.config.num_hidden_layers,
+                                                                  teacher_model.config.num_hidden_layers)
+    teacher = FrozenTeacher(teacher_model, layers=layer_map, share_features=distill_args.share_teacher_features)
+    check_same_frames(student, teacher)
+    num_head_parameters = sum(p.numel() for p in student.projection_heads.parameters())
+    logger.info("Teacher %s (%.2f M parameters), layers %s; student %.2f M parameters (%.2f M without heads)",
+                model_args.teacher, teacher_model.num_parameters() / 1e6, layer_map, student.num_parameters() / 1e6,
+                (student.num_parameters() - num_head_parameters) / 1e6)
+
+    train_dataset = build_dataset(data_args, "train", seed=training_args.seed) if training_args.do_train else None
+    eval_dataset = build_dataset(data_args, "eval", seed=training_args.seed) if training_args.do_eval else None
+    feature_extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
+                                                 do_normalize=False, return_attention_mask=True)
+
+    def model_card(results: dict[str, float]):
+        return distilled_student_card(
+            model_name=training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir)),
+            teacher=model_args.teacher,
+            datasets=["openslr/librispeech_asr"] if data_args.librispeech_root else [data_args.dataset_name],
+            num_parameters=student.num_parameters(),
+            num_parameters_without_heads=student.num_parameters() - num_head_parameters,
+            recipe=recipe_summary(model_args, distill_args, data_args, training_args, layer_map),
+            results=results,
+        )
+
+    return MaskingDistillationTrainer(
+        model=student, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        data_collator=AudioCollator(), processing_class=feature_extractor, teacher=teacher,
+        distillation_args=distill_args, model_card_fn=model_card,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    trainer = build_trainer(argv)
+    training_args = trainer.args
+    metrics: dict[str, float] = {}
+    if training_args.do_train:
+        # "last" resumes from the newest checkpoint in output_dir; a path resumes from that checkpoint.
+        checkpoint = training_args.resume_from_checkpoint
+        if checkpoint in ("last", "true", "True"):
+            checkpoint = get_last_checkpoint(training_args.output_dir)
+            if checkpoint is None:
+                raise ValueError(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}.")
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()
+        metrics.update(result.metrics, skipped_files=trainer.skipped_files)
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+    if training_args.do_eval:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+
+    trainer.card_results = {k: v for k, v in metrics.items() if k in ("train_loss", "eval_loss", "skipped_files")}
+    trainer.card_results["optimisation steps"] = trainer.state.global_step
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message="Distilled with run_distill.py")  # writes the card, then uploads
+    else:
+        trainer.create_model_card()
+    return metrics
+
+
+def recipe_summary(model_args, distill_args, data_args, training_args, layer_map) -> dict[str, object]:
+    """The settings a reader of the model card needs to reproduce the run."""
+    data = (f"LibriSpeech {' + '.join(data_args.train_splits)}" if data_args.librispeech_root
+            else f"{data_args.dataset_name} ({data_args.train_split})")
+    return {
+        "teacher": model_args.teacher,
+        "student": " ".join(filter(None, [model_args.student_config or model_args.student_preset,
+                                          model_args.student_overrides])),
+        "teacher layers": " ".join(map(str, layer_map)),
+        "data": data,
+        "mask": f"prob {distill_args.mask_prob}, length {distill_args.mask_length} "
+                f"({distill_args.mask_length_distribution}), min space {distill_args.mask_min_space}",
+        "loss": f"{distill_args.loss_type}, hint weight {distill_args.hint_weight}, last {distill_args.last_weight}",
+        "optimizer": f"AdamW lr {training_args.learning_rate}, betas ({training_args.adam_beta1}, "
+                     f"{training_args.adam_beta2}), eps {training_args.adam_epsilon}, "
+                     f"weight decay {training_args.weight_decay}",
+        "schedule": f"{getattr(training_args.lr_scheduler_type, 'value', training_args.lr_scheduler_type)}, "
+                    f"warmup {training_args.warmup_steps} (below 1: a fraction of all steps)",
+        "batch": f"{training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} "
+                 f"accumulation x {training_args.world_size} processes",
+        "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The frozen teacher of masking distillation: a Transformers HuBERT, WavLM or wav2vec 2.0 model.
+
+Each training step needs the teacher's layer outputs twice, on the same audio unmasked and with
+its own mask embedding over the masked frames (SPEC section 2). The conv feature encoder, the
+most expensive part of a Base model at these lengths after the Transformer, does not depend on
+the mask, so `FrozenTeacher` runs it once and runs the Transformer encoder on the unmasked and
+masked inputs together as one batch of 2B.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModel, HubertModel, PreTrainedModel, Wav2Vec2Model, WavLMModel
+
+SUPPORTED_TEACHERS = (HubertModel, WavLMModel, Wav2Vec2Model)
+
+
+def load_teacher(name_or_path: str, **from_pretrained_kwargs) -> PreTrainedModel:
+    """Load a HuBERT / WavLM / wav2vec 2.0 encoder by hub id or local path, frozen and in eval mode."""
+    model = AutoModel.from_pretrained(name_or_path, **from_pretrained_kwargs)
+    if not isinstance(model, SUPPORTED_TEACHERS):
+        raise ValueError(f"Teacher {name_or_path!r} is a {type(model).__name__}; a HubertModel, WavLMModel or "
+                         "Wav2Vec2Model is needed (e.g. facebook/hubert-base-ls960, microsoft/wavlm-base).")
+    if getattr(model, "masked_spec_embed", None) is None:
+        raise ValueError(f"Teacher {name_or_path!r} has no mask embedding (its config has mask_time_prob=0); "
+                         "masking distillation writes the teacher's own mask embedding over masked frames.")
+    model.eval().requires_grad_(False)
+    return model
+
+
+class FrozenTeacher(nn.Module):
+    """Layer outputs of a frozen teacher, unmasked and masked, in one pass.
+
+    Args:
+        model: a HubertModel, WavLMModel or Wav2Vec2Model (post-LN "Base" or stable-LN "Large"; for
+            the latter, layer outputs are taken before the encoder's final LayerNorm, as Transformers does).
+        layers: which teacher layers to return, 1-based (layer i = `hidden_states[i]` in Transformers'
+            convention); None = all layers.
+        share_features: compute the conv features once for both passes (True) or run the whole
+            model twice (False; the straightforward way, kept to measure the gain).
+    """
+
+    def __init__(self, model: PreTrainedModel, layers: list[int] | None = None, share_features: bool = True):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        num_layers = model.config.num_hidden_layers
+        self.layers = list(layers) if layers is not None else list(range(1, num_layers + 1))
+        if any(not 1 <= layer <= num_layers for layer in self.layers):
+            raise ValueError(f"Teacher layers must be in 1..{num_layers}, got {self.layers}.")
+        self.share_features = share_features
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)  # always eval: no dropout in the targets
+
+    def num_frames(self, num_samples: int | torch.Tensor) -> int | torch.Tensor:
+        return self.model._get_feat_extract_output_lengths(num_samples)
+
+    @torch.no_grad()
+    def forward(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """
+        Args:
+            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample.
+            mask: (B, T) bool frames to mask, or None for the unmasked pass only (validation).
+
+        Returns:
+            unmasked and masked layer outputs, each a list of (B, T, hidden) for `self.layers`
+            (masked is None when `mask` is None).
+        """
+        if mask is None:
+            return self._run_model(input_values, attention_mask, None), None
+        if not self.share_features:
+            return (self._run_model(input_values, attention_mask, None),
+                    self._run_model(input_values, attention_mask, mask))
+
+        features = self.model.feature_extractor(input_values).transpose(1, 2)
+        frame_mask = None
+        if attention_mask is not None:
+            frame_mask = self.model._get_feature_vector_attention_mask(features.shape[1], attention_mask)
+        projected = self.model.feature_projection(features)
+        hidden = projected[0] if isinstance(projected, tuple) else projected  # WavLM/wav2vec2 return a pair
+        masked = torch.where(mask[..., None], self.model.masked_spec_embed.to(hidden.dtype), hidden)
+        both = torch.cat([hidden, masked])
+        both_mask = torch.cat([frame_mask, frame_mask]) if frame_mask is not None else None
+        outputs = self._run_encoder(both, both_mask)
+        batch = input_values.shape[0]
+        return [o[:batch] for o in outputs], [o[batch:] for o in outputs]
+
+    def _run_model(self, input_values, attention_mask, mask) -> list[torch.Tensor]:
+        out = self.model(input_values, attention_mask=attention_mask, mask_time_indices=mask,
+                         output_hidden_states=True)
+        return [out.hidden_states[layer] for layer in self.layers]
+
+    def _run_encoder(self, hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> list[torch.Tensor]:
+        # The encoder returns only its last state; the layer outputs are caught as they are made.
+        # They equal `hidden_states[i]` of a full forward (checked in tests/test_distillation.py).
+        caught: dict[int, torch.Tensor] = {}
+        hooks = []
+        for layer in self.layers:
+            def catch(_module, _inputs, output, layer=layer):
+                caught[layer] = output[0] if isinstance(output, tuple) else output
+            hooks.append(self.model.encoder.layers[layer - 1].register_forward_hook(catch))
+        try:
+            self.model.encoder(hidden, attention_mask=frame_mask)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return [caught[layer] for layer in self.layers]
+
+
+def default_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer (1-based) for each student layer: identity when the depths match, else evenly spaced."""
+    if student_layers > teacher_layers:
+        raise ValueError(f"The student has {student_layers} layers but the teacher only {teacher_layers}; "
+                         "give --teacher_layer_map explicitly.")
+    return [round((i + 1) * teacher_layers / student_layers) for i in range(student_layers)]

@@ -1,0 +1,184 @@
+"""run_distill.py end to end on the bundled audio with a tiny random teacher: the teacher's shared
+pass, loss going down, a loadable student with a model card, skipped files, exact resuming and
+two processes equal to one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+from transformers import HubertConfig, HubertModel, TrainerCallback, WavLMConfig, WavLMModel
+
+from conftest import LIBRISPEECH, REPO, TINY_STUDENT_OVERRIDES, pad_batch, bundled_waveforms, run_in_fresh_process
+from run_distill import build_trainer, main
+from teacher import FrozenTeacher, default_layer_map
+
+NO_DROPOUT = json.dumps({**json.loads(TINY_STUDENT_OVERRIDES), "hidden_dropout": 0.0, "attention_dropout": 0.0,
+                         "activation_dropout": 0.0, "feat_proj_dropout": 0.0})
+
+
+def distill_argv(teacher_dir, output_dir, *extra: str, overrides: str = TINY_STUDENT_OVERRIDES) -> list[str]:
+    return [str(REPO / "configs" / "demo.yaml"), "--teacher", str(teacher_dir), "--output_dir", str(output_dir),
+            "--librispeech_root", str(LIBRISPEECH.parent), "--student_overrides", overrides,
+            "--learning_rate", "2e-3", "--logging_steps", "1", "--dataloader_pin_memory", "false", *extra]
+
+
+@pytest.mark.parametrize("config_class, model_class", [(HubertConfig, HubertModel), (WavLMConfig, WavLMModel)])
+def test_shared_teacher_features_equal_two_full_passes(config_class, model_class):
+    torch.manual_seed(0)
+    config = config_class(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                          conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                          mask_time_prob=0.05)
+    teacher = FrozenTeacher(model_class(config), layers=[1, 3])
+    values, attention_mask = pad_batch(bundled_waveforms(count=3))
+    frames = int(teacher.num_frames(values.shape[1]))
+    mask = torch.rand(3, frames, generator=torch.Generator().manual_seed(0)) < 0.5
+    shared = teacher(values, attention_mask, mask)
+    teacher.share_features = False
+    separate = teacher(values, attention_mask, mask)
+    # The reference: the model's own forward, hidden_states[layer].
+    reference = teacher.model(values, attention_mask=attention_mask, mask_time_indices=mask, output_hidden_states=True)
+    for got, want in zip(shared[0] + shared[1], separate[0] + separate[1]):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(shared[1][1], reference.hidden_states[3], rtol=0, atol=1e-6)
+    assert (shared[0][1] - shared[1][1]).abs().max() > 1e-3  # the mask changed the teacher's output
+
+
+def test_default_layer_map():
+    assert default_layer_map(12, 12) == list(range(1, 13))
+    assert default_layer_map(4, 12) == [3, 6, 9, 12]
+    with pytest.raises(ValueError, match="teacher_layer_map"):
+        default_layer_map(12, 4)
+
+
+def test_short_distillation_learns_and_saves_a_loadable_student(tmp_path, offline_hf, tiny_teacher_dir):
+    output_dir = tmp_path / "student"
+    metrics = main(distill_argv(tiny_teacher_dir, output_dir, "--max_steps", "30", "--save_steps", "15",
+                                "--eval_steps", "30"))
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
+    terms = [entry for entry in state["log_history"] if "mask_rec" in entry]
+    assert terms and all(t["loss"] == pytest.approx(0.1 * (t["mask_hint"] + t["unmask_hint"]) + t["mask_rec"]
+                                                    + t["unmask_rec"], rel=1e-3) for t in terms)
+    assert np.isfinite(metrics["eval_loss"]) and metrics["skipped_files"] == 0
+
+    card = (output_dir / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert metadata["library_name"] == "transformers" and "recycle-and-distill" in metadata["tags"]
+    assert f"| eval_loss | {metrics['eval_loss']:.4f} |" in card
+    assert json.loads((output_dir / "preprocessor_config.json").read_text())["do_normalize"] is False
+
+    # The saved student, loaded in a fresh process from its own code, gives the saving model's outputs.
+    from modeling_armhubert import ArmHubertModel
+
+    student = ArmHubertModel.from_pretrained(output_dir).eval()
+    values, attention_mask = pad_batch(bundled_waveforms("dev-clean", count=2))
+    with torch.no_grad():
+        expected = student(values, attention_mask=attention_mask, output_hidden_states=True)
+    got = run_in_fresh_process(output_dir, "model", values, attention_mask, tmp_path)
+    assert torch.equal(got["first"], expected.last_hidden_state)
+
+
+def test_unreadable_and_empty_audio_is_skipped_and_counted(tmp_path, offline_hf, tiny_teacher_dir, caplog):
+    corpus = tmp_path / "LibriSpeech"
+    shutil.copytree(LIBRISPEECH / "train-clean-100", corpus / "train-clean-100")
+    shutil.copytree(LIBRISPEECH / "dev-clean", corpus / "dev-clean")
+    chapter = next((corpus / "train-clean-100").glob("*/*"))
+    speaker, chapter_id = chapter.parent.name, chapter.name
+    transcript = chapter / f"{speaker}-{chapter_id}.trans.txt"
+    # Garbage bytes and an empty file fail already when indexing; a truncated FLAC keeps a valid
+    # header and fails only when the training step decodes it.
+    (chapter / f"{speaker}-{chapter_id}-9001.flac").write_bytes(os.urandom(3000))
+    (chapter / f"{speaker}-{chapter_id}-9002.flac").write_bytes(b"")
+    good = sorted(chapter.glob("*.flac"))[0].read_bytes()
+    (chapter / f"{speaker}-{chapter_id}-9003.flac").write_bytes(good[: len(good) // 3])
+    with transcript.open("a") as f:
+        f.write("".join(f"{speaker}-{chapter_id}-900{i} SOME WORDS\n" for i in (1, 2, 3)))
+
+    caplog.set_level("WARNING")
+    metrics = main(distill_argv(tiny_teacher_dir, tmp_path / "out", "--librispeech_root", str(tmp_path),
+                                "--num_train_epochs", "1", "--max_steps", "-1", "--save_strategy", "no",
+                                "--eval_strategy", "no", "--do_eval", "false"))
+    assert metrics["skipped_files"] == 1  # the truncated file, met during training
+    assert np.isfinite(metrics["train_loss"])
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    assert "Skipped 2" in messages and "9001" in messages and "9002" in messages
+
+
+class StopAtStep(TrainerCallback):
+    """Simulate a crash right after the checkpoint of `step` was written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def _final_weights(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, offline_hf, tiny_teacher_dir):
+    common = ["--max_steps", "8", "--save_steps", "4", "--eval_strategy", "no", "--do_eval", "false"]
+    uninterrupted = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "a", *common))
+    uninterrupted.train()
+
+    crashed = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "b", *common))
+    crashed.add_callback(StopAtStep(4))
+    crashed.train()
+    assert crashed.state.global_step == 4 and (tmp_path / "b" / "checkpoint-4").is_dir()
+    resumed = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "b", *common,
+                                         "--resume_from_checkpoint", "last"))
+    resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-4"))
+    assert resumed.state.global_step == 8
+
+    expected, got = _final_weights(uninterrupted), _final_weights(resumed)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+    assert [e["loss"] for e in resumed.state.log_history if "loss" in e][-4:] == pytest.approx(
+        [e["loss"] for e in uninterrupted.state.log_history if "loss" in e][-4:], rel=1e-5)
+
+
+def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir):
+    """2 processes x batch 1 vs 1 process x batch 1 x 2 accumulation steps: the same global batches.
+    Dropout is off, since each process draws its own dropout masks."""
+    script = REPO / "tests" / "scripts" / "distill_and_dump.py"
+    common = ["--max_steps", "5", "--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false",
+              "--per_device_train_batch_size", "1"]
+    two, one = tmp_path / "two", tmp_path / "one"
+    two.mkdir()
+    one.mkdir()
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                  "29517"]
+    subprocess.run([*accelerate, str(script), str(two),
+                    *distill_argv(tiny_teacher_dir, two / "out", *common, "--use_cpu", "true", overrides=NO_DROPOUT)],
+                   check=True, timeout=600, cwd=REPO)
+    subprocess.run([sys.executable, str(script), str(one),
+                    *distill_argv(tiny_teacher_dir, one / "out", *common, "--gradient_accumulation_steps", "2",
+                                  overrides=NO_DROPOUT)],
+                   check=True, timeout=600, cwd=REPO)
+
+    rank0, rank1 = torch.load(two / "weights-rank0.pt"), torch.load(two / "weights-rank1.pt")
+    single = torch.load(one / "weights-rank0.pt")
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+        torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-6)
+    two_losses = json.loads((two / "losses-rank0.json").read_text())
+    assert len(two_losses) == 5
+    assert two_losses == pytest.approx(json.loads((one / "losses-rank0.json").read_text()), rel=1e-5)
+    # The weights moved: the comparison is not between two untouched initialisations.
+    initial = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "init", *common, overrides=NO_DROPOUT)).model
+    assert any((initial.state_dict()[n] - single[n]).abs().max() > 1e-4 for n in single)
