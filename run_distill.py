@@ -95,6 +95,10 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
     model_args, distill_args, data_args, training_args = parse_config_and_args(parser, argv)
     training_args.remove_unused_columns = False  # the batch is ours; the Trainer must not prune it
     choose_precision(training_args, model_args.precision)
+    if data_args.streaming:
+        # Audio batches differ in length; let each process read its own batches from the stream
+        # instead of the main process reading and broadcasting equal-shaped ones.
+        training_args.accelerator_config.dispatch_batches = False
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])

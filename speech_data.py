@@ -513,6 +513,9 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        # An empty value unsets a source given by a YAML recipe: --librispeech_root "" --dataset_name X
+        self.librispeech_root = self.librispeech_root or None
+        self.dataset_name = self.dataset_name or None
         if (self.librispeech_root is None) == (self.dataset_name is None):
             raise ValueError(
                 "Give exactly one data source: --librispeech_root (a local LibriSpeech folder) or "
