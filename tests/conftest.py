@@ -96,3 +96,31 @@ def run_in_fresh_process(model_dir: Path, kind: str, values: torch.Tensor, mask:
     subprocess.run([sys.executable, "-c", FRESH_PROCESS_LOAD, str(model_dir), kind, str(inputs_file),
                     str(outputs_file)], cwd=work_dir, env=env, check=True, timeout=300)
     return torch.load(outputs_file)
+
+
+@pytest.fixture(scope="session")
+def hub_folder(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
+    """A local dataset laid out like a hub one: parquet shards with an `Audio` column of
+    embedded bytes and a "sentence" transcript column, splits "train" (train-clean-100) and
+    "validation" (dev-clean). Returns (folder, {id: {"path", "text"}})."""
+    import datasets
+    import pyarrow as pa
+
+    from speech_data import librispeech_dataset
+
+    folder = tmp_path_factory.mktemp("hub") / "tiny"
+    (folder / "data").mkdir(parents=True)
+    originals = {}
+    for split, source in (("train", "train-clean-100"), ("validation", "dev-clean")):
+        index = librispeech_dataset(LIBRISPEECH.parent, [source])
+        rows = index.select_columns(["path", "text", "id"])[:]
+        table = pa.table({
+            "audio": [{"bytes": Path(p).read_bytes(), "path": Path(p).name} for p in rows["path"]],
+            "sentence": rows["text"],
+            "id": rows["id"],
+        })
+        # Arrow -> Audio via cast (writing through `Audio.encode_example` would need torchcodec)
+        dataset = datasets.Dataset(table).cast_column("audio", datasets.Audio())
+        dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+        originals.update({i: {"path": p, "text": t} for i, p, t in zip(rows["id"], rows["path"], rows["text"])})
+    return folder, originals

@@ -182,3 +182,16 @@ def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir)
     # The weights moved: the comparison is not between two untouched initialisations.
     initial = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "init", *common, overrides=NO_DROPOUT)).model
     assert any((initial.state_dict()[n] - single[n]).abs().max() > 1e-4 for n in single)
+
+
+def test_streaming_hub_dataset(tmp_path, offline_hf, tiny_teacher_dir, hub_folder, monkeypatch):
+    """A `datasets` dataset read with --streaming: per-process batches of different lengths."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+    folder, originals = hub_folder
+    metrics = main(distill_argv(tiny_teacher_dir, tmp_path / "out", "--librispeech_root", "", "--dataset_name",
+                                str(folder), "--text_column", "sentence", "--streaming", "true", "--max_steps", "3",
+                                "--save_strategy", "no", "--eval_steps", "3", "--max_eval_samples", "4"))
+    assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["eval_loss"])
+    assert metrics["skipped_files"] == 0

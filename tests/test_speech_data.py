@@ -350,30 +350,6 @@ def test_max_samples_takes_the_first_utterances():
 # --------------------------------------------------------------------------- #
 
 
-@pytest.fixture(scope="module")
-def hub_folder(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
-    """A local dataset laid out like a hub one: parquet shards with an `Audio` column of
-    embedded bytes, splits "train" (train-clean-100) and "validation" (dev-clean).
-
-    Returns (folder, {id: {"path", "text"}}).
-    """
-    folder = tmp_path_factory.mktemp("hub") / "tiny"
-    (folder / "data").mkdir(parents=True)
-    originals = {}
-    for split, source in (("train", "train-clean-100"), ("validation", "dev-clean")):
-        index = librispeech_dataset(CORPUS, [source])
-        table = pa.table({
-            "audio": [{"bytes": Path(p).read_bytes(), "path": Path(p).name} for p in column(index, "path")],
-            "sentence": column(index, "text"),
-            "id": column(index, "id"),
-        })
-        # Arrow -> Audio via cast (writing through `Audio.encode_example` would need torchcodec)
-        dataset = datasets.Dataset(table).cast_column("audio", datasets.Audio())
-        dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
-        originals.update({row["id"]: {"path": row["path"], "text": row["text"]} for row in index})
-    return folder, originals
-
-
 def test_hub_dataset_gives_undecoded_audio_that_decodes_like_the_files(hub_folder):
     folder, originals = hub_folder
     dataset = hub_dataset(str(folder), split="validation", text_column="sentence")
