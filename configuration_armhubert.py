@@ -13,6 +13,8 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
 - `projection_dim`: teacher hidden size for the per-layer distillation heads
   (0 or None = no heads; equal to `hidden_size` = identity heads, as in the authors' code).
 - `layer_grad_scale`: per-layer gradient scaling used when distilling (forward unchanged).
+- `superb_*`: the downstream model of SUPERB's ASR task, used by [`ArmHubertForSuperbCTC`]
+  (frozen student, softmax-weighted sum of its layers, BiLSTM, character CTC).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any, ClassVar
 from transformers import PretrainedConfig
 
 REUSE_MODES = ("probs", "legacy_double_softmax")
+# What `ArmHubertForSuperbCTC` takes the weighted sum of (see `ArmHubertConfig.superb_features`).
+SUPERB_FEATURES = ("projected", "hidden_states")
 
 # Conv feature encoder of the published students: (channels, kernel, stride) per layer,
 # total stride 320 and receptive field 400 samples, like HuBERT's but narrower.
@@ -87,7 +91,15 @@ class ArmHubertConfig(PretrainedConfig):
         mask_feature_prob, mask_feature_length, mask_feature_min_masks: SpecAugment-style masking
             applied in training mode when no `mask_time_indices` are given (as in `HubertModel`).
             Distillation passes its own mask and sets `mask_time_prob=0`.
-        ctc_loss_reduction, ctc_zero_infinity: CTC loss options of [`ArmHubertForCTC`].
+        ctc_loss_reduction, ctc_zero_infinity: CTC loss options of the CTC models.
+        superb_features: What [`ArmHubertForSuperbCTC`] takes the weighted sum of. `"projected"`: the L
+            outputs of the distillation heads (needs `projection_dim`), the features the authors gave
+            SUPERB; `"hidden_states"`: the encoder input and the L layer outputs, SUPERB's convention
+            for HuBERT-like models and the only choice for a student without heads.
+        superb_projection_dim: Width of the Linear between the weighted sum and the BiLSTM (SUPERB: 1024).
+        superb_lstm_hidden_size: Hidden size of each direction of each BiLSTM layer (SUPERB: 1024).
+        superb_lstm_layers: Number of BiLSTM layers (SUPERB: 2).
+        superb_lstm_dropout: Dropout after each BiLSTM layer (SUPERB: 0.2).
     """
 
     model_type = "armhubert"
@@ -126,6 +138,11 @@ class ArmHubertConfig(PretrainedConfig):
     mask_feature_min_masks: int = 0
     ctc_loss_reduction: str = "sum"
     ctc_zero_infinity: bool = False
+    superb_features: str = "projected"
+    superb_projection_dim: int = 1024
+    superb_lstm_hidden_size: int = 1024
+    superb_lstm_layers: int = 2
+    superb_lstm_dropout: float = 0.2
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
@@ -163,8 +180,13 @@ class ArmHubertConfig(PretrainedConfig):
         if self.hidden_size % self.num_conv_pos_embedding_groups != 0:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_conv_pos_embedding_groups "
                              f"({self.num_conv_pos_embedding_groups}).")
+        if self.superb_features not in SUPERB_FEATURES:
+            raise ValueError(f"superb_features must be one of {SUPERB_FEATURES}, got {self.superb_features!r}.")
+        for name in ("superb_projection_dim", "superb_lstm_hidden_size", "superb_lstm_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         for name in ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
-                     "final_dropout", "mask_time_prob", "mask_feature_prob"):
+                     "final_dropout", "mask_time_prob", "mask_feature_prob", "superb_lstm_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
         if self.ctc_loss_reduction not in ("sum", "mean"):
@@ -190,6 +212,11 @@ class ArmHubertConfig(PretrainedConfig):
             stride *= s
         return stride
 
+    @property
+    def inputs_to_logits_ratio(self) -> int:
+        """Samples per CTC output frame; the speech recognition pipeline aligns chunks and timestamps to it."""
+        return self.total_stride
+
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ArmHubertConfig":
         """Config of a published student: `armhubert`, `armhubert-s`, `armwavlm-s` or `maskhubert`.
@@ -202,4 +229,4 @@ class ArmHubertConfig(PretrainedConfig):
         return cls(**{**PRESETS[name], **overrides})
 
 
-__all__ = ["ArmHubertConfig", "PRESETS", "REUSE_MODES"]
+__all__ = ["ArmHubertConfig", "PRESETS", "REUSE_MODES", "SUPERB_FEATURES"]

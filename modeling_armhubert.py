@@ -9,6 +9,10 @@ additions from the paper:
 * per-layer distillation heads (`projection_dim`) and layer gradient scaling, used while the
   student learns from a HuBERT/WavLM teacher (see `run_distill.py`).
 
+Two CTC heads turn a student into a recogniser: `ArmHubertForCTC` (a Linear on the last layer, for
+full fine-tuning) and `ArmHubertForSuperbCTC` (SUPERB's ASR protocol: frozen student, learned
+weighted sum of its layers, BiLSTM); see `run_asr_ctc.py`.
+
 Unlike the authors' implementation, every item of a padded batch gives the same outputs as that
 item alone: the first conv's GroupNorm and all attention maps see real frames only.
 
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import AutoConfig, AutoModel, AutoModelForCTC, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -390,8 +395,15 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
             module.weight.fill_(1.0)
             module.bias.zero_()
+        elif isinstance(module, nn.LSTM):
+            # PyTorch's own LSTM init, restated because weights created on the meta device skip it.
+            bound = 1 / math.sqrt(module.hidden_size)
+            for param in module.parameters():
+                param.uniform_(-bound, bound)
         elif isinstance(module, ArmHubertModel):
             module.masked_spec_embed.uniform_()
+        elif isinstance(module, ArmHubertForSuperbCTC):
+            module.layer_weights.zero_()  # every layer weighs the same at the start, as in SUPERB
 
     def _get_feat_extract_output_lengths(self, input_lengths: torch.Tensor | int) -> torch.Tensor | int:
         """Number of conv output frames for inputs of `input_lengths` samples."""
@@ -404,12 +416,31 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
         lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
         return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
 
+    def ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """CTC loss of per-frame `logits` (B, T, vocab_size) against `labels` (B, L), padded with -100.
+
+        `attention_mask` (B, S) is the sample-level mask of the input; it gives each item's frame count.
+        The blank is `config.pad_token_id`; reduction and zero_infinity come from the config.
+        """
+        if labels.numel() and labels.max() >= self.config.vocab_size:
+            raise ValueError(f"Label ids must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
+        input_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
+        label_mask = labels >= 0
+        target_lengths = label_mask.sum(-1)
+        flat_targets = labels.masked_select(label_mask)
+        log_probs = F.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
+        with torch.backends.cudnn.flags(enabled=False):
+            return F.ctc_loss(log_probs, flat_targets, input_lengths, target_lengths, blank=self.config.pad_token_id,
+                              reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        # A student saved as either class can be loaded with AutoModel and AutoModelForCTC.
+        # A student saved as any class can be loaded with AutoModel and AutoModelForCTC; a CTC model is
+        # loaded by AutoModelForCTC as the class it was saved as (the speech recognition pipeline uses it).
+        is_ctc = isinstance(self, (ArmHubertForCTC, ArmHubertForSuperbCTC))
         self.config.auto_map = {
             "AutoConfig": "configuration_armhubert.ArmHubertConfig",
             "AutoModel": "modeling_armhubert.ArmHubertModel",
-            "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC",
+            "AutoModelForCTC": f"modeling_armhubert.{type(self).__name__ if is_ctc else 'ArmHubertForCTC'}",
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -586,29 +617,128 @@ class ArmHubertForCTC(ArmHubertPreTrainedModel):
 
         loss = None
         if labels is not None:
-            if labels.max() >= self.config.vocab_size:
-                raise ValueError(f"Label ids must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_values, dtype=torch.long)
-            input_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
-            label_mask = labels >= 0
-            target_lengths = label_mask.sum(-1)
-            flat_targets = labels.masked_select(label_mask)
-            log_probs = F.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
-            with torch.backends.cudnn.flags(enabled=False):
-                loss = F.ctc_loss(log_probs, flat_targets, input_lengths, target_lengths, blank=self.config.pad_token_id,
-                                  reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity)
+            loss = self.ctc_loss(logits, labels, attention_mask)
 
         output = CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                 attentions=outputs.attentions)
         return output if return_dict else output.to_tuple()
 
 
+class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
+    """SUPERB's ASR downstream model on a frozen student.
+
+        student (frozen, eval mode) -> N feature sequences (B, T, D) -> softmax(layer_weights)-weighted sum
+          -> Linear(D, superb_projection_dim) -> superb_lstm_layers x { BiLSTM -> dropout } -> Linear -> logits
+
+    The N features are the L distillation-head outputs (`superb_features="projected"`, the features
+    the authors evaluated) or the encoder input plus the L layer outputs (`"hidden_states"`). Only
+    the layer weights, the projection, the BiLSTM and the output layer are trained: the student runs
+    without autograd, so it never receives gradients, and it stays in eval mode (no dropout, no
+    SpecAugment) even while the model trains, so its outputs are fixed features as in SUPERB.
+    """
+
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__(config)
+        if config.vocab_size is None or config.vocab_size < 1:
+            raise ValueError("ArmHubertForSuperbCTC needs config.vocab_size (the CTC vocabulary size, blank "
+                             "included); pass vocab_size=len(tokenizer) to from_pretrained.")
+        if config.superb_features == "projected" and not config.has_projection_heads:
+            raise ValueError("superb_features='projected' needs the student's distillation heads (projection_dim); "
+                             "this student has none: use superb_features='hidden_states'.")
+        self.armhubert = ArmHubertModel(config)
+        projected = config.superb_features == "projected"
+        num_features = config.num_hidden_layers + (0 if projected else 1)
+        feature_dim = config.projection_dim if projected else config.hidden_size
+        self.layer_weights = nn.Parameter(torch.zeros(num_features))
+        self.projector = nn.Linear(feature_dim, config.superb_projection_dim)
+        # One single-layer LSTM per layer, so that dropout also follows the last one (as in SUPERB).
+        width = config.superb_lstm_hidden_size
+        inputs = [config.superb_projection_dim] + [2 * width] * (config.superb_lstm_layers - 1)
+        self.lstm_layers = nn.ModuleList(nn.LSTM(size, width, batch_first=True, bidirectional=True) for size in inputs)
+        self.dropout = nn.Dropout(config.superb_lstm_dropout)
+        self.lm_head = nn.Linear(2 * config.superb_lstm_hidden_size, config.vocab_size)
+        self.post_init()
+        self.freeze_base_model()
+
+    def freeze_base_model(self) -> None:
+        """Mark the student's parameters as not trainable, so that optimisers leave them out. Its forward
+        never builds a graph anyway; call this after `from_pretrained`, which marks loaded weights trainable."""
+        for param in self.armhubert.parameters():
+            param.requires_grad = False
+
+    def train(self, mode: bool = True) -> "ArmHubertForSuperbCTC":
+        super().train(mode)
+        self.armhubert.eval()  # deterministic features: no dropout or masking inside the frozen student
+        return self
+
+    def _layer_features(self, outputs: ArmHubertModelOutput) -> tuple[torch.Tensor, ...]:
+        if self.config.superb_features == "projected":
+            return outputs.projected_hidden_states
+        return outputs.hidden_states
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutput | tuple:
+        r"""
+        Args:
+            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample.
+            labels: (B, L) token ids, padded with -100; the CTC blank is `config.pad_token_id`.
+
+        Returns:
+            `CausalLMOutput` with `logits` (B, T, vocab_size) and the CTC `loss` when labels are given;
+            `hidden_states` are the student's (encoder input + layers) when asked for.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_values, dtype=torch.long)
+        # The student is never trained here, whatever its requires_grad flags say (`from_pretrained` sets
+        # them again): no autograd graph through it, which also saves the memory of its activations.
+        with torch.no_grad():
+            outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=True,
+                                     output_attentions=output_attentions, return_dict=True)
+        features = torch.stack(self._layer_features(outputs))  # (N, B, T, D)
+        weights = torch.softmax(self.layer_weights, dim=0).to(features.dtype)
+        hidden_states = self.projector((weights[:, None, None, None] * features).sum(0))
+
+        batch, frames, _ = hidden_states.shape
+        lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long()).cpu()
+        for lstm in self.lstm_layers:
+            # Packing keeps padded frames out of the recurrence, so padding cannot change any output.
+            packed = pack_padded_sequence(hidden_states, lengths, batch_first=True, enforce_sorted=False)
+            hidden_states, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=frames)
+            hidden_states = self.dropout(hidden_states)
+        logits = self.lm_head(hidden_states)
+
+        loss = self.ctc_loss(logits, labels, attention_mask) if labels is not None else None
+        output = CausalLMOutput(loss=loss, logits=logits,
+                                hidden_states=outputs.hidden_states if output_hidden_states else None,
+                                attentions=outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+    @property
+    def layer_weight_distribution(self) -> torch.Tensor:
+        """softmax(layer_weights): how much each feature sequence contributes (N,), for inspection."""
+        return torch.softmax(self.layer_weights.detach(), dim=0)
+
+
 ArmHubertConfig.register_for_auto_class()
 ArmHubertModel.register_for_auto_class("AutoModel")
 ArmHubertForCTC.register_for_auto_class("AutoModelForCTC")
+ArmHubertForSuperbCTC.register_for_auto_class("AutoModelForCTC")
 AutoConfig.register("armhubert", ArmHubertConfig, exist_ok=True)
 AutoModel.register(ArmHubertConfig, ArmHubertModel, exist_ok=True)
-AutoModelForCTC.register(ArmHubertConfig, ArmHubertForCTC, exist_ok=True)
+# Both heads share the config class: AutoModelForCTC picks the one named in config.architectures
+# (ArmHubertForCTC for a plain student).
+AutoModelForCTC.register(ArmHubertConfig, (ArmHubertForCTC, ArmHubertForSuperbCTC), exist_ok=True)
 
-__all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel"]
+__all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertForSuperbCTC", "ArmHubertModel", "ArmHubertModelOutput",
+           "ArmHubertPreTrainedModel"]

@@ -1,0 +1,62 @@
+"""The speech recognition pipeline that models written by `run_asr_ctc.py` carry as remote code.
+
+    from transformers import pipeline
+    asr = pipeline("automatic-speech-recognition", model="armhubert-asr", trust_remote_code=True)
+    asr("speech.flac")["text"]; asr(waveform_16khz_float32)["text"]
+
+The model's config names this class under `custom_pipelines`, so the call above builds it instead
+of Transformers' `AutomaticSpeechRecognitionPipeline`, which it extends in one respect only: local
+audio files and encoded audio bytes are decoded with libsndfile (soundfile) and resampled with
+librosa, the way `speech_data.load_audio` decoded the training and evaluation audio. Transcripts
+of a file then match `run_asr_ctc.py --do_predict`, and ffmpeg (which the parent class needs for
+every file) is only needed for formats libsndfile cannot read. Arrays, dicts, URLs, chunking and
+timestamps are the parent's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from transformers import AutomaticSpeechRecognitionPipeline
+
+try:  # optional: without them the parent's ffmpeg decoding and torchaudio resampling are used
+    import soundfile
+except ImportError:
+    soundfile = None
+try:
+    import librosa
+except ImportError:
+    librosa = None
+
+
+class ArmHubertSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
+    """`AutomaticSpeechRecognitionPipeline` that decodes files with libsndfile, as the training data was."""
+
+    def preprocess(self, inputs, chunk_length_s=0, stride_length_s=None):
+        decoded = self._decode(inputs)
+        yield from super().preprocess(inputs if decoded is None else decoded, chunk_length_s, stride_length_s)
+
+    def _decode(self, inputs):
+        """A path or bytes -> a float32 mono waveform at the feature extractor's rate (or a dict with the
+        native rate when librosa is missing); None when the parent should handle `inputs` itself."""
+        if soundfile is None:
+            return None
+        if isinstance(inputs, (str, os.PathLike)) and os.path.isfile(inputs):
+            source = inputs
+        elif isinstance(inputs, (bytes, bytearray)):
+            source = io.BytesIO(inputs)
+        else:
+            return None
+        try:
+            samples, rate = soundfile.read(source, dtype="float32", always_2d=True)  # (frames, channels)
+        except soundfile.SoundFileError:
+            return None  # a format libsndfile cannot read: ffmpeg's turn
+        waveform = samples.T.mean(axis=0)  # the same downmix as speech_data.load_audio
+        target = self.feature_extractor.sampling_rate
+        if rate == target:
+            return np.ascontiguousarray(waveform, dtype=np.float32)
+        if librosa is None:
+            return {"raw": waveform, "sampling_rate": rate}
+        return np.ascontiguousarray(librosa.resample(waveform, orig_sr=rate, target_sr=target), dtype=np.float32)
