@@ -10,21 +10,15 @@ through accelerate, pushing to the Hub) is the Trainer's own.
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass, field
-import os
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
-from huggingface_hub import ModelCard
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distillation_loss import masking_distillation_loss, validation_distillation_loss
 from span_mask import compute_span_mask
+from speech_trainer import SpeechTrainer
 from teacher import FrozenTeacher
-
-logger = logging.getLogger(__name__)
 
 LOSS_TERMS = ("mask_hint", "unmask_hint", "mask_rec", "unmask_rec")
 
@@ -48,25 +42,6 @@ class DistillationArguments:
                 "result); false runs the whole teacher twice."})
 
 
-class LengthGroupedEpochSampler(LengthGroupedSampler):
-    """Length-grouped order from lengths known up front, reshuffled by (seed, epoch).
-
-    Seeding by epoch rather than drawing from a global generator makes the order the same in every
-    process and after resuming from a checkpoint.
-    """
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return super().__iter__()
-
-
 def mask_generator(seed: int, step: int, utterance_ids: list[str]) -> torch.Generator:
     """A generator seeded by the run seed, the optimisation step and the utterances of the batch.
 
@@ -77,33 +52,17 @@ def mask_generator(seed: int, step: int, utterance_ids: list[str]) -> torch.Gene
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-class DatasetEpochCallback(TrainerCallback):
-    """Tell the training dataset the epoch, which moves its random crop windows (the data loader
-    does not forward `set_epoch` to a dataset under DDP)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        self.dataset.set_epoch(int(state.epoch or 0))
-
-
-class MaskingDistillationTrainer(Trainer):
+class MaskingDistillationTrainer(SpeechTrainer):
     """Trainer for masking distillation. `model` is the student (an `ArmHubertModel` with heads).
 
     Args:
         teacher: the frozen teacher, returning the layers the student's heads are matched to.
         distillation_args: mask and loss settings.
-        model_card_fn: builds the README.md written to output_dir (and uploaded by `push_to_hub`)
-            from `card_results`.
-        All other arguments are the Trainer's.
+        All other arguments are those of `SpeechTrainer` and the Trainer.
     """
 
-    def __init__(self, *args, teacher: FrozenTeacher, distillation_args: DistillationArguments,
-                 model_card_fn: Callable[[dict[str, Any]], ModelCard] | None = None, **kwargs):
+    def __init__(self, *args, teacher: FrozenTeacher, distillation_args: DistillationArguments, **kwargs):
         super().__init__(*args, **kwargs)
-        self.model_card_fn = model_card_fn
-        self.card_results: dict[str, Any] = {}
         self.teacher = teacher.to(self.args.device)
         self.distillation_args = distillation_args
         student_config = self.accelerator.unwrap_model(self.model).config
@@ -115,26 +74,8 @@ class MaskingDistillationTrainer(Trainer):
         if len(teacher.layers) != student_config.num_hidden_layers:
             raise ValueError(f"The layer map names {len(teacher.layers)} teacher layers for a student of "
                              f"{student_config.num_hidden_layers} layers; give one teacher layer per student layer.")
-        # The loss is ours (compute_loss) and is a mean per batch: let the Trainer average over accumulation.
-        self.model_accepts_loss_kwargs = False
         self._term_sums = {name: torch.zeros((), device=self.args.device) for name in LOSS_TERMS}
         self._term_count = 0
-        self.skipped_files = 0
-        if hasattr(self.train_dataset, "set_epoch"):
-            self.add_callback(DatasetEpochCallback(self.train_dataset))
-
-    # -- data ---------------------------------------------------------------------------------
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        lengths = getattr(dataset, "lengths", None)
-        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
-            # Group by the global batch (all processes, all accumulation steps), so the utterances of one
-            # optimisation step are the same however the run is split.
-            global_batch = (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
-                            * self.args.world_size)
-            return LengthGroupedEpochSampler(global_batch, lengths, seed=self.args.data_seed or self.args.seed)
-        return super()._get_train_sampler(train_dataset)
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -145,30 +86,22 @@ class MaskingDistillationTrainer(Trainer):
         frame_mask = student._get_feature_vector_attention_mask(frames, inputs["attention_mask"])
         return frame_mask, frames
 
-    def _count_skipped(self, inputs: dict[str, Any]) -> None:
-        """Take the bookkeeping entries out of the batch; count and log unreadable files."""
-        inputs.pop("text", None)
-        skipped = inputs.pop("num_skipped", None)
-        if skipped is not None and int(skipped) > 0:
-            self.skipped_files += int(skipped)
-            logger.warning("Skipped %d unreadable audio file(s) in this batch (%d so far).", int(skipped),
-                           self.skipped_files)
-
     @staticmethod
-    def _is_empty(inputs: dict[str, Any]) -> bool:
-        return inputs["input_values"].numel() == 0
+    def _pop_bookkeeping(inputs: dict[str, Any]) -> list[str]:
+        """Take the entries the model does not take out of the batch; return the utterance ids."""
+        inputs.pop("text", None)
+        return list(inputs.pop("id", []))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self._count_skipped(inputs)
-        if self._is_empty(inputs):
-            # Every file of this batch was unreadable: a zero loss that still touches every parameter,
-            # so that all processes run the same collective operations.
-            loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+        self.count_skipped(inputs)
+        utterance_ids = self._pop_bookkeeping(inputs)
+        if self.is_empty(inputs):
+            loss = self.zero_loss(model)
             return (loss, None) if return_outputs else loss
         args = self.distillation_args
         values, attention_mask = inputs["input_values"], inputs["attention_mask"]
         frame_mask, frames = self._student_frame_mask(model, inputs)
-        generator = mask_generator(self.args.seed, self.state.global_step, list(inputs.pop("id", [])))
+        generator = mask_generator(self.args.seed, self.state.global_step, utterance_ids)
         mask = compute_span_mask(
             (values.shape[0], frames), args.mask_prob, args.mask_length, attention_mask=frame_mask.cpu(),
             length_distribution=args.mask_length_distribution, min_masks=args.mask_min_spans,
@@ -192,9 +125,9 @@ class MaskingDistillationTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Validation: no masking, every real frame against the unmasked teacher (SPEC 2, step 6)."""
         inputs = self._prepare_inputs(inputs)
-        self._count_skipped(inputs)
-        inputs.pop("id", None)
-        if self._is_empty(inputs):
+        self.count_skipped(inputs)
+        self._pop_bookkeeping(inputs)
+        if self.is_empty(inputs):
             return None, None, None
         args = self.distillation_args
         frame_mask, _ = self._student_frame_mask(model, inputs)
@@ -208,18 +141,10 @@ class MaskingDistillationTrainer(Trainer):
         return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # Training logs carry the mean of each loss term since the last log, and the skipped files.
+        # Training logs carry the mean of each loss term since the last log.
         if "loss" in logs and self._term_count:
             for name in LOSS_TERMS:
                 logs[name] = round(float(self._term_sums[name]) / self._term_count, 6)
                 self._term_sums[name].zero_()
             self._term_count = 0
-            logs["skipped_files"] = self.skipped_files
         super().log(logs, start_time)
-
-    def create_model_card(self, **kwargs) -> None:
-        """Write our card (recipe and results) instead of the Trainer's generic one."""
-        if self.model_card_fn is None:
-            return super().create_model_card(**kwargs)
-        if self.is_world_process_zero():
-            self.model_card_fn(self.card_results).save(os.path.join(self.args.output_dir, "README.md"))

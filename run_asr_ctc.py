@@ -55,7 +55,6 @@ from huggingface_hub import ModelCard, ModelCardData
 from transformers import (
     AutoFeatureExtractor,
     HfArgumentParser,
-    Trainer,
     TrainingArguments,
     Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
@@ -73,9 +72,9 @@ from asr_vocabulary import (
     unknown_characters,
 )
 from configuration_armhubert import PRESETS, ArmHubertConfig
-from distillation_trainer import DatasetEpochCallback, LengthGroupedEpochSampler
 from modeling_armhubert import ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
 from speech_data import SAMPLING_RATE, DataArguments, SpeechDataset, build_dataset
+from speech_trainer import SpeechTrainer
 from yaml_arguments import parse_config_and_args
 
 logger = logging.getLogger("run_asr_ctc")
@@ -366,7 +365,7 @@ def student_feature_extractor(source: str | None, cache_dir: str | None):
 # ----------------------------------------------------------------------------------------------
 
 
-class CtcTrainer(Trainer):
+class CtcTrainer(SpeechTrainer):
     """A Trainer for CTC models whose batches come from `CtcCollator`.
 
     Training counts skipped (unreadable) audio files and characters that became <unk>, and logs
@@ -375,50 +374,27 @@ class CtcTrainer(Trainer):
     per-utterance hypotheses and a summary.
     """
 
-    def __init__(self, *args, wer_metric: str, cer_metric: str, model_card_fn=None, **kwargs):
+    def __init__(self, *args, wer_metric: str, cer_metric: str, **kwargs):
         super().__init__(*args, **kwargs)
         self.wer_metric, self.cer_metric = wer_metric, cer_metric
-        self.model_card_fn = model_card_fn  # () -> ModelCard, written as README.md (and pushed to the Hub)
-        # The loss is a mean per batch: let the Trainer average it over gradient accumulation.
-        self.model_accepts_loss_kwargs = False
-        self.skipped_files = 0
         self.unknown_characters = 0
-        if hasattr(self.train_dataset, "set_epoch"):
-            self.add_callback(DatasetEpochCallback(self.train_dataset))
 
     @property
     def tokenizer(self):
         return self.processing_class.tokenizer
 
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        lengths = getattr(dataset, "lengths", None)
-        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
-            # Lengths from the file headers: grouping never decodes audio.
-            global_batch = (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
-                            * self.args.world_size)
-            return LengthGroupedEpochSampler(global_batch, lengths, seed=self.args.data_seed or self.args.seed)
-        return super()._get_train_sampler(train_dataset)
-
     @staticmethod
-    def _pop_bookkeeping(inputs: dict[str, Any]) -> tuple[list[str], list[str], int, int]:
-        """Take (texts, ids, skipped files, unknown characters) out of a batch."""
-        skipped = inputs.pop("num_skipped", None)
+    def _pop_bookkeeping(inputs: dict[str, Any]) -> tuple[list[str], list[str], int]:
+        """Take (texts, ids, unknown characters) out of a batch (`num_skipped` is taken by `count_skipped`)."""
         unknown = inputs.pop("num_unknown_chars", None)
-        return (inputs.pop("text", []), inputs.pop("id", []), int(skipped) if skipped is not None else 0,
-                int(unknown) if unknown is not None else 0)
+        return inputs.pop("text", []), inputs.pop("id", []), int(unknown) if unknown is not None else 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        _, _, skipped, unknown = self._pop_bookkeeping(inputs)
+        self.count_skipped(inputs)
+        _, _, unknown = self._pop_bookkeeping(inputs)
         self.unknown_characters += unknown
-        if skipped:
-            self.skipped_files += skipped
-            logger.warning("Skipped %d unreadable audio file(s) in this batch (%d so far).", skipped,
-                           self.skipped_files)
-        if inputs["input_values"].numel() == 0:
-            # Every file of this batch was unreadable: a zero loss that still reaches every trained
-            # parameter, so that all processes run the same collective operations.
-            loss = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+        if self.is_empty(inputs):
+            loss = self.zero_loss(model)
             return (loss, None) if return_outputs else loss
         outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
                         labels=inputs["labels"])
@@ -426,7 +402,6 @@ class CtcTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            logs["skipped_files"] = self.skipped_files
             logs["unknown_characters"] = self.unknown_characters
         super().log(logs, start_time)
 
@@ -435,13 +410,6 @@ class CtcTrainer(Trainer):
         if self.args.should_save:  # the pipeline class named in config.custom_pipelines travels with the model
             target = Path(output_dir if output_dir is not None else self.args.output_dir) / PIPELINE_MODULE.name
             target.write_text(PIPELINE_MODULE.read_text())
-
-    def create_model_card(self, **kwargs) -> None:
-        """Write our card (head, usage, results) instead of the Trainer's generic one."""
-        if self.model_card_fn is None:
-            return super().create_model_card(**kwargs)
-        if self.is_world_process_zero():
-            self.model_card_fn().save(os.path.join(self.args.output_dir, "README.md"))
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -467,9 +435,10 @@ class CtcTrainer(Trainer):
         rows: list[tuple[str, str, str, float, float]] = []  # id, reference, hypothesis, seconds, decode seconds
         loss_total, loss_items, skipped_total, unknown_total = 0.0, 0, 0, 0
         for batch in dataloader:
-            texts, ids, skipped, unknown = self._pop_bookkeeping(batch)
-            skipped_total, unknown_total = skipped_total + skipped, unknown_total + unknown
-            if batch["input_values"].numel() == 0:
+            texts, ids, unknown = self._pop_bookkeeping(batch)
+            skipped_total += int(batch.pop("num_skipped", 0))  # counted per split, not into training's count
+            unknown_total += unknown
+            if self.is_empty(batch):
                 continue
             batch = self._prepare_inputs(batch)
             values, attention_mask, labels = batch["input_values"], batch["attention_mask"], batch.get("labels")

@@ -104,7 +104,7 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
                         handlers=[logging.StreamHandler(sys.stdout)])
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
-    for library_logger in (logging.getLogger("distillation_trainer"), logging.getLogger("speech_data")):
+    for library_logger in (logging.getLogger("speech_trainer"), logging.getLogger("speech_data")):
         library_logger.setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
@@ -127,7 +127,12 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
     feature_extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
                                                  do_normalize=False, return_attention_mask=True)
 
-    def model_card(results: dict[str, float]):
+    def model_card():
+        # Results as of now: the latest losses logged, the files skipped, the steps made.
+        results = {}
+        for entry in trainer.state.log_history:
+            results.update({k: v for k, v in entry.items() if k in ("train_loss", "eval_loss")})
+        results.update(skipped_files=trainer.skipped_files, optimisation_steps=trainer.state.global_step)
         return distilled_student_card(
             model_name=training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir)),
             teacher=model_args.teacher,
@@ -138,11 +143,12 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
             results=results,
         )
 
-    return MaskingDistillationTrainer(
+    trainer = MaskingDistillationTrainer(
         model=student, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
         data_collator=AudioCollator(), processing_class=feature_extractor, teacher=teacher,
         distillation_args=distill_args, model_card_fn=model_card,
     )
+    return trainer
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -168,8 +174,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
 
-    trainer.card_results = {k: v for k, v in metrics.items() if k in ("train_loss", "eval_loss", "skipped_files")}
-    trainer.card_results["optimisation steps"] = trainer.state.global_step
     if training_args.push_to_hub:
         trainer.push_to_hub(commit_message="Distilled with run_distill.py")  # writes the card, then uploads
     else:

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 import yaml
 from transformers import HubertConfig, HubertModel, TrainerCallback, WavLMConfig, WavLMModel
