@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Inference latency and throughput of the students against HuBERT Base, in one process.
+
+Every model gets the same input (random audio, `--seconds` long, no padding) at the same
+precision, and is timed round-robin with the others (one call of each per round, after warm-up),
+so a busy machine slows all of them alike. On a CPU, each timed call also waits until other
+processes are idle and is re-run when they used the CPU meanwhile (`bench_utils.QuietGate`; the
+JSON says how many calls were re-run), because on a small shared machine another process's burst
+can double a call's time. Reported per model and batch size: the median latency
+of one forward call, the throughput in seconds of audio per second, and the speed-up over HuBERT
+Base at the same batch size (HuBERT Base median / model median). Students run without their
+distillation heads (the network users deploy).
+
+On a CPU (fp32) the ONNX Runtime export of `--onnx-model` (export_onnx.py) is timed as well, with
+the same number of threads; it takes an `attention_mask` input, so the PyTorch student is also
+timed with an all-ones mask ("+ mask") for a like-for-like comparison.
+
+    python benchmarks/inference_speed.py                        # CPU fp32: batch 1 and 8 x 10 s, + ONNX Runtime
+    python benchmarks/inference_speed.py --device cuda          # GPU bf16: batch 1 and 32 x 10 s
+
+JSON goes to benchmarks/results/inference_speed_<device>.json unless `--output` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_utils import (  # noqa: E402
+    DISTINCT_PRESETS, MODEL_NAMES, RESULTS_DIR, QuietGate, build_model, command_line, describe_machine, machine_info,
+    markdown_table, median, random_audio, time_interleaved, write_json,
+)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+BASELINE = "hubert-base"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu).")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="Precision of weights and inputs (default fp32 on cpu, bf16 on cuda).")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                        help="Batch sizes (default 1 8 on cpu, 1 32 on cuda).")
+    parser.add_argument("--seconds", type=float, default=10.0, help="Length of each utterance (default 10).")
+    parser.add_argument("--models", nargs="+", default=list(DISTINCT_PRESETS), choices=MODEL_NAMES,
+                        help="Models timed next to HuBERT Base (default: the three distinct preset networks; "
+                             "armwavlm-s is armhubert-s's network).")
+    parser.add_argument("--warmup", type=int, default=None, help="Untimed calls per model (default 2 cpu, 5 cuda).")
+    parser.add_argument("--repeats", type=int, default=None, help="Timed rounds (default 9 cpu, 30 cuda).")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for PyTorch and ONNX Runtime (default: torch's default).")
+    parser.add_argument("--onnx-model", default="armhubert",
+                        help="Preset also timed through ONNX Runtime on a CPU ('none' to skip; default armhubert).")
+    parser.add_argument("--no-quiet-gate", action="store_true",
+                        help="On a CPU, do not wait for (and re-run calls disturbed by) other processes' CPU work.")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every PyTorch model first.")
+    parser.add_argument("--tiny", action="store_true", help="Tiny models of the same layout (tests, smoke runs).")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file (default benchmarks/results/inference_speed_<device>.json).")
+    args = parser.parse_args(argv)
+    on_gpu = torch.device(args.device).type == "cuda"
+    args.dtype = args.dtype or ("bf16" if on_gpu else "fp32")
+    args.batch_sizes = args.batch_sizes or ([1, 32] if on_gpu else [1, 8])
+    args.warmup = args.warmup if args.warmup is not None else (5 if on_gpu else 2)
+    args.repeats = args.repeats if args.repeats is not None else (30 if on_gpu else 9)
+    args.output = args.output or RESULTS_DIR / f"inference_speed_{torch.device(args.device).type}.json"
+    if on_gpu or args.dtype != "fp32" or args.onnx_model == "none":
+        args.onnx_model = None
+    return args
+
+
+def build_runners(args: argparse.Namespace, device: torch.device, dtype: torch.dtype,
+                  workdir: Path) -> tuple[dict[str, tuple[str, str, Callable]], dict[str, Any]]:
+    """name -> (model, runtime, make_call(batch) -> zero-argument callable); plus notes for the JSON."""
+    names = [BASELINE] + [m for m in args.models if m != BASELINE]
+    runners: dict[str, tuple[str, str, Callable]] = {}
+    notes: dict[str, Any] = {}
+    for name in names:
+        model = build_model(name, tiny=args.tiny).to(device=device, dtype=dtype)
+        if name == BASELINE:
+            notes["baseline_attention"] = getattr(model.config, "_attn_implementation", None)
+        forward = torch.compile(model) if args.compile else model
+
+        def make_call(audio: torch.Tensor, mask: torch.Tensor | None, forward=forward, with_mask: bool = False):
+            kwargs = {"attention_mask": mask} if with_mask else {}
+
+            def call():
+                with torch.inference_mode():
+                    return forward(audio, **kwargs)
+            return call
+
+        runners[name] = (name, "pytorch", make_call)
+        if name == args.onnx_model:
+            runners[f"{name} + mask"] = (name, "pytorch + mask", lambda a, m, f=make_call: f(a, m, with_mask=True))
+    if args.onnx_model:
+        from export_onnx import export_student, onnx_session
+
+        student = build_model(args.onnx_model, tiny=args.tiny)
+        path = export_student(student, workdir / f"{args.onnx_model}.onnx")
+        session = onnx_session(path, threads=torch.get_num_threads())
+        notes["onnx_file_mib"] = round(path.stat().st_size / 2**20, 1)
+
+        def make_ort_call(audio: torch.Tensor, mask: torch.Tensor):
+            feeds = {"input_values": audio.numpy(), "attention_mask": mask.numpy()}
+            return lambda: session.run(None, feeds)
+
+        runners[f"{args.onnx_model} (ONNX Runtime)"] = (args.onnx_model, "onnxruntime", make_ort_call)
+    return runners, notes
+
+
+def peak_memory_mib(call: Callable, device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    call()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    rows: list[dict[str, Any]] = []
+    gate = QuietGate() if device.type == "cpu" and not args.no_quiet_gate else None
+    with tempfile.TemporaryDirectory() as workdir:
+        runners, notes = build_runners(args, device, dtype, Path(workdir))
+        for batch in args.batch_sizes:
+            audio = random_audio(batch, args.seconds, seed=batch, device=device, dtype=dtype)
+            mask = torch.ones(audio.shape, dtype=torch.long, device=device)
+            calls = {key: make(audio, mask) for key, (_, _, make) in runners.items()}
+            times = time_interleaved(calls, args.warmup, args.repeats, device, gate)
+            baseline = median(times[BASELINE])
+            for key, (model, runtime, _) in runners.items():
+                latency = median(times[key])
+                rows.append({
+                    "name": key, "model": model, "runtime": runtime, "batch": batch, "seconds": args.seconds,
+                    "latency_ms": 1000 * latency,
+                    "latency_min_ms": 1000 * min(times[key]),
+                    "throughput_audio_s_per_s": batch * args.seconds / latency,
+                    "speedup_vs_hubert_base": baseline / latency,
+                    "peak_memory_mib": peak_memory_mib(calls[key], device),
+                    "times_ms": [round(1000 * t, 3) for t in times[key]],
+                })
+            del calls, audio, mask
+    result = {
+        "benchmark": "inference_speed",
+        "command": command_line(__file__, argv),
+        "machine": machine_info(device),
+        "device": device.type,
+        "dtype": args.dtype,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "compile": args.compile,
+        "tiny": args.tiny,
+        "quiet_gate": gate.summary() if gate is not None else None,
+        **notes,
+        "rows": rows,
+    }
+    write_json(args.output, result)
+    print(f"{device.type} {args.dtype}, {args.seconds:g} s utterances, median of {args.repeats} interleaved rounds; "
+          f"{describe_machine(result['machine'])}")
+    print(table(rows))
+    return result
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    shown = [{**row, "shape": f"{row['batch']} x {row['seconds']:g} s"} for row in rows]
+    return markdown_table(shown, [
+        ("name", "model"), ("shape", "batch"), ("latency_ms", "latency (ms)"),
+        ("throughput_audio_s_per_s", "audio s / s"), ("speedup_vs_hubert_base", "x faster than HuBERT Base"),
+    ])
+
+
+if __name__ == "__main__":
+    main()

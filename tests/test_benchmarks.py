@@ -1,0 +1,244 @@
+"""The benchmark scripts run (on tiny shapes) and report what they claim: exact parameter counts,
+MACs that match hand counts, consistent speed rows. Nothing here asserts on timings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+from transformers import HubertConfig, HubertModel
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_utils  # noqa: E402
+import distill_throughput  # noqa: E402
+import export_onnx  # noqa: E402
+import inference_speed  # noqa: E402
+import size_compute  # noqa: E402
+from configuration_armhubert import ArmHubertConfig  # noqa: E402
+from modeling_armhubert import ArmHubertModel  # noqa: E402
+
+# SPEC section 1: exact parameter counts (with heads, without heads).
+SPEC_PARAMETER_COUNTS = {
+    "armhubert": (26_448_448, 22_015_552),
+    "armhubert-s": (22_394_080, 18_403_552),
+    "armwavlm-s": (22_394_080, 18_403_552),
+    "maskhubert": (26_635_840, 22_202_944),
+}
+
+
+# -- MAC counting ------------------------------------------------------------------------------
+
+
+def test_macs_of_single_layers_are_counted_exactly():
+    torch.manual_seed(0)
+    assert bench_utils.count_forward_macs(nn.Linear(480, 864), torch.randn(1, 499, 480))[0] == 499 * 480 * 864
+    # Conv1d(1 -> 128, kernel 10, stride 5) on 1 s: 3199 output steps.
+    assert bench_utils.count_forward_macs(nn.Conv1d(1, 128, 10, 5, bias=False), torch.randn(1, 1, 16000))[0] \
+        == 3199 * 128 * 10
+    # The grouped positional conv: 16 groups of 30 channels, kernel 128, padding 64 -> T + 1 steps.
+    grouped = nn.Conv1d(480, 480, 128, padding=64, groups=16)
+    assert bench_utils.count_forward_macs(grouped, torch.randn(2, 480, 49))[0] == 2 * 50 * 480 * 30 * 128
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_cpu_fused_attention_is_counted_like_its_two_matrix_products(mask):
+    """FlopCounterMode alone does not count the CPU SDPA kernel; ours counts QK^T and PV."""
+    batch, heads, frames, dim = 2, 4, 37, 16
+    q, k, v = (torch.randn(batch, heads, frames, dim) for _ in range(3))
+    attn_mask = torch.ones(batch, 1, 1, frames, dtype=torch.bool) if mask else None
+    fused, _ = bench_utils.count_flops(lambda: nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask))
+    explicit, _ = bench_utils.count_flops(lambda: torch.softmax(q @ k.transpose(-1, -2), -1) @ v)
+    assert fused == explicit == 2 * 2 * batch * heads * frames * frames * dim
+
+
+def _expected_student_macs(config: ArmHubertConfig, samples: int, heads: bool = False) -> tuple[int, int]:
+    """Hand count of one ArmHubertModel forward pass (batch 1): (conv encoder MACs, total MACs)."""
+    conv, steps, channels = 0, samples, 1
+    for dim, kernel, stride in zip(config.conv_dim, config.conv_kernel, config.conv_stride):
+        steps = (steps - kernel) // stride + 1
+        conv += steps * dim * channels * kernel
+        channels = dim
+    hidden, frames, ffn = config.hidden_size, steps, config.intermediate_size
+    total = conv + (frames * channels * hidden if channels != hidden else 0)
+    groups, kernel = config.num_conv_pos_embedding_groups, config.num_conv_pos_embeddings
+    total += (frames + 2 * (kernel // 2) - kernel + 1) * hidden * (hidden // groups) * kernel
+    for normal in config.reuse_pattern:
+        projections = 4 if normal else 2  # q, k, v, out / v, out
+        attention = 2 if normal else 1  # QK^T and PV / PV
+        total += projections * frames * hidden * hidden + attention * frames * frames * hidden
+        total += 2 * frames * hidden * ffn
+    if heads:
+        total += config.num_hidden_layers * frames * hidden * config.projection_dim
+    return conv, total
+
+
+# -- size_compute.py ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def size_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("size")
+    speed = out / "speed.json"
+    speed.write_text(json.dumps({"rows": [
+        {"model": "hubert-base", "runtime": "pytorch", "batch": 1, "latency_ms": 800.0},
+        {"model": "armhubert", "runtime": "pytorch", "batch": 1, "latency_ms": 200.0},
+    ]}))
+    result = size_compute.main(["--models", "armhubert", "armhubert-s", "armwavlm-s", "maskhubert", "hubert-base",
+                                "--seconds", "1", "--output-dir", str(out), "--speed-json", str(speed)])
+    return out, result
+
+
+def test_size_compute_parameter_counts_are_the_spec_and_the_models(size_result):
+    out, result = size_result
+    assert json.loads((out / "size_compute.json").read_text())["rows"] == result["rows"]
+    rows = {row["model"]: row for row in result["rows"]}
+    for preset, (with_heads, without_heads) in SPEC_PARAMETER_COUNTS.items():
+        assert (rows[preset]["params_with_heads"], rows[preset]["params_without_heads"]) == (with_heads, without_heads)
+    hubert = HubertModel(HubertConfig()).num_parameters()
+    assert rows["hubert-base"]["params_with_heads"] == rows["hubert-base"]["params_without_heads"] == hubert
+    assert rows["armhubert"]["params_pct_of_hubert_base"] == pytest.approx(100 * 26_448_448 / hubert)
+    assert rows["hubert-base"]["params_pct_of_hubert_base"] == rows["hubert-base"]["macs_pct_of_hubert_base"] == 100
+
+
+@pytest.mark.parametrize("preset", ["armhubert", "maskhubert"])
+def test_size_compute_macs_equal_a_hand_count(size_result, preset):
+    _, result = size_result
+    row = next(r for r in result["rows"] if r["model"] == preset)
+    config = ArmHubertConfig.from_preset(preset)
+    assert row["seconds_counted"] == 1
+    conv, total = _expected_student_macs(config, 16000)
+    assert (row["conv_encoder_macs_per_second"], row["macs_per_second"]) == (conv, total)
+    assert row["macs_per_second_with_heads"] == _expected_student_macs(config, 16000, heads=True)[1]
+
+
+def test_size_compute_writes_the_plot(size_result):
+    out, result = size_result
+    png = out / "size_compute.png"
+    assert result["plot"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- inference_speed.py ------------------------------------------------------------------------
+
+
+def test_inference_speed_rows(tmp_path):
+    output = tmp_path / "speed.json"
+    result = inference_speed.main(["--tiny", "--models", "armhubert", "maskhubert", "--seconds", "1",
+                                   "--batch-sizes", "1", "3", "--warmup", "0", "--repeats", "2", "--no-quiet-gate",
+                                   "--output", str(output)])
+    assert json.loads(output.read_text()) == result
+    assert result["device"] == "cpu" and result["dtype"] == "fp32"
+    assert result["machine"]["torch_threads"] == torch.get_num_threads()
+    names = ["hubert-base", "armhubert", "armhubert + mask", "maskhubert", "armhubert (ONNX Runtime)"]
+    rows = result["rows"]
+    assert [(r["name"], r["batch"]) for r in rows] == [(n, b) for b in (1, 3) for n in names]
+    for row in rows:
+        baseline = next(r for r in rows if r["name"] == "hubert-base" and r["batch"] == row["batch"])
+        assert len(row["times_ms"]) == 2
+        assert row["latency_ms"] == pytest.approx(sorted(row["times_ms"])[0] / 2 + sorted(row["times_ms"])[1] / 2,
+                                                  abs=1e-3)
+        assert row["throughput_audio_s_per_s"] == pytest.approx(row["batch"] * 1000 / row["latency_ms"])
+        assert row["speedup_vs_hubert_base"] == pytest.approx(baseline["latency_ms"] / row["latency_ms"])
+    assert {r["runtime"] for r in rows} == {"pytorch", "pytorch + mask", "onnxruntime"}
+
+
+def test_time_interleaved_runs_every_runner_round_robin():
+    calls = []
+    times = bench_utils.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                         warmup=1, repeats=3, gate=bench_utils.QuietGate(max_wait_s=0.2))
+    assert calls == ["a", "b"] * 4
+    assert [len(v) for v in times.values()] == [3, 3]
+
+
+# -- distill_throughput.py ---------------------------------------------------------------------
+
+
+def test_distill_throughput_variants(tmp_path):
+    output = tmp_path / "distill.json"
+    result = distill_throughput.main(["--tiny", "--batch-size", "2", "--seconds", "1", "--warmup", "1", "--steps", "1",
+                                      "--variants", "default", "no-shared-features", "no-fused-attention",
+                                      "--output", str(output)])
+    assert json.loads(output.read_text()) == result
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert set(rows) == {"default", "no-shared-features", "no-fused-attention"}
+    for row in rows.values():
+        assert "error" not in row
+        assert row["audio_s_per_s"] == pytest.approx(2 * 1.0 / (row["step_ms"] / 1000))
+        assert torch.isfinite(torch.tensor(row["final_loss"]))
+    # Running the teacher twice from the waveform adds exactly one conv encoder + feature projection pass.
+    teacher = distill_throughput.build_teacher("hubert-base", tiny=True, device=torch.device("cpu"))
+    values = bench_utils.random_audio(2, 1)
+    extra = bench_utils.count_forward_macs(teacher.feature_extractor, values)[0]
+    features = teacher.feature_extractor(values).transpose(1, 2)
+    extra += bench_utils.count_forward_macs(teacher.feature_projection, features)[0]
+    difference = (rows["no-shared-features"]["tflops_per_step"] - rows["default"]["tflops_per_step"]) * 1e12
+    assert difference == pytest.approx(2 * extra, rel=1e-9)
+    # The unfused math backend does the same matrix products as the fused kernel.
+    assert rows["no-fused-attention"]["tflops_per_step"] == pytest.approx(rows["default"]["tflops_per_step"],
+                                                                          rel=1e-12)
+
+
+def test_one_benchmark_step_is_the_trainers_loss(tmp_path):
+    """The benchmark's step computes the same loss as MaskingDistillationTrainer.compute_loss."""
+    from distillation_trainer import DistillationArguments
+
+    args = distill_throughput.parse_args(["--tiny", "--batch-size", "2", "--seconds", "1", "--output",
+                                          str(tmp_path / "x.json")])
+    setup = distill_throughput.make_setup(args, distill_throughput.VARIANTS["default"], torch.device("cpu"))
+    setup.student.eval()  # no dropout: the two computations must agree exactly
+    values = bench_utils.random_audio(2, 1)
+    attention_mask = torch.ones(values.shape, dtype=torch.long)
+    attention_mask[1, 12000:] = 0
+    distill = DistillationArguments()
+    torch.manual_seed(0)
+    before = {n: p.detach().clone() for n, p in setup.student.named_parameters()}
+    loss = distill_throughput.distillation_step(setup, values, attention_mask, 5, distill)
+    assert any(not torch.equal(before[n], p) for n, p in setup.student.named_parameters())  # a real step
+
+    # Recompute the same step's loss by hand from the trainer's building blocks, at the old weights.
+    from distillation_loss import masking_distillation_loss
+    from span_mask import compute_span_mask
+
+    student = ArmHubertModel(setup.student.config).eval()
+    student.load_state_dict(before)
+    frames = int(student._get_feat_extract_output_lengths(values.shape[1]))
+    frame_mask = student._get_feature_vector_attention_mask(frames, attention_mask)
+    mask = compute_span_mask((2, frames), distill.mask_prob, distill.mask_length, attention_mask=frame_mask,
+                             length_distribution=distill.mask_length_distribution, min_masks=distill.mask_min_spans,
+                             no_overlap=True, min_space=distill.mask_min_space,
+                             generator=torch.Generator().manual_seed(5))
+    unmasked, masked = setup.teacher(values, attention_mask, mask)
+    outputs = student(values, attention_mask=attention_mask, mask_time_indices=mask, output_hidden_states=True)
+    expected = masking_distillation_loss(list(outputs.projected_hidden_states), unmasked, masked, mask, frame_mask)
+    torch.testing.assert_close(loss, expected["loss"].detach())
+
+
+# -- command lines -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", [size_compute, inference_speed, distill_throughput, export_onnx],
+                         ids=lambda m: m.__name__)
+def test_scripts_have_help(module, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage:")
+
+
+def test_a_script_runs_from_the_command_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "size_compute.py"), "--models", "armhubert",
+                             "--seconds", "1", "--no-plot", "--output-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| armhubert | 26.45 | 22.02 |" in result.stdout
+    assert json.loads((tmp_path / "size_compute.json").read_text())["rows"][0]["params_with_heads"] == 26_448_448
+
+
+def test_gpu_check_script_parses():
+    assert subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")]).returncode == 0
