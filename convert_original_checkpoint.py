@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import Wav2Vec2FeatureExtractor
 
 from configuration_armhubert import REUSE_MODES, ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
+from speech_data import raw_waveform_feature_extractor
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +171,7 @@ def convert(checkpoint: Path, output_dir: Path, config_yaml: Path | None = None,
 
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
-    feature_extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                                 do_normalize=False, return_attention_mask=True)
-    feature_extractor.save_pretrained(output_dir)
+    raw_waveform_feature_extractor().save_pretrained(output_dir)
     logger.info("Wrote %s (%d parameters, reuse_mode=%s)", output_dir, model.num_parameters(), reuse_mode)
     return model
 

@@ -42,6 +42,16 @@ class DistillationArguments:
                 "result); false runs the whole teacher twice."})
 
 
+def distillation_mask(args: DistillationArguments, frame_mask: torch.Tensor,
+                      generator: torch.Generator) -> torch.Tensor:
+    """The span mask of one batch (SPEC section 3) over its real frames: frame_mask (B, T) -> (B, T) bool."""
+    return compute_span_mask(
+        tuple(frame_mask.shape), args.mask_prob, args.mask_length, attention_mask=frame_mask.cpu(),
+        length_distribution=args.mask_length_distribution, min_masks=args.mask_min_spans, no_overlap=True,
+        min_space=args.mask_min_space, generator=generator,
+    ).to(frame_mask.device)
+
+
 def mask_generator(seed: int, step: int, utterance_ids: list[str]) -> torch.Generator:
     """A generator seeded by the run seed, the optimisation step and the utterances of the batch.
 
@@ -102,11 +112,7 @@ class MaskingDistillationTrainer(SpeechTrainer):
         values, attention_mask = inputs["input_values"], inputs["attention_mask"]
         frame_mask, frames = self._student_frame_mask(model, inputs)
         generator = mask_generator(self.args.seed, self.state.global_step, utterance_ids)
-        mask = compute_span_mask(
-            (values.shape[0], frames), args.mask_prob, args.mask_length, attention_mask=frame_mask.cpu(),
-            length_distribution=args.mask_length_distribution, min_masks=args.mask_min_spans,
-            no_overlap=True, min_space=args.mask_min_space, generator=generator,
-        ).to(values.device)
+        mask = distillation_mask(args, frame_mask, generator)
 
         with self.accelerator.autocast():
             teacher_unmasked, teacher_masked = self.teacher(values, attention_mask, mask)

@@ -41,22 +41,18 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import datasets
 import evaluate
 import torch
-import transformers
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import (
     AutoFeatureExtractor,
     HfArgumentParser,
     TrainingArguments,
-    Wav2Vec2FeatureExtractor,
     Wav2Vec2Processor,
     set_seed,
 )
@@ -73,8 +69,8 @@ from asr_vocabulary import (
 )
 from configuration_armhubert import PRESETS, ArmHubertConfig
 from modeling_armhubert import ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
-from speech_data import SAMPLING_RATE, DataArguments, SpeechDataset, build_dataset
-from speech_trainer import SpeechTrainer
+from speech_data import SAMPLING_RATE, DataArguments, SpeechDataset, build_dataset, raw_waveform_feature_extractor
+from speech_trainer import SpeechTrainer, setup_script_logging
 from yaml_arguments import parse_config_and_args
 
 logger = logging.getLogger("run_asr_ctc")
@@ -356,8 +352,7 @@ def student_feature_extractor(source: str | None, cache_dir: str | None):
             return AutoFeatureExtractor.from_pretrained(source, cache_dir=cache_dir)
         except (OSError, ValueError):
             pass
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
-                                    do_normalize=False, return_attention_mask=True)
+    return raw_waveform_feature_extractor()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -587,19 +582,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, AsrDataAr
     return model_args, data_args, training_args
 
 
-def setup_logging(training_args: TrainingArguments) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    log_level = training_args.get_process_log_level()
-    for name in ("run_asr_ctc", "speech_data", "asr_vocabulary"):
-        logging.getLogger(name).setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(argv)
-    setup_logging(training_args)
+    setup_script_logging(training_args, "run_asr_ctc", "asr_vocabulary")
     set_seed(training_args.seed)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: give at least one of --do_train, --do_eval, --do_predict.")

@@ -14,21 +14,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
-import datasets
 import torch
-import transformers
-from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2FeatureExtractor, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from configuration_armhubert import PRESETS, ArmHubertConfig
 from distillation_trainer import DistillationArguments, MaskingDistillationTrainer
 from model_card import distilled_student_card
 from modeling_armhubert import ArmHubertModel
-from speech_data import SAMPLING_RATE, AudioCollator, DataArguments, build_dataset
+from speech_data import AudioCollator, DataArguments, build_dataset, raw_waveform_feature_extractor
+from speech_trainer import setup_script_logging
 from teacher import FrozenTeacher, default_layer_map, load_teacher
 from yaml_arguments import parse_config_and_args
 
@@ -100,14 +98,7 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
         # instead of the main process reading and broadcasting equal-shaped ones.
         training_args.accelerator_config.dispatch_batches = False
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    for library_logger in (logging.getLogger("speech_trainer"), logging.getLogger("speech_data")):
-        library_logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_script_logging(training_args, "run_distill")
     logger.info("Distillation settings: %s", distill_args)
     set_seed(training_args.seed)
 
@@ -124,8 +115,7 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
 
     train_dataset = build_dataset(data_args, "train", seed=training_args.seed) if training_args.do_train else None
     eval_dataset = build_dataset(data_args, "eval", seed=training_args.seed) if training_args.do_eval else None
-    feature_extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
-                                                 do_normalize=False, return_attention_mask=True)
+    feature_extractor = raw_waveform_feature_extractor()
 
     def model_card():
         # Results as of now: the latest losses logged, the files skipped, the steps made.

@@ -39,6 +39,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 import torch
+from transformers import Wav2Vec2FeatureExtractor
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,13 @@ _NAMES_IN_WARNINGS = 5
 # A file path, the encoded bytes of a file, or a `datasets` audio dict:
 # {"path": ..., "bytes": ...} (undecoded) or {"array": ..., "sampling_rate": ...}.
 AudioSource = Union[str, os.PathLike, bytes, bytearray, Mapping[str, Any]]
+
+
+def raw_waveform_feature_extractor() -> Wav2Vec2FeatureExtractor:
+    """What students (and HuBERT/WavLM teachers) take: 16 kHz mono waveforms, not normalised,
+    padded with zeros, with an attention mask."""
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
+                                    do_normalize=False, return_attention_mask=True)
 
 
 class AudioError(ValueError):

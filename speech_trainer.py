@@ -12,14 +12,29 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any, Callable
 
+import datasets
 import torch
+import transformers
 from huggingface_hub import ModelCard
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 logger = logging.getLogger(__name__)
+
+
+def setup_script_logging(training_args: TrainingArguments, *script_loggers: str) -> None:
+    """Log to stdout at the Trainer's level for this process (warnings only on the other processes),
+    for the script's own loggers, the project's shared modules, datasets and transformers."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    log_level = training_args.get_process_log_level()
+    for name in (*script_loggers, "speech_trainer", "speech_data"):
+        logging.getLogger(name).setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
 
 
 class LengthGroupedEpochSampler(LengthGroupedSampler):

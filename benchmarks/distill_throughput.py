@@ -45,9 +45,8 @@ from bench_utils import (  # noqa: E402
 )
 from configuration_armhubert import PRESETS, ArmHubertConfig  # noqa: E402
 from distillation_loss import masking_distillation_loss  # noqa: E402
-from distillation_trainer import DistillationArguments  # noqa: E402
+from distillation_trainer import DistillationArguments, distillation_mask  # noqa: E402
 from modeling_armhubert import ArmHubertModel  # noqa: E402
-from span_mask import compute_span_mask  # noqa: E402
 from teacher import FrozenTeacher, default_layer_map  # noqa: E402
 
 VARIANTS = {
@@ -150,11 +149,7 @@ def distillation_step(setup: Setup, values: torch.Tensor, attention_mask: torch.
         with record("span mask"):
             frames = int(student._get_feat_extract_output_lengths(values.shape[1]))
             frame_mask = student._get_feature_vector_attention_mask(frames, attention_mask)
-            mask = compute_span_mask(
-                (values.shape[0], frames), distill.mask_prob, distill.mask_length, attention_mask=frame_mask.cpu(),
-                length_distribution=distill.mask_length_distribution, min_masks=distill.mask_min_spans,
-                no_overlap=True, min_space=distill.mask_min_space, generator=torch.Generator().manual_seed(step),
-            ).to(setup.device)
+            mask = distillation_mask(distill, frame_mask, torch.Generator().manual_seed(step))
         with record("teacher"), _autocast(setup):
             teacher_unmasked, teacher_masked = setup.teacher(values, attention_mask, mask)
         with record("student forward"), _autocast(setup):
