@@ -11,6 +11,7 @@ listed by `python run_distill.py --help`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -51,8 +52,9 @@ class ModelArguments:
                 "student of a 12-layer teacher. Default: the same layer when the depths match, else evenly spaced."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded teachers are stored."})
     precision: Literal["auto", "bf16", "fp16", "no"] = field(default="auto", metadata={
-        "help": "Mixed precision: 'auto' = bf16 on GPUs that support it, fp16 with loss scaling on older GPUs, "
-                "fp32 on a CPU. Overrides --bf16/--fp16."})
+        "help": "Mixed precision: 'auto' = --bf16/--fp16 if given, else bf16 on GPUs that support it, fp16 with "
+                "loss scaling on older GPUs, fp32 on a CPU; 'bf16', 'fp16' or 'no' (fp32) choose it outright "
+                "(contradicting --bf16/--fp16 is an error)."})
 
 
 def build_student(model_args: ModelArguments, teacher_hidden_size: int) -> ArmHubertModel:
@@ -76,14 +78,26 @@ def check_same_frames(student: ArmHubertModel, teacher: FrozenTeacher) -> None:
                              "teacher's; both need a total stride of 320 and a receptive field of 400 samples.")
 
 
-def choose_precision(training_args: TrainingArguments, precision: str) -> None:
-    """'auto': bf16 on GPUs that have it, fp16 with loss scaling on older GPUs, fp32 on a CPU."""
+def resolve_precision(training_args: TrainingArguments, precision: str) -> TrainingArguments:
+    """The training arguments with the mixed precision that --precision chooses.
+
+    TrainingArguments derives the mode it hands the Accelerator (`mixed_precision`) from bf16/fp16
+    when it is built, so the choice is applied by building them anew, never by setting the flags
+    afterwards. An explicit --bf16/--fp16 is honoured under 'auto' and never silently overridden.
+    """
+    explicit = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None
     if precision == "auto":
-        if not torch.cuda.is_available():
+        if explicit is not None:
+            precision = explicit
+        elif not torch.cuda.is_available():
             precision = "no"
         else:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    training_args.bf16, training_args.fp16 = precision == "bf16", precision == "fp16"
+    elif explicit is not None and explicit != precision:
+        raise ValueError(f"--precision {precision} contradicts --{explicit}: give only one of them.")
+    # bf16 without a GPU is CPU autocast, which Transformers allows only with use_cpu.
+    use_cpu = training_args.use_cpu or (precision == "bf16" and not torch.cuda.is_available())
+    return dataclasses.replace(training_args, bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=use_cpu)
 
 
 def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
@@ -92,7 +106,7 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
                               description=__doc__)
     model_args, distill_args, data_args, training_args = parse_config_and_args(parser, argv)
     training_args.remove_unused_columns = False  # the batch is ours; the Trainer must not prune it
-    choose_precision(training_args, model_args.precision)
+    training_args = resolve_precision(training_args, model_args.precision)
     if data_args.streaming:
         # Audio batches differ in length; let each process read its own batches from the stream
         # instead of the main process reading and broadcasting equal-shaped ones.

@@ -114,6 +114,33 @@ def test_unreadable_and_empty_audio_is_skipped_and_counted(tmp_path, offline_hf,
     assert "Skipped 2" in messages and "9001" in messages and "9002" in messages
 
 
+def _losses(trainer) -> list[float]:
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_precision_reaches_the_accelerator(tmp_path, offline_hf, tiny_teacher_dir):
+    """--precision bf16 runs the steps in bf16 autocast on the CPU too: same losses to about 1e-2, not
+    to every digit; 'auto' on a CPU is fp32; an explicit --bf16 is honoured, a contradiction refused."""
+    common = ["--max_steps", "3", "--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false"]
+    losses = {}
+    for precision, mixed_precision in (("bf16", "bf16"), ("auto", "no")):  # a bf16 run must not leak into the next
+        trainer = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / precision, *common, "--precision", precision))
+        assert trainer.accelerator.mixed_precision == mixed_precision
+        trainer.train()
+        losses[mixed_precision] = _losses(trainer)
+    want, got = losses["no"], losses["bf16"]
+    assert len(got) == 3 and np.all(np.isfinite(got))
+    assert got != want
+    np.testing.assert_allclose(got, want, rtol=5e-2)
+
+    # Transformers itself asks for --use_cpu with --bf16 on a machine without a GPU.
+    cpu_bf16 = [*common, "--bf16", "true", "--use_cpu", "true"]
+    explicit = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "explicit", *cpu_bf16))
+    assert explicit.accelerator.mixed_precision == "bf16"
+    with pytest.raises(ValueError, match="contradicts --bf16"):
+        build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "both", *cpu_bf16, "--precision", "no"))
+
+
 class StopAtStep(TrainerCallback):
     """Simulate a crash right after the checkpoint of `step` was written."""
 
