@@ -52,9 +52,9 @@ class ModelArguments:
                 "student of a 12-layer teacher. Default: the same layer when the depths match, else evenly spaced."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded teachers are stored."})
     precision: Literal["auto", "bf16", "fp16", "no"] = field(default="auto", metadata={
-        "help": "Mixed precision: 'auto' = --bf16/--fp16 if given, else bf16 on GPUs that support it, fp16 with "
-                "loss scaling on older GPUs, fp32 on a CPU; 'bf16', 'fp16' or 'no' (fp32) choose it outright "
-                "(contradicting --bf16/--fp16 is an error)."})
+        "help": "Mixed precision: 'auto' = --bf16/--fp16 or accelerate launch's --mixed_precision if given, else "
+                "bf16 on GPUs that support it, fp16 with loss scaling on older GPUs, fp32 on a CPU; 'bf16', 'fp16' "
+                "or 'no' (fp32) choose it outright (contradicting one of those is an error)."})
 
 
 def build_student(model_args: ModelArguments, teacher_hidden_size: int) -> ArmHubertModel:
@@ -85,7 +85,10 @@ def resolve_precision(training_args: TrainingArguments, precision: str) -> Train
     when it is built, so the choice is applied by building them anew, never by setting the flags
     afterwards. An explicit --bf16/--fp16 is honoured under 'auto' and never silently overridden.
     """
-    explicit = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else None
+    # `accelerate launch --mixed_precision` arrives as ACCELERATE_MIXED_PRECISION: as explicit as --bf16.
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    explicit = ("bf16" if training_args.bf16 else "fp16" if training_args.fp16
+                else launcher if launcher in ("bf16", "fp16") else None)
     if precision == "auto":
         if explicit is not None:
             precision = explicit
@@ -94,7 +97,8 @@ def resolve_precision(training_args: TrainingArguments, precision: str) -> Train
         else:
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     elif explicit is not None and explicit != precision:
-        raise ValueError(f"--precision {precision} contradicts --{explicit}: give only one of them.")
+        source = f"--{explicit}" if training_args.bf16 or training_args.fp16 else f"accelerate's --mixed_precision {explicit}"
+        raise ValueError(f"--precision {precision} contradicts {source}: give only one of them.")
     # bf16 without a GPU is CPU autocast, which Transformers allows only with use_cpu.
     use_cpu = training_args.use_cpu or (precision == "bf16" and not torch.cuda.is_available())
     return dataclasses.replace(training_args, bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=use_cpu)

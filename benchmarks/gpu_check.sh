@@ -1,51 +1,95 @@
 #!/usr/bin/env bash
-# The GPU rows of the README's "Numbers" section, in one go on one CUDA GPU (H100 / H200).
+# The GPU numbers of the README in one go, on one CUDA GPU (H100 / H200): about 7 minutes.
 #
-#   bash benchmarks/gpu_check.sh [OUT_DIR]     # OUT_DIR: default $OUT if set, else benchmarks/results/gpu
+#   bash benchmarks/gpu_check.sh [OUT_DIR]     # OUT_DIR default: benchmarks/results/gpu
+#   SMOKE=1 bash benchmarks/gpu_check.sh /tmp/smoke   # the same steps, tiny, on the CPU: checks the script
 #
-# Runs, in this order (each step's JSON and log land in OUT_DIR, at most 7 files):
-#   1. inference speed, bf16, batch 1 and 32 x 10 s: every distinct preset vs HuBERT Base (~1 min);
-#   2. distillation throughput, bf16: HuBERT Base-sized random teacher -> armhubert, 32 x 10 s, one
-#      bf16 training step per variant (default, no-shared-features, no-fused-attention,
-#      compile-student, compile-all), with a profile of the default variant (~5-8 min, mostly compiling).
-# The distillation JSON is rewritten after every variant, so a run cut short keeps what it measured.
-# Nothing is downloaded: all models have random weights from Transformers' default configs.
-#
-# With the device tool (about 10 minutes of a 15-minute budget):
-#   run(command="bash benchmarks/gpu_check.sh", timeout_s=600)
-# If the machine's transformers is older than this repo needs, carry wheels in .whl/ (see
-# /work/.library/device/README.md) and name ".whl" in carry: they are installed first.
-# SMOKE=1 runs the same steps with tiny models on the CPU in about a minute, to check the script.
+# Steps, each bounded by a timeout and writing into OUT_DIR as it goes (a run cut short keeps what
+# it measured; everything is also in OUT_DIR/gpu_check.log):
+#   1. the machine and versions, then the CUDA tests (pytest -m cuda);
+#   2. run_distill.py through `accelerate launch` in bf16: a HuBERT Base-sized random teacher ->
+#      armhubert on a synthetic LibriSpeech-layout corpus (tools/make_synthetic_librispeech.py,
+#      LibriSpeech's lengths), 16 steps with a checkpoint every 8, then resumed from the last
+#      checkpoint to 32 steps; the student is then loaded in a fresh process with
+#      AutoModel.from_pretrained(..., trust_remote_code=True);
+#   3. inference speed, bf16, batch 1 and 32 x 10 s: each distinct preset vs HuBERT Base;
+#   4. end-to-end distillation throughput (benchmarks/distill_end_to_end.py), every variant;
+#   5. step-level distillation throughput (benchmarks/distill_throughput.py) with a profile.
+# Nothing is downloaded: every model has random weights.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR="${1:-${OUT:-benchmarks/results/gpu}}"
-mkdir -p "$OUT_DIR"
+REPO="$PWD"
+OUT_DIR="$(mkdir -p "${1:-benchmarks/results/gpu}" && cd "${1:-benchmarks/results/gpu}" && pwd)"
+WORK="$(mktemp -d)"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY="${PYTHON:-python3}"
-DEVICE=(--device cuda)
-SMOKE_ARGS=()
+exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
+
 if [[ "${SMOKE:-0}" == 1 ]]; then
-    DEVICE=(--device cpu)
-    SMOKE_ARGS=(--tiny --seconds 1 --warmup 1)
+    DEVICE=cpu PRECISION=no TEACHER_SIZE=tiny UTTERANCES=24 SCALE=0.15 BATCH=4
+    STUDENT=(--student_overrides '{"num_hidden_layers": 2, "reuse_pattern": [true, false], "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 96, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4, "conv_dim": [16, 32, 32, 32, 32, 32, 64, 64, 64]}')
+    E2E=(--tiny --warmup 1 --steps 2 --variants default no-workers)
+    STEP=(--tiny --seconds 1 --warmup 1 --steps 1 --variants default no-shared-features)
+    SPEED=(--tiny --seconds 1 --warmup 1 --repeats 1 --no-quiet-gate)
+else
+    DEVICE=cuda PRECISION=bf16 TEACHER_SIZE=base UTTERANCES=480 SCALE=1 BATCH=32
+    STUDENT=()
+    E2E=(--warmup 3 --steps 10)
+    STEP=(--warmup 2 --steps 5 --variants default no-shared-features compile-student)
+    SPEED=()
 fi
-
-if compgen -G ".whl/*.whl" > /dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-
-{
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv || true
-    "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
-'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
-} 2>&1 | tee "$OUT_DIR/gpu_env.txt"
-
 status=0
-"$PY" benchmarks/inference_speed.py "${DEVICE[@]}" --dtype bf16 --batch-sizes 1 32 "${SMOKE_ARGS[@]}" \
-    ${SMOKE_ARGS:+--repeats 1 --no-quiet-gate} --output "$OUT_DIR/inference_speed_cuda.json" 2>&1 \
-    | tee "$OUT_DIR/inference_speed_cuda.log" || status=1
-"$PY" benchmarks/distill_throughput.py "${DEVICE[@]}" --dtype bf16 --batch-size 32 --profile "${SMOKE_ARGS[@]}" \
-    ${SMOKE_ARGS:+--steps 1 --variants default no-shared-features} --output "$OUT_DIR/distill_throughput_cuda.json" 2>&1 \
-    | tee "$OUT_DIR/distill_throughput_cuda.log" || status=1
+step() {  # step SECONDS NAME COMMAND...: run with a time limit, note a failure, go on
+    local limit=$1 name=$2
+    shift 2
+    echo "=== $name ($(date +%T))"
+    timeout "$limit" "$@" || { echo "=== $name FAILED (exit $?)"; status=1; }
+}
+
+echo "=== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+"$PY" -c "import torch, transformers, accelerate, datasets; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'datasets', datasets.__version__, \
+torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
+
+[[ $DEVICE == cuda ]] && step 90 "CUDA tests" "$PY" -m pytest tests -m cuda -q -p no:cacheprovider
+
+step 60 "corpus and teacher" bash -c "
+    '$PY' tools/make_synthetic_librispeech.py '$WORK/corpus' --utterances $UTTERANCES --scale $SCALE &&
+    '$PY' tools/make_synthetic_librispeech.py '$WORK/corpus' --split dev-clean --utterances 64 --scale $SCALE --seed 1 &&
+    '$PY' tools/make_random_teacher.py '$WORK/teacher' --size $TEACHER_SIZE"
+
+DISTILL=(-m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision "$PRECISION"
+         --dynamo_backend no run_distill.py configs/armhubert-960h.yaml --teacher "$WORK/teacher"
+         --librispeech_root "$WORK/corpus" --train_splits train-clean-100 --eval_splits dev-clean
+         --output_dir "$WORK/student" --precision "$PRECISION" --per_device_train_batch_size "$BATCH"
+         --per_device_eval_batch_size "$BATCH" --gradient_accumulation_steps 1 --learning_rate 5e-4
+         --save_strategy steps --save_steps 8 --eval_strategy no --logging_steps 4 --report_to none --disable_tqdm true
+         --dataloader_num_workers 8 "${STUDENT[@]}")
+[[ $DEVICE == cpu ]] && DISTILL+=(--use_cpu true --dataloader_num_workers 1)
+step 100 "distillation, 16 steps" "$PY" "${DISTILL[@]}" --max_steps 16
+step 100 "distillation resumed to 32 steps" "$PY" "${DISTILL[@]}" --max_steps 32 --resume_from_checkpoint last
+cp "$WORK/student/trainer_state.json" "$OUT_DIR/distill_trainer_state.json" 2>/dev/null
+cp "$WORK/student/README.md" "$OUT_DIR/distill_model_card.md" 2>/dev/null
+# A fresh process outside the repo: the student's own code must be enough.
+step 45 "load the student with trust_remote_code" bash -c "cd '$WORK' && '$PY' -c \"
+import sys, torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained('$WORK/student', trust_remote_code=True).eval()
+assert 'modeling_armhubert' not in sys.modules and type(model).__module__.startswith('transformers_modules')
+with torch.no_grad():
+    out = model(torch.randn(1, 32000)).last_hidden_state
+print('loaded', type(model).__name__, f'{model.num_parameters() / 1e6:.2f} M parameters, output', tuple(out.shape),
+      'finite', bool(torch.isfinite(out).all()))
+\""
+
+step 100 "inference speed" "$PY" benchmarks/inference_speed.py --device "$DEVICE" --dtype "${PRECISION/no/fp32}" \
+    --batch-sizes 1 32 "${SPEED[@]}" --output "$OUT_DIR/inference_speed_$DEVICE.json"
+step 200 "end-to-end distillation throughput" "$PY" benchmarks/distill_end_to_end.py --device "$DEVICE" \
+    --corpus "$WORK/corpus" --teacher-dir "$WORK/teacher" --batch-size "$BATCH" "${E2E[@]}" \
+    --output "$OUT_DIR/distill_end_to_end_$DEVICE.json"
+step 200 "step-level distillation throughput" "$PY" benchmarks/distill_throughput.py --device "$DEVICE" \
+    --dtype "${PRECISION/no/fp32}" --profile "${STEP[@]}" --output "$OUT_DIR/distill_throughput_$DEVICE.json"
+rm -rf "$WORK"
 ls -l "$OUT_DIR"
 exit $status

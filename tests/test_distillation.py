@@ -118,7 +118,7 @@ def _losses(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
-def test_precision_reaches_the_accelerator(tmp_path, offline_hf, tiny_teacher_dir):
+def test_precision_reaches_the_accelerator(tmp_path, offline_hf, tiny_teacher_dir, monkeypatch):
     """--precision bf16 runs the steps in bf16 autocast on the CPU too: same losses to about 1e-2, not
     to every digit; 'auto' on a CPU is fp32; an explicit --bf16 is honoured, a contradiction refused."""
     common = ["--max_steps", "3", "--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false"]
@@ -139,6 +139,12 @@ def test_precision_reaches_the_accelerator(tmp_path, offline_hf, tiny_teacher_di
     assert explicit.accelerator.mixed_precision == "bf16"
     with pytest.raises(ValueError, match="contradicts --bf16"):
         build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "both", *cpu_bf16, "--precision", "no"))
+    # `accelerate launch --mixed_precision bf16` sets this variable: honoured under auto, like --bf16.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    launched = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "launched", *common, "--use_cpu", "true"))
+    assert launched.accelerator.mixed_precision == "bf16"
+    with pytest.raises(ValueError, match="contradicts accelerate's --mixed_precision bf16"):
+        build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "launched", *common, "--precision", "no"))
 
 
 class StopAtStep(TrainerCallback):
