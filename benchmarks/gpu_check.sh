@@ -52,7 +52,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'datasets', datasets.__version__, \
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
-[[ $DEVICE == cuda ]] && step 90 "CUDA tests" "$PY" -m pytest tests -m cuda -q -p no:cacheprovider
+[[ $DEVICE == cuda ]] && step 90 "CUDA tests" "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider
 
 step 60 "corpus and teacher" bash -c "
     '$PY' tools/make_synthetic_librispeech.py '$WORK/corpus' --utterances $UTTERANCES --scale $SCALE &&
