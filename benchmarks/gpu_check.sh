@@ -3,13 +3,15 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     # OUT_DIR default: benchmarks/results/gpu
 #   SMOKE=1 bash benchmarks/gpu_check.sh /tmp/smoke   # the same steps, tiny, on the CPU: checks the script
+#   STEPS="distill e2e" bash benchmarks/gpu_check.sh  # only some of: tests distill speed e2e step
 #
 # Steps, each bounded by a timeout and writing into OUT_DIR as it goes (a run cut short keeps what
 # it measured; everything is also in OUT_DIR/gpu_check.log):
 #   1. the machine and versions, then the CUDA tests (pytest -m cuda);
 #   2. run_distill.py through `accelerate launch` in bf16: a HuBERT Base-sized random teacher ->
 #      armhubert on a synthetic LibriSpeech-layout corpus (tools/make_synthetic_librispeech.py,
-#      LibriSpeech's lengths), 16 steps with a checkpoint every 8, then resumed from the last
+#      LibriSpeech's lengths), at the paper's 18 whole utterances per GPU (32 of up to 35 s
+#      need more than 80 GB), 16 steps with a checkpoint every 8, then resumed from the last
 #      checkpoint to 32 steps; the student is then loaded in a fresh process with
 #      AutoModel.from_pretrained(..., trust_remote_code=True);
 #   3. inference speed, bf16, batch 1 and 32 x 10 s: each distinct preset vs HuBERT Base;
@@ -32,13 +34,15 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
     STEP=(--tiny --seconds 1 --warmup 1 --steps 1 --variants default no-shared-features)
     SPEED=(--tiny --seconds 1 --warmup 1 --repeats 1 --no-quiet-gate)
 else
-    DEVICE=cuda PRECISION=bf16 TEACHER_SIZE=base UTTERANCES=480 SCALE=1 BATCH=32
+    DEVICE=cuda PRECISION=bf16 TEACHER_SIZE=base UTTERANCES=480 SCALE=1 BATCH=18
     STUDENT=()
-    E2E=(--warmup 3 --steps 10)
-    STEP=(--warmup 2 --steps 5 --variants default no-shared-features compile-student)
+    E2E=(--warmup 3 --steps 10 --variants default no-workers no-shared-features no-length-grouping)
+    STEP=(--batch-size 32 --warmup 2 --steps 5 --variants default no-shared-features compile-student)
     SPEED=()
 fi
+STEPS=" ${STEPS:-tests distill speed e2e step} "
 status=0
+wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, note a failure, go on
     local limit=$1 name=$2
     shift 2
@@ -52,7 +56,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'datasets', datasets.__version__, \
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 
-[[ $DEVICE == cuda ]] && step 90 "CUDA tests" "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider
+[[ $DEVICE == cuda ]] && wanted tests && step 90 "CUDA tests" "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider
 
 step 60 "corpus and teacher" bash -c "
     '$PY' tools/make_synthetic_librispeech.py '$WORK/corpus' --utterances $UTTERANCES --scale $SCALE &&
@@ -67,6 +71,7 @@ DISTILL=(-m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixe
          --save_strategy steps --save_steps 8 --eval_strategy no --logging_steps 4 --report_to none --disable_tqdm true
          --dataloader_num_workers 8 "${STUDENT[@]}")
 [[ $DEVICE == cpu ]] && DISTILL+=(--use_cpu true --dataloader_num_workers 1)
+if wanted distill; then
 step 100 "distillation, 16 steps" "$PY" "${DISTILL[@]}" --max_steps 16
 step 100 "distillation resumed to 32 steps" "$PY" "${DISTILL[@]}" --max_steps 32 --resume_from_checkpoint last
 cp "$WORK/student/trainer_state.json" "$OUT_DIR/distill_trainer_state.json" 2>/dev/null
@@ -82,13 +87,14 @@ with torch.no_grad():
 print('loaded', type(model).__name__, f'{model.num_parameters() / 1e6:.2f} M parameters, output', tuple(out.shape),
       'finite', bool(torch.isfinite(out).all()))
 \""
+fi
 
-step 100 "inference speed" "$PY" benchmarks/inference_speed.py --device "$DEVICE" --dtype "${PRECISION/no/fp32}" \
+wanted speed && step 100 "inference speed" "$PY" benchmarks/inference_speed.py --device "$DEVICE" --dtype "${PRECISION/no/fp32}" \
     --batch-sizes 1 32 "${SPEED[@]}" --output "$OUT_DIR/inference_speed_$DEVICE.json"
-step 200 "end-to-end distillation throughput" "$PY" benchmarks/distill_end_to_end.py --device "$DEVICE" \
+wanted e2e && step 200 "end-to-end distillation throughput" "$PY" benchmarks/distill_end_to_end.py --device "$DEVICE" \
     --corpus "$WORK/corpus" --teacher-dir "$WORK/teacher" --batch-size "$BATCH" "${E2E[@]}" \
     --output "$OUT_DIR/distill_end_to_end_$DEVICE.json"
-step 200 "step-level distillation throughput" "$PY" benchmarks/distill_throughput.py --device "$DEVICE" \
+wanted step && step 200 "step-level distillation throughput" "$PY" benchmarks/distill_throughput.py --device "$DEVICE" \
     --dtype "${PRECISION/no/fp32}" --profile "${STEP[@]}" --output "$OUT_DIR/distill_throughput_$DEVICE.json"
 rm -rf "$WORK"
 ls -l "$OUT_DIR"
