@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_utils  # noqa: E402
+import distill_end_to_end  # noqa: E402
 import distill_throughput  # noqa: E402
 import export_onnx  # noqa: E402
 import inference_speed  # noqa: E402
@@ -219,10 +221,40 @@ def test_one_benchmark_step_is_the_trainers_loss(tmp_path):
     torch.testing.assert_close(loss, expected["loss"].detach())
 
 
+def test_synthetic_corpus_has_librispeech_lengths_and_layout(tmp_path):
+    from make_synthetic_librispeech import sample_durations, write_corpus
+    from speech_data import librispeech_dataset
+
+    durations = sample_durations(20_000)
+    assert 12.0 < durations.mean() < 13.5 and durations.min() >= 2.0 and durations.max() <= 35.0
+    assert 0.6 < ((durations >= 10) & (durations <= 17.5)).mean() < 0.9
+    short = sample_durations(7, seed=3, scale=0.05)
+    write_corpus(tmp_path, short, utterances_per_chapter=4, workers=1)
+    index = librispeech_dataset(tmp_path, ["train-clean-100"])
+    assert len(index) == 7
+    # File lengths are the drawn ones, to the sample.
+    assert index["duration"] == pytest.approx([int(d * 16000) / 16000 for d in short])
+
+
+def test_distill_end_to_end_measures_the_real_run(tmp_path):
+    output = tmp_path / "e2e.json"
+    result = distill_end_to_end.main(["--tiny", "--batch-size", "3", "--warmup", "1", "--steps", "3",
+                                      "--variants", "default", "--workers", "0", "--output", str(output)])
+    assert json.loads(output.read_text()) == json.loads(json.dumps(result))
+    row = result["rows"][0]
+    assert "error" not in row and row["mixed_precision"] == "no" and np.isfinite(row["final_loss"])
+    # Each step has 3 utterances: at most 3 x the longest, at least 3 x the shortest.
+    corpus = result["corpus"]
+    assert 3 * corpus["min_s"] <= row["mean_batch_audio_s"] <= 3 * corpus["max_s"]
+    assert row["audio_s_per_s"] == pytest.approx(row["mean_batch_audio_s"] / (row["step_ms"] / 1000))
+    assert 0 <= row["data_wait_share"] < 1 and 0 <= row["padding_share"] < 1 and row["mask_ms_per_step"] > 0
+    assert result["workers_needed_for_target"] == pytest.approx(3000 / result["decode_audio_s_per_s_per_worker"])
+
+
 # -- command lines -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [size_compute, inference_speed, distill_throughput, export_onnx],
+@pytest.mark.parametrize("module", [size_compute, inference_speed, distill_throughput, distill_end_to_end, export_onnx],
                          ids=lambda m: m.__name__)
 def test_scripts_have_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:
