@@ -1,4 +1,4 @@
-"""Masking-distillation losses (SPEC section 2, steps 4-6).
+"""Masking-distillation losses (docs/method.md §2, steps 4-6).
 
 The student sees masked input.  For every student layer's projected output:
 
@@ -105,7 +105,7 @@ def validation_distillation_loss(
     last_weight: float = 1.0,
     loss_type: str = "mse",
 ) -> torch.Tensor:
-    """Unmasked validation loss (SPEC section 2, step 6).
+    """Unmasked validation loss (docs/method.md §2, step 6).
 
     All real frames against the unmasked teacher: hint_weight * (sum over hint
     layers of the mean per-element loss) + last_weight * (mean per-element

@@ -1,6 +1,6 @@
 """`MaskingDistillationTrainer`: a Transformers Trainer whose step is one masking-distillation step.
 
-Per batch (SPEC section 2): a span mask over the frames, the frozen teacher's layer outputs
+Per batch (docs/method.md §2): a span mask over the frames, the frozen teacher's layer outputs
 unmasked and masked (`teacher.FrozenTeacher`), one student pass with the same mask, and
 `distillation_loss.masking_distillation_loss`. Evaluation reports the unmasked validation loss.
 Everything else (optimiser, schedule, mixed precision, checkpoints, resuming, several processes
@@ -25,7 +25,7 @@ LOSS_TERMS = ("mask_hint", "unmask_hint", "mask_rec", "unmask_rec")
 
 @dataclass
 class DistillationArguments:
-    """How the student learns from the teacher (SPEC sections 2 and 3)."""
+    """How the student learns from the teacher (docs/method.md §2 and §3)."""
 
     mask_prob: float = field(default=0.8, metadata={
         "help": "Span mask probability: 0.8 in the paper's 960 h recipes, 0.4 in the 100 h ones."})
@@ -44,7 +44,7 @@ class DistillationArguments:
 
 def distillation_mask(args: DistillationArguments, frame_mask: torch.Tensor,
                       generator: torch.Generator) -> torch.Tensor:
-    """The span mask of one batch (SPEC section 3) over its real frames: frame_mask (B, T) -> (B, T) bool."""
+    """The span mask of one batch (docs/method.md §3) over its real frames: frame_mask (B, T) -> (B, T) bool."""
     return compute_span_mask(
         tuple(frame_mask.shape), args.mask_prob, args.mask_length, attention_mask=frame_mask.cpu(),
         length_distribution=args.mask_length_distribution, min_masks=args.mask_min_spans, no_overlap=True,
@@ -129,7 +129,7 @@ class MaskingDistillationTrainer(SpeechTrainer):
         return (terms["loss"], outputs) if return_outputs else terms["loss"]
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Validation: no masking, every real frame against the unmasked teacher (SPEC 2, step 6)."""
+        """Validation: no masking, every real frame against the unmasked teacher (docs/method.md §2, step 6)."""
         inputs = self._prepare_inputs(inputs)
         self.count_skipped(inputs)
         self._pop_bookkeeping(inputs)

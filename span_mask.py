@@ -1,7 +1,7 @@
 """Span masking over frames, as used for masking distillation.
 
 This reproduces the span mask of the teacher's own pre-training code
-(SPEC section 3; fairseq's ``compute_mask_indices`` with ``mask_other=0``),
+(docs/method.md §3; fairseq's ``compute_mask_indices`` with ``mask_other=0``),
 so that the student is trained on masks with the same statistics the teacher
 saw.  For each row with ``sz`` real frames:
 
@@ -21,7 +21,7 @@ saw.  For each row with ``sz`` real frames:
 4. Every row then keeps the same number of masked frames: the minimum over
    the batch, chosen at random without replacement from its own masked frames.
 
-Reference statistics (SPEC section 3): mask_prob 0.8, 100 frames, length 10,
+Reference statistics (docs/method.md §3): mask_prob 0.8, 100 frames, length 10,
 uniform lengths, batches of 8 -> mean masked fraction 0.540.
 
 All randomness comes from torch (an optional ``torch.Generator``), so masks are

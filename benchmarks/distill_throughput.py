@@ -56,7 +56,7 @@ VARIANTS = {
     "compile-student": dict(share_features=True, fused_attention=True, compile="student"),
     "compile-all": dict(share_features=True, fused_attention=True, compile="all"),
 }
-TARGET_AUDIO_S_PER_S = 3000  # issue #5: armhubert from a HuBERT Base-sized teacher, one H100/H200, bf16
+TARGET_AUDIO_S_PER_S = 3000  # armhubert from a HuBERT Base-sized teacher on one H100/H200, bf16
 
 
 @dataclass

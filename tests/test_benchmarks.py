@@ -25,8 +25,8 @@ import size_compute  # noqa: E402
 from configuration_armhubert import ArmHubertConfig  # noqa: E402
 from modeling_armhubert import ArmHubertModel  # noqa: E402
 
-# SPEC section 1: exact parameter counts (with heads, without heads).
-SPEC_PARAMETER_COUNTS = {
+# docs/method.md §1: exact parameter counts (with heads, without heads).
+PUBLISHED_PARAMETER_COUNTS = {
     "armhubert": (26_448_448, 22_015_552),
     "armhubert-s": (22_394_080, 18_403_552),
     "armwavlm-s": (22_394_080, 18_403_552),
@@ -100,7 +100,7 @@ def test_size_compute_parameter_counts_are_the_spec_and_the_models(size_result):
     out, result = size_result
     assert json.loads((out / "size_compute.json").read_text())["rows"] == result["rows"]
     rows = {row["model"]: row for row in result["rows"]}
-    for preset, (with_heads, without_heads) in SPEC_PARAMETER_COUNTS.items():
+    for preset, (with_heads, without_heads) in PUBLISHED_PARAMETER_COUNTS.items():
         assert (rows[preset]["params_with_heads"], rows[preset]["params_without_heads"]) == (with_heads, without_heads)
     hubert = HubertModel(HubertConfig()).num_parameters()
     assert rows["hubert-base"]["params_with_heads"] == rows["hubert-base"]["params_without_heads"] == hubert

@@ -1,4 +1,4 @@
-"""The paper's recipes in configs/ parse and carry the authors' settings (SPEC section 2)."""
+"""The paper's recipes in configs/ parse and carry the authors' settings (docs/method.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for distillation_loss (SPEC section 2, steps 4-6)."""
+"""Tests for distillation_loss (docs/method.md §2, steps 4-6)."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Tests for span_mask.compute_span_mask (SPEC section 3)."""
+"""Tests for span_mask.compute_span_mask (docs/method.md §3)."""
 
 import sys
 from pathlib import Path
@@ -29,7 +29,7 @@ def _runs(row: torch.Tensor) -> list[tuple[int, int]]:
     [(0.8, 100, 0.540, 1000), (0.8, 500, 0.691, 300), (0.4, 500, 0.323, 300)],
 )
 def test_reference_masked_fraction(mask_prob, frames, expected, batches):
-    # SPEC section 3 table; standard error of our mean is <= 0.003 here.
+    # The table of docs/method.md §3; standard error of our mean is <= 0.003 here.
     generator = torch.Generator().manual_seed(1234)
     total = 0.0
     for _ in range(batches):
