@@ -131,7 +131,7 @@ class MaskingDistillationTrainer(SpeechTrainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Validation: no masking, every real frame against the unmasked teacher (docs/method.md §2, step 6)."""
         inputs = self._prepare_inputs(inputs)
-        self.count_skipped(inputs)
+        self.count_skipped(inputs, training=False)
         self._pop_bookkeeping(inputs)
         if self.is_empty(inputs):
             return None, None, None

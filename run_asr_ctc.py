@@ -69,7 +69,14 @@ from asr_vocabulary import (
 )
 from configuration_armhubert import PRESETS, ArmHubertConfig
 from modeling_armhubert import ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
-from speech_data import SAMPLING_RATE, DataArguments, SpeechDataset, build_dataset, raw_waveform_feature_extractor
+from speech_data import (
+    SAMPLING_RATE,
+    DataArguments,
+    SpeechDataset,
+    build_dataset,
+    raw_waveform_feature_extractor,
+    skip_metrics,
+)
 from speech_trainer import SpeechTrainer, setup_script_logging
 from yaml_arguments import parse_config_and_args
 
@@ -202,10 +209,11 @@ def build_datasets(data_args: AsrDataArguments, training_args: TrainingArguments
         if data_args.librispeech_root is not None:
             for split in data_args.predict_splits:
                 one = replace(whole, eval_splits=[split], max_eval_samples=data_args.max_predict_samples)
-                result["predict"][split_name(split)] = build_dataset(one, "eval", seed=seed)
+                result["predict"][split_name(split)] = build_dataset(one, "eval", seed=seed, purpose="prediction")
         else:
             one = replace(whole, eval_split=data_args.predict_split, max_eval_samples=data_args.max_predict_samples)
-            result["predict"][split_name(data_args.predict_split)] = build_dataset(one, "eval", seed=seed)
+            result["predict"][split_name(data_args.predict_split)] = build_dataset(one, "eval", seed=seed,
+                                                                                   purpose="prediction")
     return result
 
 
@@ -420,7 +428,8 @@ class CtcTrainer(SpeechTrainer):
 
         Metrics (prefixed "<name>_"): wer, cer (when there are references), loss, rtf = decode time /
         audio duration (decode time = model forward + greedy decoding, without data loading), and
-        the counts of utterances, audio seconds, skipped files and characters that became <unk>.
+        the counts of utterances, audio seconds, characters that became <unk>, and files left out
+        (`skipped_files` and one `skipped_files_<reason>` per `speech_data.SKIP_REASONS`).
         """
         dataloader = dataloader if dataloader is not None else self.get_test_dataloader(dataset)
         model = self.model
@@ -468,7 +477,7 @@ class CtcTrainer(SpeechTrainer):
         metrics: dict[str, float] = {
             "utterances": len(rows), "audio_seconds": audio_seconds, "decode_seconds": decode_seconds,
             "rtf": decode_seconds / audio_seconds if audio_seconds else math.nan,
-            "skipped_files": int(skipped_total), "unknown_characters": int(unknown_total),
+            "unknown_characters": int(unknown_total), **skip_metrics(dataset, int(skipped_total)),
         }
         references = [row[1] for row in rows]
         if any(references):
@@ -613,8 +622,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                  f"{training_args.output_dir}.")
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
-        train_metrics = dict(result.metrics, train_skipped_files=trainer.skipped_files,
-                             train_unknown_characters=trainer.unknown_characters)
+        train_metrics = dict(result.metrics, train_unknown_characters=trainer.unknown_characters,
+                             **{f"train_{key}": value for key, value in trainer.skipped_files_metrics().items()})
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()

@@ -138,9 +138,13 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
     def model_card():
         # Results as of now: the latest losses logged, the files skipped, the steps made.
         results = {}
+        skipped = trainer.skipped_files_metrics()
         for entry in trainer.state.log_history:
             results.update({k: v for k, v in entry.items() if k in ("train_loss", "eval_loss")})
-        results.update(skipped_files=trainer.skipped_files, optimisation_steps=trainer.state.global_step)
+            skipped.update({k: v for k, v in entry.items() if k.startswith("eval_skipped_files")})
+        # Totals always; a reason only when it left files out.
+        results.update({k: v for k, v in skipped.items() if v or k in ("skipped_files", "eval_skipped_files")})
+        results.update(optimisation_steps=trainer.state.global_step)
         return distilled_student_card(
             model_name=training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir)),
             teacher=model_args.teacher,
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 raise ValueError(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}.")
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
-        metrics.update(result.metrics, skipped_files=trainer.skipped_files)
+        metrics.update(result.metrics, **trainer.skipped_files_metrics())
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()

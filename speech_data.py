@@ -12,8 +12,11 @@ same waveforms. The pipeline, top to bottom:
 3. ``build_dataset`` filters the index by duration (from file headers only) and
    wraps it in a torch dataset whose items are decoded on access:
    ``{"input_values": np.float32 (samples,), "text": str, "id": str}``, or
-   ``None`` when the audio of that item cannot be decoded.
+   ``None`` when the audio of that item cannot be decoded. It refuses a split
+   left with no usable utterance, and records on the dataset (`skipped`) which
+   utterances it left out and why.
 4. ``AudioCollator`` pads items into a batch and counts the ``None`` ones.
+5. ``skip_metrics`` turns both counts into the ``skipped_files*`` metrics.
 
 Waveforms are returned as decoded, without mean/variance normalisation: the
 method feeds raw waveforms to both the teacher and the student.
@@ -52,6 +55,18 @@ RECEPTIVE_FIELD_SAMPLES = 400
 STREAMING_SHUFFLE_BUFFER = 1_000
 # How many offending file names a warning lists before it only gives the count.
 _NAMES_IN_WARNINGS = 5
+
+# Why a file was left out -> what the `skipped_files_<reason>` metric counts. The total of all
+# reasons is `skipped_files`.
+SKIP_REASONS: dict[str, str] = {
+    "unreadable": "missing, empty or not audio when the corpus was indexed",
+    "undecodable": "the header was readable but decoding failed: cut short, NaN/inf samples, or a length outside "
+                   "the duration range (with --streaming, every row that fails when read)",
+    "too_short": f"shorter than the receptive field ({RECEPTIVE_FIELD_SAMPLES} samples)",
+    "transcript_unreadable": "in a LibriSpeech chapter whose transcript (*.trans.txt) cannot be read",
+}
+# reason -> utterance ids left out for that reason, before any audio was decoded.
+Skipped = dict[str, list[str]]
 
 # A file path, the encoded bytes of a file, or a `datasets` audio dict:
 # {"path": ..., "bytes": ...} (undecoded) or {"array": ..., "sampling_rate": ...}.
@@ -213,13 +228,27 @@ def _column(dataset: datasets.Dataset, name: str) -> list[Any]:
     return dataset.select_columns([name])[:][name]
 
 
-def _warn_skipped(skipped: Sequence[str], total: int, where: str) -> None:
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names[:_NAMES_IN_WARNINGS]) + (", ..." if len(names) > _NAMES_IN_WARNINGS else "")
+
+
+def _warn_skipped(skipped: Sequence[str], total: int, where: str,
+                  why: str = "that are unreadable or empty") -> None:
     if skipped:
-        shown = ", ".join(skipped[:_NAMES_IN_WARNINGS]) + (", ..." if len(skipped) > _NAMES_IN_WARNINGS else "")
-        logger.warning(
-            "Skipped %d of %d audio files in %s that are unreadable or empty: %s",
-            len(skipped), total, where, shown,
-        )
+        logger.warning("Skipped %d of %d audio files in %s %s: %s", len(skipped), total, where, why, _shown(skipped))
+
+
+def skip_metrics(dataset: Any, undecodable: int = 0) -> dict[str, int]:
+    """``skipped_files`` (the total) and ``skipped_files_<reason>`` for each of `SKIP_REASONS`.
+
+    Args:
+        dataset: a dataset from `build_dataset`; its `skipped` utterances (left out before
+            decoding) are counted. Other datasets count nothing here.
+        undecodable: items that came out None when read (the collators' ``num_skipped``).
+    """
+    counts = {reason: len(getattr(dataset, "skipped", {}).get(reason, ())) for reason in SKIP_REASONS}
+    counts["undecodable"] += int(undecodable)
+    return {"skipped_files": sum(counts.values()), **{f"skipped_files_{r}": n for r, n in counts.items()}}
 
 
 # --------------------------------------------------------------------------- #
@@ -263,7 +292,8 @@ def librispeech_dataset(
     next to ``<speaker>-<chapter>.trans.txt`` (one "ID TRANSCRIPT" line per
     utterance); `root` may also be the ``LibriSpeech`` folder itself. Only file
     headers are read. Utterances whose file is missing, unreadable or empty are
-    skipped and reported in one warning.
+    skipped and reported in one warning; a chapter whose transcript cannot be
+    read (e.g. not UTF-8) is skipped with a warning naming the transcript.
 
     Args:
         root: folder containing ``LibriSpeech/``, or ``LibriSpeech/`` itself.
@@ -278,10 +308,22 @@ def librispeech_dataset(
     Raises:
         FileNotFoundError: `root` or one of the `splits` does not exist.
     """
+    return _librispeech_index(root, splits, num_workers)[0]
+
+
+def _librispeech_where(root: str | os.PathLike, splits: Sequence[str]) -> str:
+    return f"{_librispeech_folder(Path(root))} {list(splits)}"
+
+
+def _librispeech_index(
+    root: str | os.PathLike, splits: Sequence[str], num_workers: int | None = None
+) -> tuple[datasets.Dataset, Skipped]:
+    """`librispeech_dataset`, plus the ids it left out: {"unreadable": [...], "transcript_unreadable": [...]}."""
     if not splits:
         raise ValueError("no LibriSpeech splits given")
     corpus = _librispeech_folder(Path(root))
     utterances: list[tuple[str, str, str]] = []  # (id, path, text)
+    skipped: Skipped = {"unreadable": [], "transcript_unreadable": []}
     for split in splits:
         split_dir = corpus / split
         if not split_dir.is_dir():
@@ -291,7 +333,19 @@ def librispeech_dataset(
                 f"Splits found in {corpus}: {found or 'none'}."
             )
         for transcript in sorted(split_dir.glob("*/*/*.trans.txt")):
-            for line in transcript.read_text(encoding="utf-8").splitlines():
+            try:
+                lines = transcript.read_text(encoding="utf-8").splitlines()
+            except (UnicodeDecodeError, OSError) as err:
+                # Like an unreadable audio file: the chapter is left out, the run goes on.
+                lost = sorted(path.stem for path in transcript.parent.glob("*.flac"))
+                skipped["transcript_unreadable"].extend(lost)
+                logger.warning(
+                    "Skipped chapter %s (%d audio files): its transcript %s cannot be read (%s). "
+                    "Re-save it as UTF-8 text to use these utterances.",
+                    transcript.parent, len(lost), transcript, err,
+                )
+                continue
+            for line in lines:
                 if line.strip():
                     utt_id, _, text = line.strip().partition(" ")
                     utterances.append((utt_id, str(transcript.parent / f"{utt_id}.flac"), text))
@@ -304,18 +358,19 @@ def librispeech_dataset(
         durations = [_try_duration(path) for path in paths]
 
     columns: dict[str, list] = {name: [] for name in _LIBRISPEECH_FEATURES}
-    skipped = []
+    unreadable_files = []
     for (utt_id, path, text), duration in zip(utterances, durations):
         if duration is None:
-            skipped.append(Path(path).name)
+            unreadable_files.append(Path(path).name)
+            skipped["unreadable"].append(utt_id)
             continue
         columns["id"].append(utt_id)
         columns["path"].append(path)
         columns["duration"].append(duration)
         columns["text"].append(text)
         columns["speaker_id"].append(int(utt_id.split("-")[0]))
-    _warn_skipped(skipped, len(utterances), f"{corpus} {list(splits)}")
-    return datasets.Dataset.from_dict(columns, features=_LIBRISPEECH_FEATURES)
+    _warn_skipped(unreadable_files, len(utterances), f"{corpus} {list(splits)}")
+    return datasets.Dataset.from_dict(columns, features=_LIBRISPEECH_FEATURES), skipped
 
 
 def _split_names(split: str) -> list[str]:
@@ -421,8 +476,9 @@ def _hub_row_metadata(row: dict[str, Any], position: int, audio_column: str, tex
 
 def _hub_index(
     dataset: datasets.Dataset, audio_column: str, text_column: str | None, num_workers: int | None
-) -> datasets.Dataset:
-    """Columns id, text, duration (seconds) and `audio_column` for a map-style hub dataset.
+) -> tuple[datasets.Dataset, Skipped]:
+    """Columns id, text, duration (seconds) and `audio_column` for a map-style hub dataset, and
+    {"unreadable": ids}.
 
     Unreadable or empty rows are dropped with one warning, as in `librispeech_dataset`.
     """
@@ -437,11 +493,13 @@ def _hub_index(
     )
     index = datasets.concatenate_datasets([dataset.select_columns([audio_column]), metadata], axis=1)
     readable = np.asarray(_column(metadata, "duration")) >= 0
+    skipped: Skipped = {"unreadable": []}
     if not readable.all():
         ids = _column(metadata, "id")
-        _warn_skipped([ids[i] for i in np.flatnonzero(~readable)], len(index), "the dataset")
+        skipped["unreadable"] = [ids[i] for i in np.flatnonzero(~readable)]
+        _warn_skipped(skipped["unreadable"], len(index), "the dataset")
         index = index.select(np.flatnonzero(readable))
-    return index
+    return index, skipped
 
 
 # --------------------------------------------------------------------------- #
@@ -583,18 +641,24 @@ class _DecodingDataset:
         self.epoch = 0
         # Ids whose audio failed to decode in this process; each is logged once.
         self.failed_ids: set[str] = set()
+        # Utterances left out before any decoding, by reason (see SKIP_REASONS); none when streaming.
+        self.skipped: Skipped = {reason: [] for reason in SKIP_REASONS}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _note_failure(self, utt_id: str, problem: str) -> None:
+        """Log a file that came out unusable when read, once per id in this process."""
+        if utt_id not in self.failed_ids:
+            self.failed_ids.add(utt_id)
+            logger.warning("Skipping utterance %s (%d failed so far): %s", utt_id, len(self.failed_ids), problem)
 
     def _load(self, source: AudioSource, utt_id: str) -> np.ndarray | None:
         """Decoded audio, or None (logged the first time for this id) if it fails."""
         try:
             return load_audio(source)
         except AudioError as err:
-            if utt_id not in self.failed_ids:
-                self.failed_ids.add(utt_id)
-                logger.warning("Skipping utterance %s (%d failed so far): %s", utt_id, len(self.failed_ids), err)
+            self._note_failure(utt_id, str(err))
             return None
 
     def _in_range(self, length: int) -> bool:
@@ -621,11 +685,16 @@ class SpeechDataset(_DecodingDataset, torch.utils.data.Dataset):
             that needs no audio (e.g. its transcripts, to build a vocabulary).
         lengths: samples per item at 16 kHz (after cropping), from the header
             durations, for length-grouped batching without decoding.
+        skipped: reason -> ids of the utterances of the split left out before
+            decoding (see `SKIP_REASONS`); `skip_metrics` counts them.
     """
 
     def __init__(self, index: datasets.Dataset, audio_column: str, min_length: int,
-                 max_length: int | None = None, crop: bool = True, seed: int = 0) -> None:
+                 max_length: int | None = None, crop: bool = True, seed: int = 0,
+                 skipped: Mapping[str, Sequence[str]] | None = None) -> None:
         super().__init__(audio_column, min_length, max_length, crop, seed)
+        for reason, ids in (skipped or {}).items():
+            self.skipped[reason] = list(ids)
         self.index = index
         lengths = [round(duration * SAMPLING_RATE) for duration in _column(index, "duration")]
         if crop and max_length is not None:
@@ -644,10 +713,7 @@ class SpeechDataset(_DecodingDataset, torch.utils.data.Dataset):
         if not self._in_range(len(audio)):
             # The header promised a length in range but the file decodes to
             # another one: treat it like any other unusable file.
-            if row["id"] not in self.failed_ids:
-                self.failed_ids.add(row["id"])
-                logger.warning("Skipping utterance %s: decodes to %d samples, outside the duration range.",
-                               row["id"], len(audio))
+            self._note_failure(row["id"], f"decodes to {len(audio)} samples, outside the duration range.")
             return None
         return self._item(audio, row["text"], row["id"], position)
 
@@ -656,8 +722,9 @@ class StreamingSpeechDataset(_DecodingDataset, torch.utils.data.IterableDataset)
     """Iterable dataset over a streaming `datasets.IterableDataset`; decodes as it goes.
 
     Yields the same items as `SpeechDataset` (None for audio that fails to
-    decode). Utterances outside the duration range are left out, as the index
-    filter does for map-style data. In DataLoader workers, the `datasets`
+    decode, or that is shorter than the receptive field: both are named and
+    counted). Other utterances outside the duration range are left out, as the
+    index filter does for map-style data. In DataLoader workers, the `datasets`
     source splits its shards between the workers.
     """
 
@@ -675,41 +742,92 @@ class StreamingSpeechDataset(_DecodingDataset, torch.utils.data.IterableDataset)
         for position, row in enumerate(self.source):
             utt_id, text = _row_id_and_text(row, position, self.audio_column, self.text_column)
             audio = self._load(row[self.audio_column], utt_id)
+            if audio is not None and len(audio) < RECEPTIVE_FIELD_SAMPLES:
+                # Unusable for the model, not merely outside a chosen range: named and counted.
+                self._note_failure(utt_id, f"decodes to {len(audio)} samples, fewer than the receptive field "
+                                           f"({RECEPTIVE_FIELD_SAMPLES}).")
+                audio = None
             if audio is None:
                 yield None
             elif self._in_range(len(audio)):
                 yield self._item(audio, text, utt_id, position)
 
 
-def _filter_by_length(index: datasets.Dataset, min_length: int, max_length: int | None) -> datasets.Dataset:
-    """Keep utterances with min_length <= length (<= max_length when given), from header durations."""
+def _filter_by_length(index: datasets.Dataset, min_length: int, max_length: int | None,
+                      where: str) -> tuple[datasets.Dataset, list[str], int]:
+    """Keep utterances with min_length <= length (<= max_length when given), from header durations.
+
+    Returns (kept index, ids shorter than the receptive field, how many others the range dropped).
+    Audio shorter than the receptive field is unusable and reported as skipped (named in a
+    warning); the rest of the range is the user's choice and only logged as a count.
+    """
     lengths = np.rint(np.asarray(_column(index, "duration"), dtype=np.float64) * SAMPLING_RATE)
+    too_short = lengths < RECEPTIVE_FIELD_SAMPLES
     keep = lengths >= min_length
     if max_length is not None:
         keep &= lengths <= max_length
-    if not keep.all():
+    too_short_ids: list[str] = []
+    if too_short.any():
+        ids = _column(index, "id")
+        too_short_ids = [ids[i] for i in np.flatnonzero(too_short)]
+        _warn_skipped(too_short_ids, len(index), where, f"shorter than the receptive field "
+                      f"({RECEPTIVE_FIELD_SAMPLES} samples, {RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE} s)")
+    out_of_range = int((~keep & ~too_short).sum())
+    if out_of_range:
         logger.info(
             "Dropped %d of %d utterances outside the duration range [%d, %s] samples.",
-            int((~keep).sum()), len(index), min_length, max_length if max_length is not None else "inf",
+            out_of_range, len(index), min_length, max_length if max_length is not None else "inf",
         )
+    if not keep.all():
         index = index.select(np.flatnonzero(keep))
-    return index
+    return index, too_short_ids, out_of_range
+
+
+def _check_not_empty(index: datasets.Dataset, skipped: Skipped, out_of_range: int, what: str,
+                     data_args: DataArguments, is_train: bool) -> None:
+    """Stop at start-up, saying why, when a split has no usable utterance left (rather than
+    failing in the first batch, or after training at the first evaluation)."""
+    if len(index):
+        return
+    reasons = [f"{len(ids)} {SKIP_REASONS[reason]}" for reason, ids in skipped.items() if ids]
+    if out_of_range:
+        longest = "none" if data_args.max_duration_seconds is None else data_args.max_duration_seconds
+        reasons.append(f"{out_of_range} outside the duration limits (--min_duration_seconds "
+                       f"{data_args.min_duration_seconds}, --max_duration_seconds {longest})")
+    if reasons:
+        why = "every utterance was left out: " + "; ".join(reasons) + "."
+        fix = ("Repair or remove the files named in the warnings above" if skipped and any(skipped.values())
+               else "Widen the duration limits")
+    else:
+        why = ("it holds no utterances (no <speaker>/<chapter>/*.trans.txt transcripts in it)."
+               if data_args.librispeech_root is not None else "it has no rows.")
+        fix = "Check the path and the split names"
+    option = (("--train_splits" if is_train else "--eval_splits") if data_args.librispeech_root is not None
+              else ("--train_split" if is_train else "--eval_split"))
+    raise ValueError(f"No usable utterance in the {what} ({option}): {why} {fix}, or choose another split.")
 
 
 def build_dataset(data_args: DataArguments, split: Literal["train", "eval"],
-                  seed: int = 0) -> SpeechDataset | StreamingSpeechDataset:
+                  seed: int = 0, purpose: str | None = None) -> SpeechDataset | StreamingSpeechDataset:
     """The training or evaluation dataset described by `data_args`.
 
     Args:
         data_args: the data source and filters.
         split: "train" (train_splits / train_split) or "eval" (eval_splits / eval_split).
         seed: seeds the crop windows and the streaming shuffle (pass TrainingArguments.seed).
+        purpose: what the data is for, in error messages (default "training" / "evaluation").
 
     Returns:
         A map-style `SpeechDataset`, or a `StreamingSpeechDataset` when
         ``data_args.streaming``. Items are ``{"input_values": np.float32
         (samples,), "text": str, "id": str}``, or None for audio that fails to
         decode (logged once per file; `AudioCollator` drops and counts them).
+        Its `skipped` holds the utterances left out before decoding, by reason.
+
+    Raises:
+        ValueError: a map-style split has no usable utterance left (none found, all
+            unreadable, or all outside the duration limits); the message says which
+            split and why. A streaming split cannot be checked before it is read.
     """
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
@@ -721,12 +839,14 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"],
 
     if data_args.librispeech_root is not None:
         splits = data_args.train_splits if is_train else data_args.eval_splits
-        index = librispeech_dataset(data_args.librispeech_root, splits, data_args.preprocessing_num_workers)
+        index, skipped = _librispeech_index(data_args.librispeech_root, splits, data_args.preprocessing_num_workers)
         audio_column = "path"
+        where = f"LibriSpeech {_librispeech_where(data_args.librispeech_root, splits)}"
     else:
-        hub = hub_dataset(data_args.dataset_name, data_args.dataset_config,
-                          data_args.train_split if is_train else data_args.eval_split,
+        hub_split = data_args.train_split if is_train else data_args.eval_split
+        hub = hub_dataset(data_args.dataset_name, data_args.dataset_config, hub_split,
                           data_args.audio_column, text_column, streaming=data_args.streaming)
+        where = f"{data_args.dataset_name} split {hub_split!r}"
         audio_column = data_args.audio_column
         if data_args.streaming:
             if max_items is not None:
@@ -734,13 +854,16 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"],
             if is_train:
                 hub = hub.shuffle(seed=seed, buffer_size=STREAMING_SHUFFLE_BUFFER)
             return StreamingSpeechDataset(hub, audio_column, text_column, **limits)
-        index = _hub_index(hub, audio_column, text_column, data_args.preprocessing_num_workers)
+        index, skipped = _hub_index(hub, audio_column, text_column, data_args.preprocessing_num_workers)
 
-    index = _filter_by_length(index, data_args.min_audio_samples,
-                              None if data_args.crop_to_max_duration else data_args.max_audio_samples)
+    index, skipped["too_short"], out_of_range = _filter_by_length(
+        index, data_args.min_audio_samples, None if data_args.crop_to_max_duration else data_args.max_audio_samples,
+        where)
+    what = f"{purpose or ('training' if is_train else 'evaluation')} data, {where}"
+    _check_not_empty(index, skipped, out_of_range, what, data_args, is_train)
     if max_items is not None:
         index = index.select(range(min(max_items, len(index))))
-    return SpeechDataset(index, audio_column, **limits)
+    return SpeechDataset(index, audio_column, skipped=skipped, **limits)
 
 
 # --------------------------------------------------------------------------- #

@@ -2,9 +2,13 @@
 
 - batches grouped by length from the lengths in the file headers (never by decoding audio), over
   the global batch, in an order seeded by (seed, epoch): the same in every process and after resuming;
+  evaluation batches too are ordered from header lengths (or sequentially), never by decoding;
 - the training dataset told the epoch (it moves random crop windows);
-- unreadable audio files (dropped by `AudioCollator`) counted, logged, and reported as `skipped_files`;
-  a batch whose files were all unreadable costs a zero step instead of a crash;
+- files left out counted by reason (`speech_data.skip_metrics`): those left out when the corpus was
+  indexed, plus those that failed when read (dropped by `AudioCollator`), which are also logged.
+  Training reports `skipped_files*` (carried over a resume in the checkpoint's TrainerState),
+  each evaluation `eval_skipped_files*`; a batch whose files were all unreadable costs a zero step
+  instead of a crash;
 - the project's own model card, written to output_dir and uploaded by `push_to_hub`.
 """
 
@@ -19,8 +23,13 @@ import datasets
 import torch
 import transformers
 from huggingface_hub import ModelCard
+from torch.utils.data import RandomSampler, SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_callback import ExportableState
+from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
+from transformers.trainer_utils import EvalLoopOutput, has_length
+
+from speech_data import skip_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +76,30 @@ class DatasetEpochCallback(TrainerCallback):
         self.dataset.set_epoch(int(state.epoch or 0))
 
 
+class SkippedFilesCallback(TrainerCallback, ExportableState):
+    """Counts the training files that failed when read (None items), across resumes.
+
+    Its count is saved in every checkpoint's TrainerState (`stateful_callbacks`) and read back at
+    the start of a resumed run, so the run reports its whole count. (Transformers itself restores
+    callback states only with --restore_callback_states_from_checkpoint, which restores every
+    callback's state; this one needs no such flag.)
+    """
+
+    def __init__(self) -> None:
+        self.undecodable = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"undecodable": self.undecodable}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A fresh run's state holds this callback's own count; a resumed one, the checkpoint's.
+        saved = state.stateful_callbacks.get(type(self).__name__)
+        if isinstance(saved, list):
+            saved = saved[0]
+        if saved:
+            self.undecodable = int(saved.get("attributes", {}).get("undecodable", self.undecodable))
+
+
 class SpeechTrainer(Trainer):
     """A Trainer for `speech_data` batches. Subclasses write `compute_loss`.
 
@@ -81,14 +114,43 @@ class SpeechTrainer(Trainer):
         self.model_card_fn = model_card_fn
         # Our losses are means per batch: let the Trainer average them over gradient accumulation.
         self.model_accepts_loss_kwargs = False
-        self.skipped_files = 0
+        self.add_callback(SkippedFilesCallback())
+        self._eval_undecodable = 0  # files that failed when read in the current evaluation, this process
         if hasattr(self.train_dataset, "set_epoch"):
             self.add_callback(DatasetEpochCallback(self.train_dataset))
+
+    @property
+    def _skip_counter(self) -> SkippedFilesCallback:
+        # Looked up each time: restoring callback states from a checkpoint replaces the instance.
+        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, SkippedFilesCallback))
+
+    def skipped_files_metrics(self) -> dict[str, int]:
+        """`skipped_files` and `skipped_files_<reason>` of the training split: the files left out when it
+        was indexed, plus those that failed when read during training (including the runs this one resumed)."""
+        return skip_metrics(self.train_dataset, self._skip_counter.undecodable)
+
+    @property
+    def skipped_files(self) -> int:
+        """All training files left out so far, for every reason."""
+        return self.skipped_files_metrics()["skipped_files"]
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = getattr(dataset, "lengths", None)
-        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
+        strategy = self.args.train_sampling_strategy
+        if strategy in ("group_by_length", "batch_rebalance") and dataset is not None and has_length(dataset):
+            if lengths is None:
+                # The Trainer would decode every item to learn its length (and fail on an unreadable one).
+                logger.warning("train_sampling_strategy %s needs lengths known up front, which this dataset lacks; "
+                               "sampling at random instead.", strategy)
+                return RandomSampler(dataset)
+            if strategy == "batch_rebalance":
+                world_size = max(1, self.args.world_size)
+                return BatchRebalanceSampler(
+                    lengths=list(lengths), effective_batch_size=(self.args.train_batch_size
+                                                                 * self.args.gradient_accumulation_steps * world_size),
+                    dp_size=world_size, grad_accum=self.args.gradient_accumulation_steps,
+                    rank=self.args.process_index if world_size > 1 else 0, drop_last=self.args.dataloader_drop_last)
             # Group by the global batch (all processes, all accumulation steps), so the utterances of one
             # optimisation step are the same however the run is split.
             global_batch = (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
@@ -96,13 +158,52 @@ class SpeechTrainer(Trainer):
             return LengthGroupedEpochSampler(global_batch, lengths, seed=self.args.data_seed or self.args.seed)
         return super()._get_train_sampler(train_dataset)
 
-    def count_skipped(self, inputs: dict[str, Any]) -> None:
-        """Take `num_skipped` out of a batch; count and log the unreadable files it reports."""
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation and prediction order: grouped by the header lengths, or sequential.
+
+        The Trainer's own sampler decodes every item of the split at each evaluation to learn
+        its length, and crashes on the None of an unreadable file.
+        """
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        lengths = getattr(eval_dataset, "lengths", None)
+        if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return LengthGroupedSampler(self.args.eval_batch_size, lengths=list(lengths),
+                                        generator=torch.Generator().manual_seed(seed))
+        # Under several processes, None lets accelerate shard the dataset in order.
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    def count_skipped(self, inputs: dict[str, Any], training: bool = True) -> None:
+        """Take `num_skipped` out of a batch; count and log the files that failed when read.
+
+        Args:
+            training: count into the training split's count (carried over resumes), else into
+                the current evaluation's.
+        """
         skipped = inputs.pop("num_skipped", None)
-        if skipped is not None and int(skipped) > 0:
-            self.skipped_files += int(skipped)
-            logger.warning("Skipped %d unreadable audio file(s) in this batch (%d so far).", int(skipped),
-                           self.skipped_files)
+        if skipped is None or int(skipped) == 0:
+            return
+        if training:
+            self._skip_counter.undecodable += int(skipped)
+            so_far, where = self._skip_counter.undecodable, "training"
+        else:
+            self._eval_undecodable += int(skipped)
+            so_far, where = self._eval_undecodable, "this evaluation"
+        logger.warning("Skipped %d unreadable audio file(s) in this batch (%d so far in %s).", int(skipped),
+                       so_far, where)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval") -> EvalLoopOutput:
+        """The Trainer's loop, plus `<prefix>_skipped_files*` of the evaluated split."""
+        self._eval_undecodable = 0
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        # Each process read its own share of the batches; what the index left out is the same in every one.
+        undecodable = self.accelerator.reduce(torch.tensor(self._eval_undecodable, device=self.args.device), "sum")
+        counts = skip_metrics(getattr(dataloader, "dataset", None), int(undecodable))
+        output.metrics.update({f"{metric_key_prefix}_{key}": value for key, value in counts.items()})
+        return output
 
     @staticmethod
     def is_empty(inputs: dict[str, Any]) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -437,6 +438,71 @@ def test_a_datasets_dataset_trains_and_is_scored(student_dir, hub_folder, tmp_pa
     rows = run_asr_ctc.read_predictions(tmp_path / "predict_validation_2_predictions.tsv")
     assert [row["reference"] for row in rows] == [originals[row["id"]]["text"] for row in rows] and len(rows) == 2
     assert metrics["predict_validation_2_utterances"] == 2 and "predict_validation_2_wer" in metrics
+
+
+def damaged_corpus(tmp_path) -> dict[str, list[Path]]:
+    """The bundled splits copied to tmp_path/LibriSpeech; dev-clean and test-clean each get a FLAC cut
+    short (its header intact) and a float WAV holding NaN, test-clean also a file that is not audio.
+    -> {split: the damaged files}."""
+    damaged = {}
+    for split in ("train-clean-100", "dev-clean", "test-clean"):
+        target = tmp_path / "LibriSpeech" / split
+        shutil.copytree(LIBRISPEECH / split, target)
+        if split == "train-clean-100":
+            continue
+        flacs = sorted(target.glob("*/*/*.flac"))
+        flacs[0].write_bytes(flacs[0].read_bytes()[: flacs[0].stat().st_size // 3])
+        samples = np.full(16_000, 0.1, np.float32)
+        samples[5_000] = np.nan
+        soundfile.write(flacs[1], samples, 16_000, format="WAV", subtype="FLOAT")
+        damaged[split] = flacs[:2]
+        if split == "test-clean":
+            flacs[2].write_bytes(b"not audio" * 100)
+            damaged[split].append(flacs[2])
+    return damaged
+
+
+def test_corrupt_eval_and_test_files_are_skipped_and_counted(student_dir, tmp_path):
+    damaged = damaged_corpus(tmp_path)
+    output = tmp_path / "out"
+    metrics = run_asr_ctc.main([
+        str(LINEAR_DEMO), "--model_name_or_path", str(student_dir), "--output_dir", str(output),
+        "--librispeech_root", str(tmp_path), "--max_duration_seconds", "3", "--max_steps", "2",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--logging_steps", "1",
+        "--dataloader_pin_memory", "false"])
+    for name, split, expected in [("eval", "dev-clean", dict(undecodable=2, unreadable=0)),
+                                  ("predict_test-clean", "test-clean", dict(undecodable=2, unreadable=1))]:
+        counts = {reason: metrics[f"{name}_skipped_files_{reason}"] for reason in expected}
+        assert counts == expected, name
+        assert metrics[f"{name}_skipped_files"] == sum(expected.values())
+        assert metrics[f"{name}_skipped_files_too_short"] == metrics[f"{name}_skipped_files_transcript_unreadable"] == 0
+        rows = run_asr_ctc.read_predictions(output / f"{name}_predictions.tsv")
+        scored = {row["id"] for row in rows}
+        assert scored == set(transcripts(split)) - {path.stem for path in damaged[split]}
+        assert metrics[f"{name}_utterances"] == len(rows) == 10 - len(damaged[split])
+        assert json.loads((output / f"{name}_results.json").read_text())[f"{name}_skipped_files"] == len(damaged[split])
+    assert metrics["train_skipped_files"] == 0 and (output / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("empty, message", [
+    ("train-clean-100", r"No usable utterance in the training data.*'train-clean-100'.*--train_splits.*holds no "
+                        r"utterances"),
+    ("test-clean", r"No usable utterance in the prediction data.*'test-clean'.*10 missing, empty or not audio"),
+])
+def test_empty_split_is_refused_at_start_up(student_dir, tmp_path, empty, message):
+    for split in ("train-clean-100", "dev-clean", "test-clean"):
+        target = tmp_path / "LibriSpeech" / split
+        if split == empty and split.startswith("train"):
+            target.mkdir(parents=True)  # the folder is there, its utterances are not
+            continue
+        shutil.copytree(LIBRISPEECH / split, target)
+        if split == empty:
+            for flac in target.glob("*/*/*.flac"):
+                flac.write_bytes(b"")
+    with pytest.raises(ValueError, match=message):
+        run_asr_ctc.main([str(LINEAR_DEMO), "--model_name_or_path", str(student_dir), "--output_dir",
+                          str(tmp_path / "out"), "--librispeech_root", str(tmp_path), "--max_steps", "2"])
+    assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_fine_tuned_model_refuses_the_other_head(linear_run, tmp_path):

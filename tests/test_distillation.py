@@ -12,11 +12,13 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 import yaml
 from transformers import HubertConfig, HubertModel, TrainerCallback, WavLMConfig, WavLMModel
 
 from conftest import LIBRISPEECH, REPO, TINY_STUDENT_OVERRIDES, pad_batch, bundled_waveforms, run_in_fresh_process
+import speech_data
 from run_distill import build_trainer, main
 from teacher import FrozenTeacher, default_layer_map
 
@@ -108,10 +110,82 @@ def test_unreadable_and_empty_audio_is_skipped_and_counted(tmp_path, offline_hf,
     metrics = main(distill_argv(tiny_teacher_dir, tmp_path / "out", "--librispeech_root", str(tmp_path),
                                 "--num_train_epochs", "1", "--max_steps", "-1", "--save_strategy", "no",
                                 "--eval_strategy", "no", "--do_eval", "false"))
-    assert metrics["skipped_files"] == 1  # the truncated file, met during training
+    # 9001 and 9002 are left out when indexing, the truncated 9003 when a training step decodes it.
+    assert (metrics["skipped_files"], metrics["skipped_files_unreadable"], metrics["skipped_files_undecodable"]) == (
+        3, 2, 1)
+    assert metrics["skipped_files_too_short"] == metrics["skipped_files_transcript_unreadable"] == 0
     assert np.isfinite(metrics["train_loss"])
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert [e["skipped_files"] for e in state["log_history"] if "loss" in e][-1] == 3
+    assert "| skipped_files | 3 |" in (tmp_path / "out" / "README.md").read_text()
     messages = " ".join(record.getMessage() for record in caplog.records)
     assert "Skipped 2" in messages and "9001" in messages and "9002" in messages
+
+
+def copy_corpus(tmp_path, *splits: str):
+    """The bundled splits copied to tmp_path/LibriSpeech; -> {split: its .flac files, sorted}."""
+    for split in splits:
+        shutil.copytree(LIBRISPEECH / split, tmp_path / "LibriSpeech" / split)
+    return {split: sorted((tmp_path / "LibriSpeech" / split).glob("*/*/*.flac")) for split in splits}
+
+
+def truncate(flac) -> None:
+    """Cut a FLAC short; its header still announces the full length, so only decoding notices."""
+    flac.write_bytes(flac.read_bytes()[: flac.stat().st_size // 3])
+
+
+def write_nan_wav(flac) -> None:
+    """A float WAV (under the .flac name) with a readable header and a NaN inside."""
+    samples = np.full(16_000, 0.1, np.float32)
+    samples[8_000] = np.nan
+    soundfile.write(flac, samples, 16_000, format="WAV", subtype="FLOAT")
+
+
+def test_corrupt_eval_files_are_skipped_counted_and_the_student_saved(tmp_path, offline_hf, tiny_teacher_dir,
+                                                                      monkeypatch):
+    files = copy_corpus(tmp_path, "train-clean-100", "dev-clean")["dev-clean"]
+    truncate(files[0])
+    write_nan_wav(files[1])
+    files[2].write_bytes(b"not audio" * 100)  # left out when indexing
+    soundfile.write(files[3], np.full(300, 0.1, np.float32), 16_000, format="FLAC")  # below the receptive field
+    # Count the decodes of each dev file: evaluation must not decode anything just to learn lengths.
+    decodes = {}
+    load_audio = speech_data.load_audio
+
+    def counting_load_audio(source, *args, **kwargs):
+        decodes[os.path.basename(source)] = decodes.get(os.path.basename(source), 0) + 1
+        return load_audio(source, *args, **kwargs)
+
+    monkeypatch.setattr(speech_data, "load_audio", counting_load_audio)
+    output_dir = tmp_path / "out"
+    metrics = main(distill_argv(tiny_teacher_dir, output_dir, "--librispeech_root", str(tmp_path),
+                                "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2"))
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / "checkpoint-2").is_dir()
+    assert np.isfinite(metrics["eval_loss"])
+    expected = {"eval_skipped_files": 4, "eval_skipped_files_unreadable": 1, "eval_skipped_files_undecodable": 2,
+                "eval_skipped_files_too_short": 1, "eval_skipped_files_transcript_unreadable": 0}
+    assert {key: metrics[key] for key in expected} == expected
+    assert metrics["skipped_files"] == 0  # evaluation's files are not training's
+    # Two evaluations (at step 2 and at the end): every indexed dev file decoded exactly twice.
+    assert {name: n for name, n in decodes.items() if name.startswith("107-")} == {
+        f.name: 2 for f in files if f not in (files[2], files[3])}
+    state = json.loads((output_dir / "trainer_state.json").read_text())  # saved before the final evaluation
+    assert [e["eval_skipped_files"] for e in state["log_history"] if "eval_loss" in e] == [4]
+    card = (output_dir / "README.md").read_text()
+    assert "| eval_skipped_files | 4 |" in card and "| eval_skipped_files_undecodable | 2 |" in card
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--min_duration_seconds", "1000"], r"No usable utterance in the training data.*'train-clean-100'.*30 outside"),
+    ([], r"No usable utterance in the evaluation data.*'dev-clean'.*10 missing, empty or not audio"),
+])
+def test_empty_split_stops_the_run_before_training(tmp_path, offline_hf, tiny_teacher_dir, extra, message):
+    for flac in copy_corpus(tmp_path, "train-clean-100", "dev-clean")["dev-clean"]:
+        flac.write_bytes(b"")
+    with pytest.raises(ValueError, match=message):
+        main(distill_argv(tiny_teacher_dir, tmp_path / "out", "--librispeech_root", str(tmp_path), "--max_steps", "2",
+                          "--save_steps", "1", *extra))
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
 
 
 def _losses(trainer) -> list[float]:
@@ -181,6 +255,31 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, offline_hf, t
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
     assert [e["loss"] for e in resumed.state.log_history if "loss" in e][-4:] == pytest.approx(
         [e["loss"] for e in uninterrupted.state.log_history if "loss" in e][-4:], rel=1e-5)
+
+
+def test_skipped_files_survive_a_resume(tmp_path, offline_hf, tiny_teacher_dir):
+    """8 training utterances, one of them truncated (met once per epoch of 2 steps), and one garbage
+    file left out when indexing. A run stopped at step 2 and resumed reports what an uninterrupted
+    run reports."""
+    files = copy_corpus(tmp_path, "train-clean-100")["train-clean-100"]
+    truncate(files[1])
+    files[-1].write_bytes(b"not audio" * 100)
+    common = ["--librispeech_root", str(tmp_path), "--max_train_samples", "8", "--max_steps", "4", "--save_steps", "2",
+              "--eval_strategy", "no", "--do_eval", "false"]
+    uninterrupted = main(distill_argv(tiny_teacher_dir, tmp_path / "a", *common))
+    assert (uninterrupted["skipped_files"], uninterrupted["skipped_files_undecodable"]) == (3, 2)
+
+    crashed = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "b", *common))
+    crashed.add_callback(StopAtStep(2))
+    crashed.train()
+    assert crashed.skipped_files_metrics()["skipped_files_undecodable"] == 1
+    resumed = main(distill_argv(tiny_teacher_dir, tmp_path / "b", *common, "--resume_from_checkpoint",
+                                str(tmp_path / "b" / "checkpoint-2")))
+    assert {k: v for k, v in resumed.items() if k.startswith("skipped_files")} == {
+        k: v for k, v in uninterrupted.items() if k.startswith("skipped_files")}
+    logged = {run: [e["skipped_files"] for e in json.loads((tmp_path / run / "trainer_state.json").read_text())[
+        "log_history"] if "loss" in e] for run in ("a", "b")}
+    assert logged["b"] == logged["a"] and len(logged["a"]) == 4 and logged["a"][-1] == 3
 
 
 def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir):

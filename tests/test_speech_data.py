@@ -241,6 +241,99 @@ def test_dataloader_with_workers_counts_skipped_items(broken_corpus):
     assert [t for b in batches for t in b["text"]] == [t for i, t in enumerate(column(dataset.index, "text")) if i != 5]
 
 
+def test_index_time_skips_are_recorded_and_counted_by_reason(broken_corpus, hub_folder, tmp_path):
+    root, broken = broken_corpus
+    dataset = build_dataset(DataArguments(librispeech_root=str(root), eval_splits=["dev-clean"]), "eval")
+    assert len(dataset) == 8
+    assert dataset.skipped["unreadable"] == broken
+    assert not dataset.skipped["too_short"] and not dataset.skipped["transcript_unreadable"]
+    # One more file that fails only when decoded, as the collator reports it.
+    assert speech_data.skip_metrics(dataset, undecodable=1) == {
+        "skipped_files": 3, "skipped_files_unreadable": 2, "skipped_files_undecodable": 1,
+        "skipped_files_too_short": 0, "skipped_files_transcript_unreadable": 0}
+    assert speech_data.skip_metrics(None, undecodable=2)["skipped_files"] == 2  # a dataset without an index
+
+    # The same for a map-style `datasets` dataset.
+    folder, originals = hub_folder
+    table = pa.table({"audio": [{"bytes": b"not audio" * 100, "path": "bad.flac"},
+                                {"bytes": Path(originals["107-5712-0000"]["path"]).read_bytes(), "path": "good.flac"}],
+                      "text": ["X", "Y"]})
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    datasets.Dataset(table).cast_column("audio", datasets.Audio()).to_parquet(
+        str(tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet"))
+    hub = build_dataset(DataArguments(dataset_name=str(tmp_path / "hub")), "eval")
+    assert column(hub.index, "id") == ["good.flac"] and hub.skipped["unreadable"] == ["bad.flac"]
+    assert speech_data.skip_metrics(hub)["skipped_files_unreadable"] == 1
+
+
+def test_non_utf8_transcript_skips_its_chapter_named_and_counted(tmp_path, caplog):
+    shutil.copytree(CORPUS / "LibriSpeech" / "train-clean-100", tmp_path / "LibriSpeech" / "train-clean-100")
+    chapters = sorted((tmp_path / "LibriSpeech" / "train-clean-100").glob("*/*"))
+    assert len(chapters) == 3
+    bad = next(chapters[1].glob("*.trans.txt"))
+    lost = sorted(path.stem for path in chapters[1].glob("*.flac"))
+    bad.write_bytes(bad.read_text().replace("THE", "TH\u00c9", 1).encode("latin-1"))  # a lone 0xC9 byte
+    with caplog.at_level(logging.WARNING, logger="speech_data"):
+        dataset = build_dataset(DataArguments(librispeech_root=str(tmp_path)), "train")
+    full = librispeech_dataset(CORPUS, ["train-clean-100"])
+    assert column(dataset.index, "id") == [utt for utt in column(full, "id") if utt not in lost]
+    assert dataset.skipped["transcript_unreadable"] == lost and len(lost) == 10
+    assert speech_data.skip_metrics(dataset)["skipped_files"] == 10
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "UTF-8" in warnings[0] and "10 audio files" in warnings[0]
+
+
+def test_audio_shorter_than_the_receptive_field_is_named_and_counted(tmp_path, caplog):
+    shutil.copytree(CORPUS / "LibriSpeech" / "dev-clean", tmp_path / "LibriSpeech" / "dev-clean")
+    flacs = sorted((tmp_path / "LibriSpeech" / "dev-clean").glob("*/*/*.flac"))
+    sf.write(flacs[4], np.full(300, 0.1, np.float32), SAMPLING_RATE, format="FLAC")
+    durations = sorted(sf.info(f).duration for f in flacs)  # [0] is the short one
+    # A chosen --min_duration_seconds that drops two more: a filter, not a skipped file.
+    args = DataArguments(librispeech_root=str(tmp_path), min_duration_seconds=durations[3])
+    with caplog.at_level(logging.WARNING, logger="speech_data"):
+        dataset = build_dataset(args, "eval")
+    assert len(dataset) == 7 and dataset.skipped["too_short"] == [flacs[4].stem]
+    assert speech_data.skip_metrics(dataset) == {
+        "skipped_files": 1, "skipped_files_unreadable": 0, "skipped_files_undecodable": 0,
+        "skipped_files_too_short": 1, "skipped_files_transcript_unreadable": 0}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and flacs[4].stem in warnings[0] and "receptive field" in warnings[0]
+
+    # Streaming: met when read, yielded as None (counted by the collator) and named.
+    table = pa.table({"audio": [{"bytes": flacs[4].read_bytes(), "path": "short.flac"},
+                                {"bytes": flacs[0].read_bytes(), "path": "good.flac"}], "text": ["X", "Y"]})
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    datasets.Dataset(table).cast_column("audio", datasets.Audio()).to_parquet(
+        str(tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="speech_data"):
+        streamed = list(build_dataset(DataArguments(dataset_name=str(tmp_path / "hub"), streaming=True), "eval"))
+    assert streamed[0] is None and streamed[1]["id"] == "good.flac"
+    assert AudioCollator()(streamed)["num_skipped"].item() == 1
+    assert any("short.flac" in r.getMessage() and "receptive field" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("damage, split, expected", [
+    ("garbage", "eval", r"evaluation data, LibriSpeech .*'dev-clean'.*--eval_splits.*10 missing, empty or not audio"),
+    ("no_transcripts", "eval", r"evaluation data, LibriSpeech .*'dev-clean'.*holds no utterances"),
+    ("too_long", "train", r"training data, LibriSpeech .*'train-clean-100'.*--train_splits.*30 outside the "
+                          r"duration limits \(--min_duration_seconds 0.025, --max_duration_seconds 0.5\)"),
+])
+def test_empty_split_stops_at_start_up_naming_split_and_reason(tmp_path, damage, split, expected):
+    corpus = tmp_path / "LibriSpeech"
+    shutil.copytree(CORPUS / "LibriSpeech" / "train-clean-100", corpus / "train-clean-100")
+    shutil.copytree(CORPUS / "LibriSpeech" / "dev-clean", corpus / "dev-clean")
+    if damage == "garbage":
+        for flac in corpus.glob("dev-clean/*/*/*.flac"):
+            flac.write_bytes(b"not audio" * 50)
+    elif damage == "no_transcripts":
+        for transcript in corpus.glob("dev-clean/*/*/*.trans.txt"):
+            transcript.unlink()
+    args = DataArguments(librispeech_root=str(tmp_path), max_duration_seconds=0.5, crop_to_max_duration=False)
+    with pytest.raises(ValueError, match=expected):
+        build_dataset(args, split)
+
+
 # --------------------------------------------------------------------------- #
 # Collator
 # --------------------------------------------------------------------------- #
