@@ -19,6 +19,11 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
 
 from __future__ import annotations
 
+import functools
+import json
+import numbers
+import types
+import typing
 from typing import Any, ClassVar
 
 from transformers import PretrainedConfig
@@ -50,7 +55,7 @@ def _preset(width: int, ffn: int, reuse: bool, **extra: Any) -> dict[str, Any]:
     }
 
 
-# The published students (SPEC section 1). Heads map to a 768-wide teacher (HuBERT/WavLM Base).
+# The published students (docs/method.md §1). Heads map to a 768-wide teacher (HuBERT/WavLM Base).
 PRESETS: dict[str, dict[str, Any]] = {
     "armhubert": _preset(480, 864, reuse=True),
     "armhubert-s": _preset(432, 816, reuse=True),
@@ -86,7 +91,7 @@ class ArmHubertConfig(PretrainedConfig):
             The first entry must be True. None = all layers normal.
         reuse_mode: `"probs"` or `"legacy_double_softmax"` (see module docstring).
         projection_dim: Output width of the per-layer distillation heads; 0/None = no heads.
-        layer_grad_scale: Scale gradients per layer during distillation (SPEC section 1).
+        layer_grad_scale: Scale gradients per layer during distillation (docs/method.md §1.2).
         apply_spec_augment, mask_time_prob, mask_time_length, mask_time_min_masks,
         mask_feature_prob, mask_feature_length, mask_feature_min_masks: SpecAugment-style masking
             applied in training mode when no `mask_time_indices` are given (as in `HubertModel`).
@@ -158,7 +163,11 @@ class ArmHubertConfig(PretrainedConfig):
         self._check_values()
 
     def _check_values(self) -> None:
-        """Raise a ValueError that says what is wrong and how to fix it."""
+        """Raise a TypeError or ValueError that says what is wrong and how to fix it."""
+        for name, expected in self.field_types().items():
+            if not _has_type(getattr(self, name), expected):
+                raise TypeError(f"{type(self).__name__} field {name!r} must be {_describe_type(expected)}, got "
+                                f"{getattr(self, name)!r} ({type(getattr(self, name)).__name__}).")
         if self.hidden_size <= 0 or self.num_hidden_layers <= 0 or self.num_attention_heads <= 0:
             raise ValueError("hidden_size, num_hidden_layers and num_attention_heads must be positive, got "
                              f"{self.hidden_size}, {self.num_hidden_layers}, {self.num_attention_heads}.")
@@ -227,6 +236,100 @@ class ArmHubertConfig(PretrainedConfig):
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        """The fields this class declares (those a user may override), with their types."""
+        return _declared_field_types(cls)
+
+    @classmethod
+    def parse_overrides(cls, overrides: str | dict[str, Any] | None, option: str = "overrides") -> dict[str, Any]:
+        """Check a JSON object (or dict) of field changes: valid JSON, known fields, values of the right type.
+
+        `option` names where the text came from (e.g. "--student_overrides") in the error messages.
+        """
+        if overrides is None or overrides == "":
+            return {}
+        if isinstance(overrides, str):
+            try:
+                overrides = json.loads(overrides)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{option} is not valid JSON ({err}): {overrides!r}. Give a JSON object such as "
+                                 '\'{"hidden_dropout": 0.0}\' (double quotes, lowercase true/false).') from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{option} must be a JSON object of {cls.__name__} fields, got "
+                             f"{type(overrides).__name__}: {overrides!r}.")
+        fields = cls.field_types()
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ValueError(f"{option}: unknown {cls.__name__} field(s) {unknown}. Valid fields: "
+                             f"{', '.join(sorted(fields))}.")
+        for name, value in overrides.items():
+            if not _has_type(value, fields[name]):
+                raise TypeError(f"{option}: field {name!r} must be {_describe_type(fields[name])}, got {value!r} "
+                                f"({type(value).__name__}).")
+        return dict(overrides)
+
+    def with_overrides(self, overrides: str | dict[str, Any] | None, option: str = "overrides",
+                       **changes: Any) -> "ArmHubertConfig":
+        """A new config: this one with `changes` (set by the caller), then the user's `overrides` (a JSON
+        object, checked by `parse_overrides`), validated like a new config."""
+        overrides = self.parse_overrides(overrides, option)
+        try:
+            return type(self).from_dict({**self.to_dict(), **changes, **overrides})
+        except (TypeError, ValueError) as err:
+            if not overrides:
+                raise
+            error = TypeError if isinstance(err, TypeError) else ValueError
+            raise error(f"{option} gives an invalid config: {err}") from err
+
+
+@functools.cache
+def _declared_field_types(cls: type) -> dict[str, Any]:
+    # The annotations are strings (postponed evaluation). Only ArmHubertConfig's own are resolved: the
+    # base class's refer to types (torch.dtype) this module does not import, and are not for users to set.
+    namespace = {**vars(typing), **globals()}
+    declared: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        if isinstance(klass, type) and issubclass(klass, ArmHubertConfig):
+            for name, annotation in klass.__dict__.get("__annotations__", {}).items():
+                if not str(annotation).startswith(("ClassVar", "typing.ClassVar")):
+                    declared[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+    return declared
+
+
+def _has_type(value: Any, expected: Any) -> bool:
+    """Whether `value` fits the annotation `expected` (JSON numbers: an int is a valid float, a bool is no int)."""
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if expected is Any:
+        return True
+    if expected is None or expected is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_has_type(item, args[0]) for item in value)
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _describe_type(expected: Any) -> str:
+    """`list[int] | tuple[int, ...] | None` -> "a list of int or null" (JSON's words), for error messages."""
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if expected is None or expected is type(None):
+        return "null"
+    if origin in (typing.Union, types.UnionType):
+        described = list(dict.fromkeys(_describe_type(arg) for arg in args))
+        return " or ".join(described)
+    if origin in (list, tuple):
+        return f"a list of {args[0].__name__}"
+    return {bool: "a bool (true/false)", int: "an int", float: "a number", str: "a string"}.get(
+        expected, getattr(expected, "__name__", str(expected)))
 
 
 __all__ = ["ArmHubertConfig", "PRESETS", "REUSE_MODES", "SUPERB_FEATURES"]

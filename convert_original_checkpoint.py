@@ -8,6 +8,10 @@ The student's config comes from the checkpoint's `hyper_parameters.cfg["distille
 `--config`, from the YAML file the authors' training wrote. The teacher's weights
 (`teacher_model.*`) are ignored. The released checkpoints were trained with the double softmax of
 the authors' code, hence the default `--reuse_mode legacy_double_softmax`.
+
+A `.ckpt` is a pickle, and unpickling can run any code. It is read with `torch.load(weights_only=True)`,
+which accepts only tensors and plain Python containers and numbers (what the authors' training code
+writes); a file that needs more is refused unless `--trust_checkpoint` is given.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -122,12 +127,50 @@ def rename_student_key(key: str) -> str:
     return key
 
 
-def load_original(checkpoint: Path, config_yaml: Path | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint holds objects that only a full (code-running) unpickling can load."""
+
+
+def load_checkpoint_file(checkpoint: Path, trust_checkpoint: bool = False) -> dict[str, Any]:
+    """`torch.load` a Lightning checkpoint without running code from it, unless `trust_checkpoint`.
+
+    weights_only loading rebuilds only tensors and plain containers and numbers, which is what the authors'
+    training code writes (Lightning stores their hyper-parameters as a plain dict of the training YAML).
+    A full unpickling can run any code the file carries, so it is only done when the user vouches for the file.
+    """
+    if trust_checkpoint:
+        logger.warning("--trust_checkpoint: loading %s with full unpickling, which runs any code the file "
+                       "carries. Only do this for checkpoints from a source you trust.", checkpoint)
+        return torch.load(checkpoint, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UntrustedCheckpointError(
+            f"{checkpoint} holds objects beyond tensors and plain data, which safe loading (torch.load "
+            "weights_only=True) refuses because unpickling them can run code from the file. If, and only if, you "
+            "trust where this file comes from, convert it with: python convert_original_checkpoint.py "
+            f"--checkpoint {checkpoint} --output_dir DIR --trust_checkpoint (then use DIR). {_refusal(err)}"
+        ) from err
+
+
+def _refusal(err: pickle.UnpicklingError) -> str:
+    """The one line of torch's long weights_only message that names what was refused."""
+    marker = "WeightsUnpickler error:"
+    for line in str(err).splitlines():
+        if marker in line:
+            return "Refused: " + line.split(marker, 1)[1].strip().split(". ")[0] + "."
+    return f"Refused: {err}"
+
+
+def load_original(checkpoint: Path, config_yaml: Path | None,
+                  trust_checkpoint: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Return the student's state dict (prefix removed) and the authors' `distiller` config section."""
     if not checkpoint.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {checkpoint}")
-    # Lightning checkpoints hold plain Python objects besides tensors, so weights_only is not possible.
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint_file(checkpoint, trust_checkpoint)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{checkpoint} holds a {type(ckpt).__name__}, not a checkpoint dictionary: is it a "
+                         "Recycle-and-Distill Lightning checkpoint?")
     if "state_dict" not in ckpt:
         raise ValueError(f"{checkpoint} has no 'state_dict': is it a Recycle-and-Distill Lightning checkpoint?")
     if config_yaml is not None:
@@ -148,8 +191,8 @@ def load_original(checkpoint: Path, config_yaml: Path | None) -> tuple[dict[str,
 
 
 def convert(checkpoint: Path, output_dir: Path, config_yaml: Path | None = None,
-            reuse_mode: str = "legacy_double_softmax") -> ArmHubertModel:
-    original, distiller = load_original(checkpoint, config_yaml)
+            reuse_mode: str = "legacy_double_softmax", trust_checkpoint: bool = False) -> ArmHubertModel:
+    original, distiller = load_original(checkpoint, config_yaml, trust_checkpoint)
     head_keys = sorted(k for k in original if k.startswith("proj_head.") and k.endswith("lin_proj.weight"))
     projection_dim = int(original[head_keys[0]].shape[0]) if head_keys else 0
     config = config_from_distiller(distiller, projection_dim, reuse_mode)
@@ -184,9 +227,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output_dir", type=Path, required=True, help="Where to write the Transformers model.")
     parser.add_argument("--reuse_mode", choices=REUSE_MODES, default="legacy_double_softmax",
                         help="How reuse layers apply the reused map; the released checkpoints need the default.")
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="UNSAFE: load the checkpoint with full unpickling, which runs any code it carries. "
+                             "Needed only for a file that the default safe loading (tensors and plain data only) "
+                             "refuses; use it only for files from a source you trust.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    convert(args.checkpoint, args.output_dir, args.config, args.reuse_mode)
+    convert(args.checkpoint, args.output_dir, args.config, args.reuse_mode, args.trust_checkpoint)
 
 
 if __name__ == "__main__":

@@ -343,7 +343,7 @@ class ArmHubertEncoder(nn.Module):
         # A normal layer must hand its probabilities on when the next layer reuses them.
         self.map_is_reused = [i + 1 < len(pattern) and not pattern[i + 1] for i in range(len(pattern))]
         num_layers = config.num_hidden_layers
-        # Layer gradient scaling (SPEC section 1): m_i = (L - i) / (L - i + 1).
+        # Layer gradient scaling (docs/method.md §1.2): m_i = (L - i) / (L - i + 1).
         self.grad_scales = [(num_layers - i) / (num_layers - i + 1) for i in range(num_layers)]
 
     def forward(
@@ -511,6 +511,16 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
                              f"{tuple(input_values.shape)}; it must be a (batch, samples) 1/0 mask of the same shape.")
         if _is_tracing():
             return
+        if attention_mask is not None:
+            # The lengths are taken as the number of ones, so real samples must come first in every row.
+            # A 0 followed by a 1 is left padding (or a hole), which would silently give wrong outputs.
+            mask = attention_mask.long()
+            not_right_padded = (mask[:, 1:] > mask[:, :-1]).any(-1)
+            if not_right_padded.any():
+                rows = not_right_padded.nonzero().flatten().tolist()
+                raise ValueError(f"attention_mask row(s) {rows} have padding (0) before real samples (1); the model "
+                                 "expects right padding: each row's real samples first, then zeros. Pad on the right "
+                                 "(the feature extractor's default, padding_side='right').")
         shortest = int(attention_mask.sum(-1).min()) if attention_mask is not None else input_values.shape[-1]
         if shortest < field:
             raise ValueError(f"Audio of {shortest} samples is shorter than the model's receptive field ({field} "
@@ -530,8 +540,10 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
     ) -> ArmHubertModelOutput | tuple:
         r"""
         Args:
-            input_values: (B, S) float waveform at 16 kHz, not normalised.
-            attention_mask: (B, S), 1 = real sample, 0 = padding. Needed for padded batches.
+            input_values: (B, S) float waveform at 16 kHz, not normalised. Any floating dtype is cast to the
+                model's dtype (e.g. float64 from `soundfile.read` runs as float32 in a float32 model).
+            attention_mask: (B, S), 1 = real sample, 0 = padding. Needed for padded batches. Padding must be
+                on the right (each row: its real samples, then zeros); a row with zeros before ones is refused.
             mask_time_indices: (B, T) bool; the mask embedding is written over these frames.
             output_hidden_states: also return every layer's output and the projected states.
             output_attentions: also return each layer's attention weights.
@@ -541,6 +553,8 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_inputs(input_values, attention_mask)
+        # The convs need the weights' dtype; audio readers often give float64.
+        input_values = input_values.to(self.dtype)
 
         first_layer_lengths, key_mask = None, None
         if attention_mask is not None:
@@ -632,7 +646,8 @@ class ArmHubertForCTC(ArmHubertPreTrainedModel):
     ) -> CausalLMOutput | tuple:
         r"""
         Args:
-            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample.
+            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded (see
+                [`ArmHubertModel.forward`]: any float dtype is cast, left padding is refused).
             labels: (B, L) token ids, padded with -100; the CTC blank is `config.pad_token_id`.
 
         Returns:
@@ -718,7 +733,8 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
     ) -> CausalLMOutput | tuple:
         r"""
         Args:
-            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample.
+            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded (see
+                [`ArmHubertModel.forward`]: any float dtype is cast, left padding is refused).
             labels: (B, L) token ids, padded with -100; the CTC blank is `config.pad_token_id`.
 
         Returns:

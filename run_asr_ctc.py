@@ -56,7 +56,6 @@ from transformers import (
     Wav2Vec2Processor,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from asr_vocabulary import (
     CtcCollator,
@@ -77,7 +76,7 @@ from speech_data import (
     raw_waveform_feature_extractor,
     skip_metrics,
 )
-from speech_trainer import SpeechTrainer, setup_script_logging
+from speech_trainer import SpeechTrainer, resolve_resume_checkpoint, setup_script_logging
 from yaml_arguments import parse_config_and_args
 
 logger = logging.getLogger("run_asr_ctc")
@@ -134,7 +133,8 @@ class ModelArguments:
                 "instead of letting it break training."})
     config_overrides: str | None = field(default=None, metadata={
         "help": "JSON object of other ArmHubertConfig fields to change for training, e.g. "
-                "'{\"hidden_dropout\": 0.0, \"final_dropout\": 0.0}'."})
+                "'{\"hidden_dropout\": 0.0, \"final_dropout\": 0.0}'. Unknown fields and values of the wrong type "
+                "are refused."})
 
     def __post_init__(self) -> None:
         if (self.model_name_or_path is None) == (self.student_preset is None):
@@ -142,6 +142,8 @@ class ModelArguments:
                              f"or --student_preset; got {self.model_name_or_path!r} and {self.student_preset!r}.")
         if self.student_preset is not None and self.student_preset not in PRESETS:
             raise ValueError(f"Unknown --student_preset {self.student_preset!r}; choose one of {sorted(PRESETS)}.")
+        # A typo in the overrides stops the run here, before the data and the model are loaded.
+        ArmHubertConfig.parse_overrides(self.config_overrides, "--config_overrides")
 
 
 @dataclass
@@ -240,11 +242,6 @@ def report_unknown_characters(name: str, dataset, vocab: dict[str, int], chars_t
 # ----------------------------------------------------------------------------------------------
 
 
-def with_changes(config: ArmHubertConfig, **changes: Any) -> ArmHubertConfig:
-    """A copy of `config` with `changes`, validated like a new config."""
-    return ArmHubertConfig.from_dict({**config.to_dict(), **changes})
-
-
 def resolve_source(model_args: ModelArguments, output_dir: str) -> tuple[str | None, ArmHubertConfig]:
     """(weights path or hub id, or None for a random preset; its config). Converts an authors' .ckpt."""
     if model_args.student_preset is not None:
@@ -291,9 +288,7 @@ def head_config(model_args: ModelArguments, config: ArmHubertConfig, head: str, 
                        superb_lstm_dropout=model_args.superb_lstm_dropout)
         if features == "hidden_states":
             changes["projection_dim"] = 0  # unused heads would only cost memory and time
-    if model_args.config_overrides:
-        changes.update(json.loads(model_args.config_overrides))
-    return with_changes(config, **changes)
+    return config.with_overrides(model_args.config_overrides, "--config_overrides", **changes)
 
 
 def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArguments,
@@ -310,8 +305,8 @@ def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArgum
         if data_args.vocab_file:
             logger.warning("--vocab_file is ignored: %s brings its own vocabulary.", source)
         processor = Wav2Vec2Processor.from_pretrained(source, cache_dir=model_args.cache_dir)
-        changes = json.loads(model_args.config_overrides) if model_args.config_overrides else {}
-        config = with_changes(config, custom_pipelines=CUSTOM_PIPELINES, **changes)
+        config = config.with_overrides(model_args.config_overrides, "--config_overrides",
+                                       custom_pipelines=CUSTOM_PIPELINES)
         model = HEADS[head].from_pretrained(source, config=config, cache_dir=model_args.cache_dir)
     else:
         if not training_args.do_train:
@@ -614,12 +609,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model_card_fn=lambda: asr_model_card(model, model_args, data_args, training_args, metrics),
     )
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint in ("last", "true", "True"):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-            if checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint last: no checkpoint-* folder in "
-                                 f"{training_args.output_dir}.")
+        # "last" resumes from the newest complete checkpoint in output_dir; a path from that checkpoint.
+        checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         train_metrics = dict(result.metrics, train_unknown_characters=trainer.unknown_characters,

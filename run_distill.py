@@ -12,7 +12,6 @@ listed by `python run_distill.py --help`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,14 +19,13 @@ from typing import Literal
 
 import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from configuration_armhubert import PRESETS, ArmHubertConfig
 from distillation_trainer import DistillationArguments, MaskingDistillationTrainer
 from model_card import distilled_student_card
 from modeling_armhubert import ArmHubertModel
 from speech_data import AudioCollator, DataArguments, build_dataset, raw_waveform_feature_extractor
-from speech_trainer import setup_script_logging
+from speech_trainer import resolve_resume_checkpoint, setup_script_logging
 from teacher import FrozenTeacher, default_layer_map, load_teacher
 from yaml_arguments import parse_config_and_args
 
@@ -46,7 +44,8 @@ class ModelArguments:
     student_config: str | None = field(default=None, metadata={
         "help": "A config.json of an ArmHubertConfig to use instead of --student_preset."})
     student_overrides: str | None = field(default=None, metadata={
-        "help": "JSON object of ArmHubertConfig fields to change, e.g. '{\"hidden_dropout\": 0.0}'."})
+        "help": "JSON object of ArmHubertConfig fields to change, e.g. '{\"hidden_dropout\": 0.0}'; applied after "
+                "--student_preset or --student_config. Unknown fields and values of the wrong type are refused."})
     teacher_layer_map: list[int] | None = field(default=None, metadata={
         "help": "Teacher layer (1-based) each student layer learns from, e.g. 2 4 6 8 10 12 for a 6-layer "
                 "student of a 12-layer teacher. Default: the same layer when the depths match, else evenly spaced."})
@@ -56,17 +55,20 @@ class ModelArguments:
                 "bf16 on GPUs that support it, fp16 with loss scaling on older GPUs, fp32 on a CPU; 'bf16', 'fp16' "
                 "or 'no' (fp32) choose it outright (contradicting one of those is an error)."})
 
+    def __post_init__(self) -> None:
+        # A typo in the overrides stops the run here, before the teacher and the data are loaded.
+        ArmHubertConfig.parse_overrides(self.student_overrides, "--student_overrides")
+
 
 def build_student(model_args: ModelArguments, teacher_hidden_size: int) -> ArmHubertModel:
-    overrides = json.loads(model_args.student_overrides) if model_args.student_overrides else {}
-    # The distillation mask is passed explicitly; the student's own SpecAugment stays off.
-    overrides = {"projection_dim": teacher_hidden_size, "mask_time_prob": 0.0, **overrides}
     if model_args.student_config:
         config = ArmHubertConfig.from_json_file(model_args.student_config)
-        for key, value in overrides.items():
-            setattr(config, key, value)
     else:
-        config = ArmHubertConfig.from_preset(model_args.student_preset, **overrides)
+        config = ArmHubertConfig.from_preset(model_args.student_preset)
+    # The distillation mask is passed explicitly, so the student's own SpecAugment stays off. The user's
+    # overrides come last and the result is validated like a new config, whatever its source.
+    config = config.with_overrides(model_args.student_overrides, "--student_overrides",
+                                   projection_dim=teacher_hidden_size, mask_time_prob=0.0)
     return ArmHubertModel(config)
 
 
@@ -168,12 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     training_args = trainer.args
     metrics: dict[str, float] = {}
     if training_args.do_train:
-        # "last" resumes from the newest checkpoint in output_dir; a path resumes from that checkpoint.
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint in ("last", "true", "True"):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
-            if checkpoint is None:
-                raise ValueError(f"--resume_from_checkpoint last: no checkpoint-* folder in {training_args.output_dir}.")
+        # "last" resumes from the newest complete checkpoint in output_dir; a path from that checkpoint.
+        checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         metrics.update(result.metrics, **trainer.skipped_files_metrics())

@@ -227,3 +227,93 @@ class SpeechTrainer(Trainer):
             return super().create_model_card(**kwargs)
         if self.is_world_process_zero():
             self.model_card_fn().save(os.path.join(self.args.output_dir, "README.md"))
+
+
+def incomplete_checkpoint_reason(checkpoint: str | os.PathLike) -> str | None:
+    """Why a Trainer checkpoint folder cannot be resumed from (a save that was killed half-way), or None
+    when it is complete: trainer_state.json parses, the model weights open with their full size, and the
+    optimizer and scheduler states are there."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    folder = os.fspath(checkpoint)
+
+    def present(name: str) -> bool:
+        path = os.path.join(folder, name)
+        return os.path.isdir(path) or (os.path.isfile(path) and os.path.getsize(path) > 0)
+
+    try:
+        with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+        if not isinstance(state, dict) or "global_step" not in state:
+            return "trainer_state.json holds no global_step"
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json does not parse ({err})"
+
+    names = set(os.listdir(folder))
+    # DeepSpeed and FSDP keep weights and optimizer in their own files; only their presence is checked.
+    sharded_engine = any(name.startswith(("global_step", "pytorch_model_fsdp", "optimizer_0")) for name in names)
+    weights = []
+    if "model.safetensors.index.json" in names:
+        try:
+            with open(os.path.join(folder, "model.safetensors.index.json"), encoding="utf-8") as f:
+                weights = sorted(set(json.load(f)["weight_map"].values()))
+        except (OSError, ValueError, KeyError) as err:
+            return f"model.safetensors.index.json does not parse ({err})"
+    elif "model.safetensors" in names:
+        weights = ["model.safetensors"]
+    for name in weights:
+        try:
+            # Opening reads the header and checks that the file is as long as the header says.
+            with safe_open(os.path.join(folder, name), framework="pt"):
+                pass
+        except (OSError, SafetensorError) as err:
+            return f"{name} is incomplete or corrupt ({err})"
+    if not weights and not sharded_engine and not present("pytorch_model.bin"):
+        return "no model weights (model.safetensors)"
+    if not sharded_engine:
+        if not (present("optimizer.pt") or present("optimizer.bin")):
+            return "no optimizer state (optimizer.pt)"
+        if not present("scheduler.pt"):
+            return "no scheduler state (scheduler.pt)"
+    return None
+
+
+def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint `--resume_from_checkpoint` asks for.
+
+    "last" (or true) is the newest complete checkpoint-N in `output_dir`: newer folders left incomplete by
+    a crash during a save are skipped, each logged with what it lacks, so that resuming never needs
+    them deleted by hand. A path is returned as given; None or "" means no resuming.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
+
+    if resume_from_checkpoint in (None, "", False, "false", "False"):
+        return None
+    if resume_from_checkpoint not in (True, "last", "true", "True"):
+        return str(resume_from_checkpoint)
+    if not os.path.isdir(output_dir):
+        raise ValueError(f"--resume_from_checkpoint last: the output directory {output_dir} does not exist; "
+                         "give the --output_dir of the run to resume, or start without --resume_from_checkpoint.")
+    # Transformers' own lookup, in step order; names such as checkpoint-4-tmp are not checkpoints.
+    checkpoints = [path for path in sort_checkpoints(output_dir, PREFIX_CHECKPOINT_DIR)
+                   if os.path.basename(path).removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit()]
+    if not checkpoints:
+        raise ValueError(f"--resume_from_checkpoint last: no {PREFIX_CHECKPOINT_DIR}-* folder in {output_dir}.")
+    skipped = []
+    for path in reversed(checkpoints):
+        reason = incomplete_checkpoint_reason(path)
+        if reason is None:
+            if skipped:
+                logger.warning("Resuming from %s, the newest complete checkpoint; skipped newer ones that an "
+                               "interrupted save left incomplete: %s. Move or delete those folders: checkpoint "
+                               "rotation (save_total_limit) counts them as checkpoints.", path, "; ".join(skipped))
+            else:
+                logger.info("Resuming from %s", path)
+            return path
+        skipped.append(f"{path}: {reason}")
+    raise ValueError(f"--resume_from_checkpoint last: no complete checkpoint in {output_dir}; "
+                     f"{'; '.join(skipped)}. Resume from an explicit checkpoint path or start the run anew.")

@@ -1,13 +1,15 @@
 """The frozen teacher of masking distillation: a Transformers HuBERT, WavLM or wav2vec 2.0 model.
 
 Each training step needs the teacher's layer outputs twice, on the same audio unmasked and with
-its own mask embedding over the masked frames (SPEC section 2). The conv feature encoder, the
+its own mask embedding over the masked frames (docs/method.md §2). The conv feature encoder, the
 most expensive part of a Base model at these lengths after the Transformer, does not depend on
 the mask, so `FrozenTeacher` runs it once and runs the Transformer encoder on the unmasked and
 masked inputs together as one batch of 2B.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
@@ -18,6 +20,14 @@ SUPPORTED_TEACHERS = (HubertModel, WavLMModel, Wav2Vec2Model)
 
 def load_teacher(name_or_path: str, **from_pretrained_kwargs) -> PreTrainedModel:
     """Load a HuBERT / WavLM / wav2vec 2.0 encoder by hub id or local path, frozen and in eval mode."""
+    if looks_like_local_path(name_or_path):
+        path = os.path.expanduser(name_or_path)
+        if not os.path.exists(path):
+            # Transformers would take it for a hub id and complain about the id's form instead.
+            raise FileNotFoundError(f"Teacher path {name_or_path!r} does not exist. Give the directory of a "
+                                    "HubertModel, WavLMModel or Wav2Vec2Model (config.json and weights) or a hub id "
+                                    "such as facebook/hubert-base-ls960.")
+        name_or_path = path
     model = AutoModel.from_pretrained(name_or_path, **from_pretrained_kwargs)
     if not isinstance(model, SUPPORTED_TEACHERS):
         raise ValueError(f"Teacher {name_or_path!r} is a {type(model).__name__}; a HubertModel, WavLMModel or "
@@ -27,6 +37,12 @@ def load_teacher(name_or_path: str, **from_pretrained_kwargs) -> PreTrainedModel
                          "masking distillation writes the teacher's own mask embedding over masked frames.")
     model.eval().requires_grad_(False)
     return model
+
+
+def looks_like_local_path(name_or_path: str) -> bool:
+    """True for what can only be a file system path, never a hub id ("name" or "namespace/name")."""
+    return (name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+            or any(sep in name_or_path for sep in (os.sep, os.altsep) if sep and sep != "/"))
 
 
 class FrozenTeacher(nn.Module):

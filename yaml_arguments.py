@@ -21,7 +21,15 @@ def yaml_to_argv(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file not found: {path}")
-    recipe = yaml.safe_load(path.read_text()) or {}
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        # PyYAML's message names neither the file nor, for some errors, where the problem is.
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ValueError(f"{path}: invalid YAML{where}: {problem}. Fix the recipe there (options are written "
+                         "'name: value', one per line).") from err
     if not isinstance(recipe, dict):
         raise ValueError(f"{path} must hold a mapping of option names to values, got {type(recipe).__name__}.")
     argv: list[str] = []

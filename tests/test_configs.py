@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
-from conftest import REPO
+from conftest import REPO, tiny_config
+from configuration_armhubert import ArmHubertConfig
 from distillation_trainer import DistillationArguments
 from run_distill import ModelArguments
 from speech_data import DataArguments
@@ -54,3 +55,64 @@ def test_yaml_values_become_options(tmp_path):
     assert yaml_to_argv(recipe) == ["--a", "1", "--b", "x", "y", "--c", "true", "--e", '{"k": 1}']
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         yaml_to_argv(tmp_path / "missing.yaml")
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("max_steps: 10\ntrain_splits: [train-clean-100, dev-clean\nlearning_rate: 5e-3\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml: invalid YAML at line 3, column 14: expected ',' or ']'"):
+        yaml_to_argv(recipe)
+
+
+# --student_overrides (run_distill.py) and --config_overrides (run_asr_ctc.py) share one validated path:
+# ArmHubertConfig.with_overrides / parse_overrides.
+
+def _asr_model_args(overrides: str):
+    import run_asr_ctc
+
+    return run_asr_ctc.ModelArguments(student_preset="armhubert", config_overrides=overrides)
+
+
+def test_unknown_override_fields_are_refused_with_the_valid_fields():
+    with pytest.raises(ValueError, match=r"--student_overrides: unknown ArmHubertConfig field\(s\) \['hiden_size'\]"
+                                         r"\. Valid fields: .*\bhidden_size\b.*\breuse_pattern\b"):
+        parse(str(REPO / "configs" / "demo.yaml"), "--student_overrides", '{"hiden_size": 64}')
+    with pytest.raises(ValueError, match=r"--config_overrides: unknown ArmHubertConfig field\(s\) \['final_dropuot'\]"):
+        _asr_model_args('{"final_dropuot": 0.0}')
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    ('{"hidden_size": "480"}', TypeError, r"field 'hidden_size' must be an int, got '480'"),
+    ('{"hidden_size": true}', TypeError, r"field 'hidden_size' must be an int, got True"),
+    ('{"reuse_pattern": "TFTF"}', TypeError, r"field 'reuse_pattern' must be a list of bool or null"),
+    ('{"hidden_dropout": "0.1"}', TypeError, r"field 'hidden_dropout' must be a number"),
+    ("{hidden_size: 64}", ValueError, r"--student_overrides is not valid JSON"),
+    ('[["hidden_size", 64]]', ValueError, r"--student_overrides must be a JSON object"),
+])
+def test_override_values_of_the_wrong_type_or_bad_json_are_refused(overrides, error, message):
+    with pytest.raises(error, match=message):
+        ArmHubertConfig.parse_overrides(overrides, "--student_overrides")
+    with pytest.raises(error, match=message.replace("student", "config")):
+        _asr_model_args(overrides)
+
+
+def test_wrong_types_in_code_name_the_field():
+    with pytest.raises(TypeError, match=r"field 'hidden_size' must be an int, got '480' \(str\)"):
+        ArmHubertConfig(hidden_size="480")
+
+
+def test_student_config_with_overrides_is_validated_like_a_preset(tmp_path):
+    from run_distill import build_student
+
+    config_file = tmp_path / "student.json"
+    tiny_config().to_json_file(config_file)  # 4 layers, reuse_pattern of 4 entries
+    args = ModelArguments(student_config=str(config_file), student_overrides='{"num_hidden_layers": 2}')
+    with pytest.raises(ValueError, match="--student_overrides gives an invalid config: reuse_pattern has 4 entries "
+                                         "but num_hidden_layers is 2"):
+        build_student(args, teacher_hidden_size=768)
+    # Valid overrides apply on top of the file, after the script's own settings.
+    args = ModelArguments(student_config=str(config_file),
+                          student_overrides='{"hidden_dropout": 0, "mask_time_prob": 0.1}')
+    config = build_student(args, teacher_hidden_size=768).config
+    assert (config.hidden_size, config.projection_dim, config.hidden_dropout, config.mask_time_prob) == (
+        64, 768, 0, 0.1)

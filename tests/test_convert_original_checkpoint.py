@@ -13,7 +13,7 @@ from conftest import FIXTURES, pad_batch
 from convert_original_checkpoint import main as convert_main
 from convert_original_checkpoint import parse_python_literal
 
-TOLERANCE = 1e-4  # absolute, fp32 (SPEC / issue)
+TOLERANCE = 1e-4  # absolute, fp32
 
 
 def _convert(tmp_path, name: str, *extra: str):
@@ -75,7 +75,7 @@ def test_probs_mode_differs_from_the_legacy_outputs(tmp_path, offline_hf):
 
 
 def _tampered_checkpoint(tmp_path, change) -> str:
-    checkpoint = torch.load(FIXTURES / "tiny-armhubert.ckpt", weights_only=False)
+    checkpoint = torch.load(FIXTURES / "tiny-armhubert.ckpt")
     change(checkpoint["state_dict"])
     path = tmp_path / "tampered.ckpt"
     torch.save(checkpoint, path)
@@ -106,6 +106,41 @@ def test_teacher_weights_are_ignored(tmp_path, offline_hf):
     a = AutoModel.from_pretrained(tmp_path / "no-teacher", trust_remote_code=True).state_dict()
     b = AutoModel.from_pretrained(with_teacher, trust_remote_code=True).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _CreatesFileWhenUnpickled:
+    """A pickle payload: unpickling it runs code (here, creating a file)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return exec, (f"open({self.path!r}, 'w').close()",)
+
+
+def test_checkpoint_carrying_code_is_refused_unless_trusted(tmp_path, offline_hf):
+    import run_asr_ctc
+
+    marker = tmp_path / "payload-ran"
+    checkpoint = torch.load(FIXTURES / "tiny-armhubert.ckpt")
+    checkpoint["callbacks"] = {"ModelCheckpoint": _CreatesFileWhenUnpickled(marker)}
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(checkpoint, crafted)
+
+    with pytest.raises(ValueError, match=r"crafted\.ckpt holds objects beyond tensors and plain data.*"
+                                         r"--trust_checkpoint.*Refused: Unsupported global: GLOBAL exec"):
+        convert_main(["--checkpoint", str(crafted), "--output_dir", str(tmp_path / "out")])
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    # run_asr_ctc.py converts a .ckpt through the same loader.
+    with pytest.raises(ValueError, match="--trust_checkpoint"):
+        run_asr_ctc.resolve_source(run_asr_ctc.ModelArguments(model_name_or_path=str(crafted), head="superb"),
+                                   str(tmp_path / "asr"))
+    assert not marker.exists()
+
+    # The explicit opt-in unpickles everything, the payload included: hence its warning.
+    convert_main(["--checkpoint", str(crafted), "--output_dir", str(tmp_path / "trusted"), "--trust_checkpoint"])
+    assert marker.exists()
+    assert json.loads((tmp_path / "trusted" / "config.json").read_text())["reuse_pattern"] == [True, False, True, False]
 
 
 def test_python_expressions_are_parsed_without_eval():

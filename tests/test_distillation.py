@@ -20,7 +20,7 @@ from transformers import HubertConfig, HubertModel, TrainerCallback, WavLMConfig
 from conftest import LIBRISPEECH, REPO, TINY_STUDENT_OVERRIDES, pad_batch, bundled_waveforms, run_in_fresh_process
 import speech_data
 from run_distill import build_trainer, main
-from teacher import FrozenTeacher, default_layer_map
+from teacher import FrozenTeacher, default_layer_map, load_teacher, looks_like_local_path
 
 NO_DROPOUT = json.dumps({**json.loads(TINY_STUDENT_OVERRIDES), "hidden_dropout": 0.0, "attention_dropout": 0.0,
                          "activation_dropout": 0.0, "feat_proj_dropout": 0.0})
@@ -58,6 +58,13 @@ def test_default_layer_map():
     assert default_layer_map(4, 12) == [3, 6, 9, 12]
     with pytest.raises(ValueError, match="teacher_layer_map"):
         default_layer_map(12, 4)
+
+
+@pytest.mark.parametrize("path", ["/no/such/teacher", "./no-such-teacher", "~/no-such-teacher", "a/b/c"])
+def test_missing_teacher_path_is_named(path):
+    with pytest.raises(FileNotFoundError, match=f"Teacher path '{path}' does not exist"):
+        load_teacher(path)
+    assert not looks_like_local_path("facebook/hubert-base-ls960") and not looks_like_local_path("hubert")
 
 
 def test_short_distillation_learns_and_saves_a_loadable_student(tmp_path, offline_hf, tiny_teacher_dir):
@@ -255,6 +262,44 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, offline_hf, t
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
     assert [e["loss"] for e in resumed.state.log_history if "loss" in e][-4:] == pytest.approx(
         [e["loss"] for e in uninterrupted.state.log_history if "loss" in e][-4:], rel=1e-5)
+
+
+def test_resume_last_skips_checkpoints_a_crash_left_incomplete(tmp_path, offline_hf, tiny_teacher_dir, caplog):
+    """A save killed half-way leaves a newer checkpoint folder that cannot be resumed from: "last" takes
+    the newest complete one and names the ones it skipped."""
+    from speech_trainer import resolve_resume_checkpoint
+
+    # No checkpoint rotation: which folders it would delete depends on their modification times.
+    common = ["--save_steps", "2", "--save_total_limit", "10", "--eval_strategy", "no", "--do_eval", "false"]
+    output_dir = tmp_path / "run"
+    main(distill_argv(tiny_teacher_dir, output_dir, *common, "--max_steps", "2"))
+    complete = output_dir / "checkpoint-2"
+    (output_dir / "checkpoint-4").mkdir()  # killed right after creating the folder
+    for step, broken in ((5, "trainer_state.json"), (6, "model.safetensors"), (7, "optimizer.pt")):
+        shutil.copytree(complete, output_dir / f"checkpoint-{step}")
+        if broken == "model.safetensors":  # killed while writing the weights
+            weights = output_dir / f"checkpoint-{step}" / broken
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        else:
+            (output_dir / f"checkpoint-{step}" / broken).unlink()
+
+    caplog.set_level("INFO")
+    assert resolve_resume_checkpoint("last", str(output_dir)) == str(complete)
+    skipped = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Resuming from"))
+    for step, reason in ((4, "no trainer_state.json"), (5, "no trainer_state.json"),
+                         (6, "model.safetensors is incomplete or corrupt"), (7, "no optimizer state")):
+        assert f"checkpoint-{step}: {reason}" in skipped, skipped
+
+    main(distill_argv(tiny_teacher_dir, output_dir, *common, "--max_steps", "3", "--resume_from_checkpoint", "last"))
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]  # steps 1-2 from checkpoint-2
+
+    assert resolve_resume_checkpoint("last", str(output_dir)) == str(output_dir / "checkpoint-3")
+    for step in (2, 3):
+        shutil.rmtree(output_dir / f"checkpoint-{step}")
+    with pytest.raises(ValueError, match=r"no complete checkpoint in .*checkpoint-7: no optimizer state"):
+        resolve_resume_checkpoint("last", str(output_dir))
 
 
 def test_skipped_files_survive_a_resume(tmp_path, offline_hf, tiny_teacher_dir):

@@ -13,8 +13,8 @@ from conftest import REPO, bundled_waveforms, pad_batch, run_in_fresh_process, t
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertAttention, ArmHubertForCTC, ArmHubertModel
 
-# SPEC section 1: exact parameter counts (with heads, without heads).
-SPEC_PARAMETER_COUNTS = {
+# docs/method.md §1: exact parameter counts (with heads, without heads).
+PARAMETER_COUNTS = {
     "armhubert": (26_448_448, 22_015_552),
     "armhubert-s": (22_394_080, 18_403_552),
     "armwavlm-s": (22_394_080, 18_403_552),
@@ -22,9 +22,9 @@ SPEC_PARAMETER_COUNTS = {
 }
 
 
-@pytest.mark.parametrize("preset", sorted(SPEC_PARAMETER_COUNTS))
+@pytest.mark.parametrize("preset", sorted(PARAMETER_COUNTS))
 def test_preset_parameter_counts(preset):
-    with_heads, without_heads = SPEC_PARAMETER_COUNTS[preset]
+    with_heads, without_heads = PARAMETER_COUNTS[preset]
     assert ArmHubertModel(ArmHubertConfig.from_preset(preset)).num_parameters() == with_heads
     assert ArmHubertModel(ArmHubertConfig.from_preset(preset, projection_dim=0)).num_parameters() == without_heads
 
@@ -198,6 +198,43 @@ def test_attention_mask_errors():
     short[1, 300:] = 0
     with pytest.raises(ValueError, match="300 samples"):
         model(torch.randn(2, 1000), attention_mask=short)
+
+
+def test_float64_and_float16_audio_is_cast_to_the_model_dtype():
+    """soundfile.read gives float64 by default; the model runs it as float32, with float32's outputs."""
+    import soundfile
+
+    from conftest import LIBRISPEECH
+
+    model = ArmHubertForCTC(tiny_config(projection_dim=0, vocab_size=8)).eval()
+    path = sorted(LIBRISPEECH.joinpath("dev-clean").rglob("*.flac"))[0]
+    as_float64 = torch.from_numpy(soundfile.read(path)[0])[None, :16000]
+    as_float32 = torch.from_numpy(soundfile.read(path, dtype="float32")[0])[None, :16000]
+    assert as_float64.dtype == torch.float64
+    with torch.no_grad():
+        expected = model(as_float32).logits
+        from_float64 = model(as_float64, attention_mask=torch.ones_like(as_float64, dtype=torch.long)).logits
+        from_float16 = model(as_float32.half()).logits
+        expected_float16 = model(as_float32.half().float()).logits
+    assert from_float64.dtype == torch.float32
+    torch.testing.assert_close(from_float64, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(from_float16, expected_float16, rtol=0, atol=1e-6)
+
+
+def test_left_padded_attention_mask_is_refused(monkeypatch):
+    model = ArmHubertModel(tiny_config()).eval()
+    values, right = pad_batch([torch.randn(1000), torch.randn(600)])
+    left = right.flip(-1)  # row 1: 400 zeros, then 600 ones
+    with torch.no_grad():
+        model(values, attention_mask=right)
+        with pytest.raises(ValueError, match=r"attention_mask row\(s\) \[1\] have padding \(0\) before real samples"
+                                             r" \(1\); the model expects right padding"):
+            model(values, attention_mask=left)
+        # Data-dependent checks are skipped while tracing or exporting.
+        import modeling_armhubert
+
+        monkeypatch.setattr(modeling_armhubert, "_is_tracing", lambda: True)
+        assert model(values, attention_mask=left).last_hidden_state.shape[0] == 2
 
 
 def test_ctc_loss_is_finite_with_padded_labels_and_decreases():
