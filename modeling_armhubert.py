@@ -215,11 +215,14 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
 class ArmHubertAttention(nn.Module):
     """Multi-head self-attention, or its attention-map-reusing variant (no query/key projections).
 
-    A normal layer computes its own map. It uses the fused `scaled_dot_product_attention` kernel
-    unless its probabilities are needed (by a following reuse layer or `output_attentions`).
-    A reuse layer applies `reused_probs`, the probabilities of the nearest preceding normal layer,
-    to its own values; in `legacy_double_softmax` mode it first applies softmax to them again, as
-    the authors' code did (always per sample here).
+    A normal layer computes its own map with the fused `scaled_dot_product_attention` kernel
+    unless its probabilities are asked for (`output_attentions`, or a following reuse layer in
+    `legacy_double_softmax` mode). A reuse layer applies the map of the nearest preceding normal
+    layer to its own values: in `probs` mode it reruns the fused kernel on that layer's queries and
+    keys (the same probabilities, docs/method.md §1.1, without the (B, heads, T, T) tensor whose
+    memory traffic made reuse layers slower than normal ones on a GPU); in `legacy_double_softmax`
+    mode it applies softmax to the probabilities again, as the authors' code did (always per sample
+    here).
     """
 
     def __init__(self, config: ArmHubertConfig, reuses_map: bool):
@@ -244,18 +247,24 @@ class ArmHubertAttention(nn.Module):
         self,
         hidden_states: torch.Tensor,
         key_mask: torch.Tensor | None = None,
-        reused_probs: torch.Tensor | None = None,
+        reused_map: torch.Tensor | None = None,
         return_probs: bool = False,
+        return_query_key: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             hidden_states: (B, T, hidden).
             key_mask: (B, T) bool, True = real frame; padded keys get no weight. None = no padding.
-            reused_probs: (B, heads, T, T) probabilities of the preceding normal layer (reuse layers only).
-            return_probs: return the attention weights applied (forces the explicit path).
+            reused_map: the map of the preceding normal layer (reuse layers only): its probabilities
+                (B, heads, T, T), or its queries and keys stacked, (2, B, heads, T, head_dim), from
+                which the fused kernel recomputes the same probabilities. One tensor, not a pair,
+                so that gradient checkpointing sees it and carries its gradient.
+            return_probs: return the probabilities applied (forces the explicit path).
+            return_query_key: (normal layers) return the stacked queries and keys for a reuse layer.
 
         Returns:
-            output (B, T, hidden) and the weights (B, heads, T, T) or None.
+            output (B, T, hidden), and the probabilities (B, heads, T, T) when `return_probs`, the
+            stacked queries and keys when `return_query_key`, else None.
         """
         batch, frames, hidden = hidden_states.shape
         value = self._split_heads(self.v_proj(hidden_states))
@@ -263,14 +272,18 @@ class ArmHubertAttention(nn.Module):
         mask = key_mask[:, None, None, :] if key_mask is not None else None
 
         if self.reuses_map:
-            if reused_probs is None:
-                raise ValueError("A reuse layer needs the attention probabilities of a preceding normal layer.")
-            weights = reused_probs
-            if self.legacy_double_softmax:
-                if mask is not None:
-                    weights = weights.masked_fill(~mask, float("-inf"))
-                weights = torch.softmax(weights.float(), dim=-1).to(value.dtype)
-            context = torch.matmul(weights, value)
+            if reused_map is None:
+                raise ValueError("A reuse layer needs the attention map of a preceding normal layer.")
+            if reused_map.dim() == 5:
+                query, key = reused_map.unbind(0)
+                context, weights = F.scaled_dot_product_attention(query, key, value, attn_mask=mask), None
+            else:
+                weights = reused_map
+                if self.legacy_double_softmax:
+                    if mask is not None:
+                        weights = weights.masked_fill(~mask, float("-inf"))
+                    weights = torch.softmax(weights.float(), dim=-1).to(value.dtype)
+                context = torch.matmul(weights, value)
         else:
             query = self._split_heads(self.q_proj(hidden_states))
             key = self._split_heads(self.k_proj(hidden_states))
@@ -286,7 +299,7 @@ class ArmHubertAttention(nn.Module):
                     weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
                 context = torch.matmul(F.dropout(weights, p=dropout, training=self.training), value)
             else:
-                weights = None
+                weights = torch.stack([query, key]) if return_query_key else None
                 context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
 
         context = context.transpose(1, 2).reshape(batch, frames, hidden)
@@ -322,10 +335,11 @@ class ArmHubertEncoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         key_mask: torch.Tensor | None = None,
-        reused_probs: torch.Tensor | None = None,
+        reused_map: torch.Tensor | None = None,
         return_probs: bool = False,
+        return_query_key: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.attention(hidden_states, key_mask, reused_probs, return_probs)
+        attended, weights = self.attention(hidden_states, key_mask, reused_map, return_probs, return_query_key)
         hidden_states = self.layer_norm(hidden_states + self.dropout(attended))
         hidden_states = self.final_layer_norm(hidden_states + self.feed_forward(hidden_states))
         return hidden_states, weights
@@ -370,13 +384,16 @@ class ArmHubertEncoder(nn.Module):
 
         all_hidden_states = [hidden_states] if output_hidden_states else []
         all_attentions, layer_outputs_for_heads = [], []
-        reused_probs = None
+        reused_map = None
         scale_grads = self.config.layer_grad_scale and torch.is_grad_enabled()
+        legacy = self.config.reuse_mode == "legacy_double_softmax"
         for i, layer in enumerate(self.layers):
-            return_probs = output_attentions or self.map_is_reused[i]
-            hidden_states, weights = layer(hidden_states, key_mask, reused_probs, return_probs)
+            # Probabilities are written out only when asked for or when the legacy reuse needs them.
+            return_probs = output_attentions or (legacy and self.map_is_reused[i])
+            return_query_key = self.map_is_reused[i] and not return_probs
+            hidden_states, weights = layer(hidden_states, key_mask, reused_map, return_probs, return_query_key)
             if not layer.attention.reuses_map:
-                reused_probs = weights
+                reused_map = weights
             for_heads = hidden_states
             if scale_grads:
                 hidden_states = grad_scale(hidden_states, self.grad_scales[i])

@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count  # noqa: E402
 
 from configuration_armhubert import PRESETS, ArmHubertConfig  # noqa: E402
 from modeling_armhubert import ArmHubertModel  # noqa: E402
@@ -88,15 +88,24 @@ def random_audio(batch: int, seconds: float, seed: int = 0, device: str | torch.
 # MACs
 # ----------------------------------------------------------------------------------------------
 
-# On a CPU, scaled_dot_product_attention runs as this op, which FlopCounterMode does not know;
-# count it like the other fused attention kernels (QK^T and PV).
+# On a CPU, scaled_dot_product_attention runs as these ops, which FlopCounterMode does not know;
+# count them like the other fused attention kernels (forward: QK^T and PV; backward: the scores
+# recomputed, then the four gradient products).
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                             **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
 _EXTRA_FLOP_FORMULAS: dict[Any, Callable] = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+    _EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward] = \
+        _cpu_sdpa_backward_flops
 
 
 def flop_counter() -> FlopCounterMode:

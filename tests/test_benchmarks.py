@@ -72,7 +72,9 @@ def _expected_student_macs(config: ArmHubertConfig, samples: int, heads: bool = 
     total += (frames + 2 * (kernel // 2) - kernel + 1) * hidden * (hidden // groups) * kernel
     for normal in config.reuse_pattern:
         projections = 4 if normal else 2  # q, k, v, out / v, out
-        attention = 2 if normal else 1  # QK^T and PV / PV
+        # QK^T and PV; a reuse layer in "probs" mode reruns the fused kernel on the reused queries
+        # and keys, so it also computes QK^T again (cheaper on a GPU than storing the map).
+        attention = 2 if normal or config.reuse_mode == "probs" else 1
         total += projections * frames * hidden * hidden + attention * frames * frames * hidden
         total += 2 * frames * hidden * ffn
     if heads:
@@ -181,9 +183,10 @@ def test_distill_throughput_variants(tmp_path):
     extra += bench_utils.count_forward_macs(teacher.feature_projection, features)[0]
     difference = (rows["no-shared-features"]["tflops_per_step"] - rows["default"]["tflops_per_step"]) * 1e12
     assert difference == pytest.approx(2 * extra, rel=1e-9)
-    # The unfused math backend does the same matrix products as the fused kernel.
-    assert rows["no-fused-attention"]["tflops_per_step"] == pytest.approx(rows["default"]["tflops_per_step"],
-                                                                          rel=1e-12)
+    # The unfused math backend does the same matrix products as the fused kernel, except that the
+    # fused backward recomputes the scores (one QK^T per fused call): a little more, never less.
+    fused, unfused = rows["default"]["tflops_per_step"], rows["no-fused-attention"]["tflops_per_step"]
+    assert unfused < fused < 1.05 * unfused
 
 
 def test_one_benchmark_step_is_the_trainers_loss(tmp_path):

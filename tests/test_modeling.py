@@ -55,7 +55,7 @@ def _one_hot_reuse(mode: str):
     hidden = torch.randn(batch, frames, config.hidden_size)
     attended = torch.randint(frames, (batch, heads, frames))  # query t of head h attends frame attended[b, h, t]
     one_hot = torch.nn.functional.one_hot(attended, frames).float()
-    output, _ = attention(hidden, reused_probs=one_hot)
+    output, _ = attention(hidden, reused_map=one_hot)
     # Expected: each head's slice of v_proj at the attended frame, then out_proj.
     values = attention.v_proj(hidden).view(batch, frames, heads, -1)
     picked = torch.stack([values[b, attended[b, h], h] for b in range(batch) for h in range(heads)])
@@ -142,6 +142,28 @@ def test_fused_attention_path_equals_explicit_probabilities():
     torch.testing.assert_close(fused, explicit.last_hidden_state, rtol=0, atol=1e-5)
     assert len(explicit.attentions) == 4
     torch.testing.assert_close(explicit.attentions[0].sum(-1), torch.ones(2, 4, fused.shape[1]))
+
+
+def test_reuse_from_queries_and_keys_equals_reuse_of_explicit_probabilities():
+    """Reuse layers rerun the fused kernel on the reused queries and keys; with output_attentions the
+    probabilities are written out and reused instead. Outputs and gradients must agree."""
+    torch.manual_seed(0)
+    model = ArmHubertModel(tiny_config(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                       feat_proj_dropout=0.0)).train()
+    values, mask = pad_batch(bundled_waveforms(count=2))
+    results = []
+    for explicit in (False, True):
+        model.zero_grad()
+        out = model(values, attention_mask=mask, output_hidden_states=True, output_attentions=explicit)
+        sum(p.square().mean() for p in out.projected_hidden_states).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.last_hidden_state.detach(), grads))
+    (fused, fused_grads), (probs, probs_grads) = results
+    torch.testing.assert_close(fused, probs, rtol=0, atol=1e-5)
+    reuse_query = "encoder.layers.0.attention.q_proj.weight"  # layer 0's map is reused by layer 1
+    assert fused_grads[reuse_query].abs().max() > 0
+    for name in fused_grads:
+        torch.testing.assert_close(fused_grads[name], probs_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_mask_time_indices_write_the_mask_embedding():
