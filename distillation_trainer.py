@@ -1,7 +1,8 @@
 """`MaskingDistillationTrainer`: a Transformers Trainer whose step is one masking-distillation step.
 
-Per batch (docs/method.md §2): a span mask over the frames, the frozen teacher's layer outputs
-unmasked and masked (`teacher.FrozenTeacher`), one student pass with the same mask, and
+Per batch (docs/method.md §2): a span mask over the frames (drawn by the collator in the DataLoader
+workers, `DistillationMasker`), the frozen teacher's layer outputs unmasked and masked
+(`teacher.FrozenTeacher`), one student pass with the same mask, and
 `distillation_loss.masking_distillation_loss`. Evaluation reports the unmasked validation loss.
 Everything else (optimiser, schedule, mixed precision, checkpoints, resuming, several processes
 through accelerate, pushing to the Hub) is the Trainer's own.
@@ -9,7 +10,9 @@ through accelerate, pushing to the Hub) is the Trainer's own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,14 +55,63 @@ def distillation_mask(args: DistillationArguments, frame_mask: torch.Tensor,
     ).to(frame_mask.device)
 
 
-def mask_generator(seed: int, step: int, utterance_ids: list[str]) -> torch.Generator:
-    """A generator seeded by the run seed, the optimisation step and the utterances of the batch.
+def mask_generator(seed: int, epoch: int, utterance_ids: Sequence[str]) -> torch.Generator:
+    """A generator seeded by the run seed, the epoch and the utterances of the batch (docs/method.md §3).
 
-    Masks then depend only on what is being trained on, not on RNG history: a resumed run and a run
-    split over several processes draw exactly the masks an uninterrupted single process would.
+    Masks then depend only on what is being trained on, not on RNG history or on which process collates
+    the batch: a resumed run and a run split over several processes draw exactly the masks an
+    uninterrupted single process would. (An utterance occurs once per epoch, so no two batches of a
+    run share a seed.)
     """
-    digest = hashlib.sha256(f"{seed}|{step}|{'|'.join(utterance_ids)}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}|{epoch}|{'|'.join(utterance_ids)}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def conv_output_lengths(sample_lengths: torch.Tensor | int, conv_kernel: Sequence[int],
+                        conv_stride: Sequence[int]) -> torch.Tensor | int:
+    """Frames the conv feature encoder makes of `sample_lengths` samples, without a model: the formula of
+    `ArmHubertModel._get_feat_extract_output_lengths` (total stride 320, receptive field 400 in every preset)."""
+    for kernel, stride in zip(conv_kernel, conv_stride):
+        sample_lengths = torch.div(sample_lengths - kernel, stride, rounding_mode="floor") + 1
+    return sample_lengths
+
+
+@dataclass(frozen=True)
+class DistillationMasker:
+    """Draws a training batch's span mask in the collator (`AudioCollator(span_mask=...)`), i.e. in the
+    DataLoader workers, so that the training step does not wait for the Python loops of `compute_span_mask`.
+
+    The mask lies over the frames the student makes of the padded batch, on real frames only, and is
+    seeded by `mask_generator(seed, epoch, utterance ids)`.
+
+    Args:
+        args: the mask settings (mask_prob, mask_length, mask_length_distribution, mask_min_spans,
+            mask_min_space); the loss settings are not used here.
+        seed: the run seed (TrainingArguments.seed).
+        conv_kernel, conv_stride: the student's conv feature encoder (its config's fields).
+    """
+
+    args: DistillationArguments
+    seed: int
+    conv_kernel: tuple[int, ...]
+    conv_stride: tuple[int, ...]
+
+    @classmethod
+    def for_student(cls, args: DistillationArguments, student_config: Any, seed: int) -> "DistillationMasker":
+        return cls(args, int(seed), tuple(student_config.conv_kernel), tuple(student_config.conv_stride))
+
+    def frame_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sample-level attention_mask (B, S) -> bool (B, T) of real frames, as the student computes it."""
+        frames = int(conv_output_lengths(attention_mask.shape[1], self.conv_kernel, self.conv_stride))
+        lengths = conv_output_lengths(attention_mask.sum(-1).long(), self.conv_kernel, self.conv_stride)
+        return torch.arange(max(frames, 0))[None, :] < lengths[:, None]
+
+    def __call__(self, attention_mask: torch.Tensor, utterance_ids: Sequence[str], epoch: int) -> torch.Tensor:
+        """attention_mask (B, S) of the padded batch -> bool (B, T): True = masked frame."""
+        if len(utterance_ids) != attention_mask.shape[0]:
+            raise ValueError(f"{len(utterance_ids)} utterance ids for a batch of {attention_mask.shape[0]}.")
+        return distillation_mask(self.args, self.frame_mask(attention_mask),
+                                 mask_generator(self.seed, epoch, list(utterance_ids)))
 
 
 class MaskingDistillationTrainer(SpeechTrainer):
@@ -84,8 +136,40 @@ class MaskingDistillationTrainer(SpeechTrainer):
         if len(teacher.layers) != student_config.num_hidden_layers:
             raise ValueError(f"The layer map names {len(teacher.layers)} teacher layers for a student of "
                              f"{student_config.num_hidden_layers} layers; give one teacher layer per student layer.")
+        self._check_collator(student_config)
         self._term_sums = {name: torch.zeros((), device=self.args.device) for name in LOSS_TERMS}
         self._term_count = 0
+
+    def _check_collator(self, student_config) -> None:
+        """Training batches must come with their span mask, drawn by the collator with this run's settings."""
+        if self.train_dataset is None:
+            return
+        masker = getattr(self.data_collator, "span_mask", None)
+        expected = DistillationMasker.for_student(self.distillation_args, student_config, self.args.seed)
+        if masker is None:
+            raise ValueError("The data collator draws no span mask: pass data_collator=AudioCollator(span_mask="
+                             "DistillationMasker.for_student(distillation_args, student.config, training_args.seed)).")
+        if masker != expected:
+            raise ValueError(f"The collator's span mask settings {masker} differ from this run's {expected}: build "
+                             "it from the same DistillationArguments, student config and seed.")
+
+    # -- evaluation batches carry no mask (docs/method.md §2, step 6) -----------------------------
+
+    def _without_mask(self, build, *args, **kwargs):
+        collator = self.data_collator
+        if getattr(collator, "span_mask", None) is None:
+            return build(*args, **kwargs)
+        self.data_collator = dataclasses.replace(collator, span_mask=None)
+        try:
+            return build(*args, **kwargs)
+        finally:
+            self.data_collator = collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._without_mask(super().get_eval_dataloader, eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        return self._without_mask(super().get_test_dataloader, test_dataset)
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -102,17 +186,32 @@ class MaskingDistillationTrainer(SpeechTrainer):
         inputs.pop("text", None)
         return list(inputs.pop("id", []))
 
+    @staticmethod
+    def batch_mask(inputs: dict[str, Any], frame_mask: torch.Tensor) -> torch.Tensor:
+        """The span mask the collator drew for this batch, (B, T) bool, checked against the student's frames.
+
+        This is all the training step spends on the mask: it was drawn in a DataLoader worker.
+        """
+        mask = inputs.pop("mask_time_indices", None)
+        if mask is None:
+            raise ValueError("This training batch carries no span mask ('mask_time_indices'): the collator must be "
+                             "an AudioCollator with span_mask=DistillationMasker.for_student(...).")
+        if mask.shape != frame_mask.shape:
+            raise ValueError(f"The collator's span mask has shape {tuple(mask.shape)} but the student makes "
+                             f"{tuple(frame_mask.shape)} frames of this batch: the DistillationMasker's conv_kernel "
+                             "and conv_stride must be the student's.")
+        return mask.to(frame_mask.device, torch.bool)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.count_skipped(inputs)
-        utterance_ids = self._pop_bookkeeping(inputs)
+        self._pop_bookkeeping(inputs)
         if self.is_empty(inputs):
             loss = self.zero_loss(model)
             return (loss, None) if return_outputs else loss
         args = self.distillation_args
         values, attention_mask = inputs["input_values"], inputs["attention_mask"]
         frame_mask, frames = self._student_frame_mask(model, inputs)
-        generator = mask_generator(self.args.seed, self.state.global_step, utterance_ids)
-        mask = distillation_mask(args, frame_mask, generator)
+        mask = self.batch_mask(inputs, frame_mask)
 
         with self.accelerator.autocast():
             teacher_unmasked, teacher_masked = self.teacher(values, attention_mask, mask)
@@ -133,6 +232,7 @@ class MaskingDistillationTrainer(SpeechTrainer):
         inputs = self._prepare_inputs(inputs)
         self.count_skipped(inputs, training=False)
         self._pop_bookkeeping(inputs)
+        inputs.pop("mask_time_indices", None)  # validation is unmasked
         if self.is_empty(inputs):
             return None, None, None
         args = self.distillation_args

@@ -21,7 +21,7 @@ import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from configuration_armhubert import PRESETS, ArmHubertConfig
-from distillation_trainer import DistillationArguments, MaskingDistillationTrainer
+from distillation_trainer import DistillationArguments, DistillationMasker, MaskingDistillationTrainer
 from model_card import distilled_student_card
 from modeling_armhubert import ArmHubertModel
 from speech_data import AudioCollator, DataArguments, build_dataset, raw_waveform_feature_extractor
@@ -159,7 +159,10 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
 
     trainer = MaskingDistillationTrainer(
         model=student, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        data_collator=AudioCollator(), processing_class=feature_extractor, teacher=teacher,
+        # The span mask is drawn in the collator, i.e. in the DataLoader workers, off the training step.
+        data_collator=AudioCollator(span_mask=DistillationMasker.for_student(distill_args, student.config,
+                                                                             training_args.seed)),
+        processing_class=feature_extractor, teacher=teacher,
         distillation_args=distill_args, model_card_fn=model_card,
     )
     return trainer

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, Protocol, Union
 
 import datasets
 import librosa
@@ -670,7 +670,8 @@ class _DecodingDataset:
             rng = np.random.default_rng((self.seed, position, self.epoch))
             start = int(rng.integers(0, len(audio) - self.max_length + 1))
             audio = audio[start:start + self.max_length]
-        return {"input_values": audio, "text": text, "id": utt_id}
+        # The epoch travels with the item: a collator in a DataLoader worker seeds the span mask with it.
+        return {"input_values": audio, "text": text, "id": utt_id, "epoch": self.epoch}
 
 
 class SpeechDataset(_DecodingDataset, torch.utils.data.Dataset):
@@ -871,6 +872,13 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"],
 # --------------------------------------------------------------------------- #
 
 
+class BatchMasker(Protocol):
+    """Draws a batch's frame mask in the collator: sample-level attention_mask (B, S), the B utterance ids
+    and the epoch -> bool (B, T), True = masked frame."""
+
+    def __call__(self, attention_mask: torch.Tensor, utterance_ids: Sequence[str], epoch: int) -> torch.Tensor: ...
+
+
 @dataclass
 class AudioCollator:
     """Pad items from `build_dataset` into a batch, dropping the None ones.
@@ -880,14 +888,23 @@ class AudioCollator:
         ``attention_mask``: long (B, S), 1 for real samples, 0 for padding;
         ``text``: list of B transcripts (when the items have "text");
         ``id``: list of B utterance ids (when the items have "id");
-        ``num_skipped``: long scalar tensor, how many None items were dropped.
+        ``num_skipped``: long scalar tensor, how many None items were dropped;
+        ``mask_time_indices``: bool (B, T), only with `span_mask`: the frames to
+        mask, T the number of frames the model makes of S samples.
         B is the number of non-None items and S the longest of them (rounded up
         to `pad_to_multiple_of`). If every item is None, the batch is empty:
         ``input_values`` and ``attention_mask`` of shape (0, 0), ``num_skipped``
         = number of items, no ``text``; test ``input_values.shape[0] == 0``.
+
+    With `span_mask` (e.g. `distillation_trainer.DistillationMasker`), the
+    collator also draws the batch's span mask. It then runs in the DataLoader
+    workers instead of the training step; it is seeded only by what the items
+    carry (their "id"s and "epoch"), so a batch gets the same mask wherever it
+    is collated.
     """
 
     pad_to_multiple_of: int | None = None
+    span_mask: BatchMasker | None = None
 
     def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
         present = [item for item in items if item is not None]
@@ -913,4 +930,11 @@ class AudioCollator:
         if "id" in present[0]:
             batch["id"] = [item["id"] for item in present]
         batch["num_skipped"] = num_skipped
+        if self.span_mask is not None:
+            if "id" not in present[0]:
+                raise ValueError("Drawing the span mask in the collator needs an 'id' in every item (it seeds "
+                                 "the mask); build the dataset with `build_dataset`, whose items have one.")
+            # Items without an epoch (datasets other than build_dataset's) count as epoch 0.
+            epoch = int(present[0].get("epoch", 0))
+            batch["mask_time_indices"] = self.span_mask(attention_mask, batch["id"], epoch)
         return batch

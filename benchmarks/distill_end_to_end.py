@@ -12,7 +12,8 @@ Reported per variant, over the timed steps (after the warm-up steps):
   audio s / s      real (unpadded) audio seconds distilled per second of wall time
   data wait        share of that wall time the training loop waited for the next batch
   padding          padded samples / all samples in the batches
-  mask (ms)        time per step spent drawing the span mask in the training process
+  mask (ms)        time per step the training process spends on the span mask (drawing it in the
+                   collator with --dataloader_num_workers 0, taking it from the batch); ~0 with workers
   peak memory      the GPU's peak allocated memory (on a GPU)
 and, once, the decoding speed of one data-loader worker (audio seconds of FLAC decoded per second)
 and from it the number of `dataloader_num_workers` that the default variant's rate needs.
@@ -107,12 +108,12 @@ def instrument(trainer) -> dict[str, list[float]]:
 
     def timed_fetch(*args, **kwargs):
         _synchronize()  # what is left of the previous step's GPU work is not waiting for data
+        per_step["mask_s"].append(0.0)  # a collator in this process draws this step's masks during the fetch
         start = time.perf_counter()
         batches, num_items = fetch(*args, **kwargs)
         per_step["wait_s"].append(time.perf_counter() - start)
         per_step["real"].append(sum(int(b["attention_mask"].sum()) for b in batches))
         per_step["total"].append(sum(b["attention_mask"].numel() for b in batches))
-        per_step["mask_s"].append(0.0)
         return batches, num_items
 
     trainer.get_batch_samples = timed_fetch
@@ -137,22 +138,29 @@ def run_variant(name: str, args: argparse.Namespace, teacher_dir: Path, corpus: 
     clock = StepClock()
     trainer.add_callback(clock)
 
-    original_mask = distillation_trainer.distillation_mask
+    # The mask is drawn by the collator (DistillationMasker): in the DataLoader workers, or in this process
+    # with --dataloader_num_workers 0; and the step takes it from the batch (batch_mask). Time both here.
+    masker_class, trainer_class = distillation_trainer.DistillationMasker, type(trainer)
+    original_draw, original_take = masker_class.__call__, trainer_class.batch_mask
 
-    def timed_mask(*mask_args, **mask_kwargs):
-        start = time.perf_counter()
-        mask = original_mask(*mask_args, **mask_kwargs)
-        per_step["mask_s"][-1] += time.perf_counter() - start
-        return mask
+    def timed(function):
+        def wrapper(*call_args, **call_kwargs):
+            start = time.perf_counter()
+            result = function(*call_args, **call_kwargs)
+            if torch.utils.data.get_worker_info() is None:  # forked workers run this wrapper too: not counted
+                per_step["mask_s"][-1] += time.perf_counter() - start
+            return result
+        return wrapper
 
-    distillation_trainer.distillation_mask = timed_mask
+    masker_class.__call__ = timed(original_draw)
+    trainer_class.batch_mask = staticmethod(timed(original_take))
     try:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         trainer.train()
     finally:
-        distillation_trainer.distillation_mask = original_mask
+        masker_class.__call__, trainer_class.batch_mask = original_draw, staticmethod(original_take)
     timed = slice(args.warmup + 1, args.warmup + args.steps)  # steps whose start and end were both clocked
     wall = clock.ends[args.warmup + args.steps - 1] - clock.ends[args.warmup]
     audio_seconds = sum(per_step["real"][timed]) / SAMPLE_RATE

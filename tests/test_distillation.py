@@ -360,6 +360,117 @@ def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir)
     assert any((initial.state_dict()[n] - single[n]).abs().max() > 1e-4 for n in single)
 
 
+# -- the span mask, drawn in the collator (docs/method.md §3) -------------------------------------------
+
+
+def _masking_collator(seed: int = 0, **mask_settings):
+    from conftest import tiny_config
+    from distillation_trainer import DistillationArguments, DistillationMasker
+
+    masker = DistillationMasker.for_student(DistillationArguments(**mask_settings), tiny_config(), seed)
+    return speech_data.AudioCollator(span_mask=masker), masker
+
+
+def _items(lengths, epoch: int = 0, prefix: str = "utt"):
+    rng = np.random.default_rng(len(lengths))
+    return [{"input_values": rng.standard_normal(n).astype(np.float32), "text": "", "id": f"{prefix}-{i}",
+             "epoch": epoch} for i, n in enumerate(lengths)]
+
+
+def test_collator_frames_are_the_students():
+    """The collator computes the student's frame count and real frames without a model, for any length."""
+    from conftest import tiny_config
+    from distillation_trainer import conv_output_lengths
+    from modeling_armhubert import ArmHubertModel
+
+    student = ArmHubertModel(tiny_config())
+    _, masker = _masking_collator()
+    lengths = torch.cat([torch.arange(1, 2_000), torch.randint(2_000, 600_000, (3_000,),
+                                                               generator=torch.Generator().manual_seed(0))])
+    ours = conv_output_lengths(lengths, masker.conv_kernel, masker.conv_stride)
+    assert torch.equal(ours, student._get_feat_extract_output_lengths(lengths))
+    assert int(ours[399]) == 1 and int(ours[398]) == 0  # receptive field 400, stride 320
+    for width in (400, 719, 720, 16_000, 160_321):
+        attention_mask = (torch.arange(width)[None, :] < torch.tensor([width, 400, 399, width // 2])[:, None]).long()
+        frames = int(student._get_feat_extract_output_lengths(width))
+        assert torch.equal(masker.frame_mask(attention_mask),
+                           student._get_feature_vector_attention_mask(frames, attention_mask))
+
+
+def test_collator_draws_the_seeded_mask_over_real_frames_only():
+    """The collator's mask is the one `distillation_mask` draws with the (seed, epoch, ids) generator over
+    the student's real frames: never on padding, the same count in every row, new in another epoch."""
+    from distillation_trainer import DistillationArguments, distillation_mask, mask_generator
+
+    collator, masker = _masking_collator(seed=3)
+    items = _items([48_000, 16_000, 33_333, 4_000], epoch=2)
+    batch = collator(items)
+    mask = batch["mask_time_indices"]
+    frame_mask = masker.frame_mask(batch["attention_mask"])
+    assert mask.dtype == torch.bool and mask.shape == frame_mask.shape == (4, 149)
+    expected = distillation_mask(DistillationArguments(), frame_mask,
+                                 mask_generator(3, 2, ["utt-0", "utt-1", "utt-2", "utt-3"]))
+    assert torch.equal(mask, expected)
+    assert not (mask & ~frame_mask).any()
+    counts = mask.sum(1)
+    assert (counts == counts[0]).all() and 0 < int(counts[0]) < 12  # the 12-frame row bounds every row
+    assert not torch.equal(mask, collator(_items([48_000, 16_000, 33_333, 4_000], epoch=3))["mask_time_indices"])
+    _, other_seed = _masking_collator(seed=4)
+    assert not torch.equal(mask, other_seed(batch["attention_mask"], batch["id"], 2))
+    # Batches without a mask: the plain collator, and one whose items were all unreadable.
+    assert "mask_time_indices" not in speech_data.AudioCollator()(items)
+    assert "mask_time_indices" not in collator([None, None])
+    with pytest.raises(ValueError, match="needs an 'id'"):
+        collator([{"input_values": np.ones(800, np.float32)}])
+
+
+def test_collator_masks_have_the_reference_statistics():
+    """docs/method.md §3: mask_prob 0.8, 100 frames (32,080 samples), batches of 8 -> masked share 0.540."""
+    collator, _ = _masking_collator(seed=0, mask_prob=0.8)
+    shares = [collator(_items([32_080] * 8, prefix=f"b{b}"))["mask_time_indices"].float().mean().item()
+              for b in range(1000)]
+    assert abs(np.mean(shares) - 0.540) < 0.01 and abs(np.std(shares) - 0.087) < 0.01
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_same_batch_same_mask_in_a_worker_and_in_the_main_process():
+    collator, _ = _masking_collator(seed=1)
+    dataset = _ListDataset(_items([16_000 + 3_000 * i for i in range(12)], epoch=5))
+    masks = {}
+    for workers in (0, 1):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=workers, collate_fn=collator)
+        masks[workers] = [batch["mask_time_indices"] for batch in loader]
+    assert len(masks[0]) == 3 and all(m.any() for m in masks[0])
+    assert all(torch.equal(a, b) for a, b in zip(masks[0], masks[1]))
+
+
+def test_training_batches_carry_the_mask_and_evaluation_batches_none(tmp_path, offline_hf, tiny_teacher_dir):
+    trainer = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "out", "--max_steps", "1"))
+    train_batch = next(iter(trainer.get_train_dataloader()))
+    student_frames = trainer.model._get_feature_vector_attention_mask(
+        int(trainer.model._get_feat_extract_output_lengths(train_batch["input_values"].shape[1])),
+        train_batch["attention_mask"])
+    assert train_batch["mask_time_indices"].shape == student_frames.shape
+    assert train_batch["mask_time_indices"].any() and not (train_batch["mask_time_indices"] & ~student_frames).any()
+    assert all(item["epoch"] == 0 for item in (trainer.train_dataset[0], trainer.eval_dataset[0]))
+    assert "mask_time_indices" not in next(iter(trainer.get_eval_dataloader()))
+    assert trainer.data_collator.span_mask is not None  # evaluation left the training collator as it was
+    with pytest.raises(ValueError, match="draws no span mask"):
+        type(trainer)(model=trainer.model, args=trainer.args, train_dataset=trainer.train_dataset,
+                      eval_dataset=trainer.eval_dataset, data_collator=speech_data.AudioCollator(),
+                      teacher=trainer.teacher, distillation_args=trainer.distillation_args)
+
+
 def test_streaming_hub_dataset(tmp_path, offline_hf, tiny_teacher_dir, hub_folder, monkeypatch):
     """A `datasets` dataset read with --streaming: per-process batches of different lengths."""
     import datasets
