@@ -23,18 +23,23 @@ item alone: the first conv's GroupNorm and all attention maps see real frames on
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import AutoConfig, AutoModel, AutoModelForCTC, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutput
-from transformers.utils import ModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, logging
 
 try:  # loaded as remote code (a package next to config.json) or from the repo (top-level modules)
     from .configuration_armhubert import ArmHubertConfig
@@ -42,6 +47,8 @@ try:  # loaded as remote code (a package next to config.json) or from the repo (
 except ImportError:
     from configuration_armhubert import ArmHubertConfig
     from span_mask import compute_span_mask
+
+logger = logging.get_logger(__name__)
 
 
 class _GradScale(torch.autograd.Function):
@@ -150,13 +157,23 @@ class ArmHubertFeatureEncoder(nn.Module):
         for param in self.parameters():
             param.requires_grad = False
 
+    def _checkpoints_reentrantly_with_trainable_weights(self) -> bool:
+        return (self.training and torch.is_grad_enabled()
+                and any(layer.gradient_checkpointing for layer in self.conv_layers)
+                and any(param.requires_grad for param in self.parameters()))
+
     def forward(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """input_values (B, S), first_layer_lengths (B,) real steps after the first conv -> (B, C, T)."""
         # For a batch on a CPU the convs run as height-1 2-D convs in channels-last layout, where
         # oneDNN need not reorder every activation: the whole model ran 1.2x faster on 8 x 10 s (2 cores);
         # for one utterance the layout change costs more than it saves. The result, (B, C, T) laid out
         # as (B, T, C), is what the feature projection wants after its transpose.
         channels_last = input_values.device.type == "cpu" and input_values.shape[0] > 1 and not _is_tracing()
         hidden_states = input_values[:, None, None] if channels_last else input_values[:, None]
+        if self._checkpoints_reentrantly_with_trainable_weights():
+            # A reentrant checkpoint only backpropagates into its weights when one of its tensor inputs
+            # requires grad; the waveform never does, so mark it (as HubertFeatureEncoder does).
+            hidden_states = hidden_states.detach().requires_grad_()
         for i, conv_layer in enumerate(self.conv_layers):
             hidden_states = conv_layer(hidden_states, first_layer_lengths if i == 0 else None)
         return hidden_states.squeeze(2) if channels_last else hidden_states
@@ -212,23 +229,59 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
         return self.activation(hidden_states).transpose(1, 2)
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit softmax(Q Kᵀ · scaling + mask) V, Transformers' eager attention with a boolean key mask.
+
+    query, key, value: (B, heads, T, head_dim); attention_mask: (B, 1, 1, T) bool, True = real key.
+    Returns the context (B, T, heads, head_dim) and the probabilities (B, heads, T, T).
+    """
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    scores = torch.matmul(query * scaling, key.transpose(-1, -2))
+    if attention_mask is not None:
+        scores.masked_fill_(~attention_mask, float("-inf"))  # in place: a fresh tensor, not needed backward
+    if scores.dtype == torch.float32 and not torch.is_grad_enabled() and not _is_tracing():
+        # Inference: softmax in place, sparing a (B, heads, T, T) tensor (5% faster on CPU).
+        weights = torch.softmax(scores, dim=-1, out=scores)
+    else:
+        weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
+    context = torch.matmul(F.dropout(weights, p=dropout, training=module.training), value)
+    return context.transpose(1, 2).contiguous(), weights
+
+
 class ArmHubertAttention(nn.Module):
     """Multi-head self-attention, or its attention-map-reusing variant (no query/key projections).
 
-    A normal layer computes its own map with the fused `scaled_dot_product_attention` kernel
-    unless its probabilities are asked for (`output_attentions`, or a following reuse layer in
-    `legacy_double_softmax` mode). A reuse layer applies the map of the nearest preceding normal
-    layer to its own values: in `probs` mode it reruns the fused kernel on that layer's queries and
-    keys (the same probabilities, docs/method.md §1.1, without the (B, heads, T, T) tensor whose
-    memory traffic made reuse layers slower than normal ones on a GPU); in `legacy_double_softmax`
-    mode it applies softmax to the probabilities again, as the authors' code did (always per sample
-    here).
+    `config._attn_implementation` picks the kernel: `"sdpa"` (the default) runs the fused
+    `scaled_dot_product_attention` wherever the probabilities are not needed; `"eager"` computes
+    the explicit softmax everywhere. The probabilities are always explicit when asked for
+    (`output_attentions`) or when a following reuse layer needs them (`legacy_double_softmax`, or
+    any reuse under `"eager"`).
+
+    A reuse layer applies the map of the nearest preceding normal layer to its own values
+    (docs/method.md §1.1): given that layer's stacked queries and keys it reruns the attention
+    kernel on them (the same probabilities, without the (B, heads, T, T) tensor whose memory
+    traffic made reuse layers slower than normal ones on a GPU); given probabilities it multiplies
+    by them, after a second softmax in `legacy_double_softmax` mode (always per sample here).
     """
+
+    is_causal = False  # read by Transformers' attention functions
 
     def __init__(self, config: ArmHubertConfig, reuses_map: bool):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
         self.reuses_map = reuses_map
         self.legacy_double_softmax = config.reuse_mode == "legacy_double_softmax"
         # Reuse layers have no attention dropout (as in the paper's implementation).
@@ -242,6 +295,12 @@ class ArmHubertAttention(nn.Module):
     def _split_heads(self, projected: torch.Tensor) -> torch.Tensor:
         batch, frames, _ = projected.shape
         return projected.view(batch, frames, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _attention_function(self, return_probs: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
+        implementation = self.config._attn_implementation or "sdpa"
+        if return_probs or implementation == "eager":
+            return eager_attention_forward
+        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
 
     def forward(
         self,
@@ -257,7 +316,7 @@ class ArmHubertAttention(nn.Module):
             key_mask: (B, T) bool, True = real frame; padded keys get no weight. None = no padding.
             reused_map: the map of the preceding normal layer (reuse layers only): its probabilities
                 (B, heads, T, T), or its queries and keys stacked, (2, B, heads, T, head_dim), from
-                which the fused kernel recomputes the same probabilities. One tensor, not a pair,
+                which the attention kernel recomputes the same probabilities. One tensor, not a pair,
                 so that gradient checkpointing sees it and carries its gradient.
             return_probs: return the probabilities applied (forces the explicit path).
             return_query_key: (normal layers) return the stacked queries and keys for a reuse layer.
@@ -276,34 +335,27 @@ class ArmHubertAttention(nn.Module):
                 raise ValueError("A reuse layer needs the attention map of a preceding normal layer.")
             if reused_map.dim() == 5:
                 query, key = reused_map.unbind(0)
-                context, weights = F.scaled_dot_product_attention(query, key, value, attn_mask=mask), None
+                context, weights = self._attention_function(return_probs)(
+                    self, query, key, value, mask, scaling=self.scaling, dropout=0.0)
             else:
                 weights = reused_map
                 if self.legacy_double_softmax:
                     if mask is not None:
                         weights = weights.masked_fill(~mask, float("-inf"))
                     weights = torch.softmax(weights.float(), dim=-1).to(value.dtype)
-                context = torch.matmul(weights, value)
+                context = torch.matmul(weights, value).transpose(1, 2)
         else:
             query = self._split_heads(self.q_proj(hidden_states))
             key = self._split_heads(self.k_proj(hidden_states))
-            dropout = self.dropout if self.training else 0.0
-            if return_probs:
-                scores = torch.matmul(query * self.head_dim**-0.5, key.transpose(-1, -2))
-                if mask is not None:
-                    scores.masked_fill_(~mask, float("-inf"))  # in place: a fresh tensor, not needed backward
-                if scores.dtype == torch.float32 and not torch.is_grad_enabled() and not _is_tracing():
-                    # Inference: softmax in place, sparing a (B, heads, T, T) tensor (5% faster on CPU).
-                    weights = torch.softmax(scores, dim=-1, out=scores)
-                else:
-                    weights = torch.softmax(scores.float(), dim=-1).to(value.dtype)
-                context = torch.matmul(F.dropout(weights, p=dropout, training=self.training), value)
-            else:
-                weights = torch.stack([query, key]) if return_query_key else None
-                context = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
+            context, weights = self._attention_function(return_probs)(
+                self, query, key, value, mask, scaling=self.scaling, dropout=self.dropout if self.training else 0.0)
+            if return_query_key:
+                weights = torch.stack([query, key])
+            elif not return_probs:
+                weights = None
 
-        context = context.transpose(1, 2).reshape(batch, frames, hidden)
-        return self.out_proj(context), weights
+        # context: (B, T, heads, head_dim)
+        return self.out_proj(context.reshape(batch, frames, hidden)), weights
 
 
 class ArmHubertFeedForward(nn.Module):
@@ -386,10 +438,11 @@ class ArmHubertEncoder(nn.Module):
         all_attentions, layer_outputs_for_heads = [], []
         reused_map = None
         scale_grads = self.config.layer_grad_scale and torch.is_grad_enabled()
-        legacy = self.config.reuse_mode == "legacy_double_softmax"
+        # A reused map travels as probabilities where the reuse layer needs them (the legacy second
+        # softmax) or where every layer is to use the explicit softmax ("eager"); else as queries and keys.
+        reuse_probs = self.config.reuse_mode == "legacy_double_softmax" or self.config._attn_implementation == "eager"
         for i, layer in enumerate(self.layers):
-            # Probabilities are written out only when asked for or when the legacy reuse needs them.
-            return_probs = output_attentions or (legacy and self.map_is_reused[i])
+            return_probs = output_attentions or (reuse_probs and self.map_is_reused[i])
             return_query_key = self.map_is_reused[i] and not return_probs
             hidden_states, weights = layer(hidden_states, key_mask, reused_map, return_probs, return_query_key)
             if not layer.attention.reuses_map:
@@ -418,37 +471,42 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = "audio"
     supports_gradient_checkpointing = True
+    _supports_sdpa = True
     _no_split_modules = ["ArmHubertEncoderLayer"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, ArmHubertPositionalConvEmbedding):
-            conv = module.conv
-            std = 2 * math.sqrt(1 / (conv.kernel_size[0] * conv.in_channels))
-            weight_v = conv.parametrizations.weight.original1
-            weight_v.normal_(0.0, std)
-            conv.parametrizations.weight.original0.copy_(torch.linalg.vector_norm(weight_v, dim=(0, 1), keepdim=True))
-            conv.bias.zero_()
-        elif isinstance(module, nn.Conv1d) and not hasattr(module, "parametrizations"):
-            nn.init.kaiming_normal_(module.weight)
+        # Transformers calls this once per module that has parameters of its own (children first), so
+        # each parameter is set by the module that owns it. The `init` functions skip tensors loaded
+        # from a checkpoint.
+        if isinstance(module, parametrize.ParametrizationList):
+            # The positional conv's weight norm (the only parametrization here): direction v, norm g.
+            weight_v, weight_g = module.original1, module.original0
+            std = 2 * math.sqrt(1 / (self.config.num_conv_pos_embeddings * self.config.hidden_size))
+            init.normal_(weight_v, 0.0, std)
+            init.copy_(weight_g, torch.linalg.vector_norm(weight_v, dim=(0, 1), keepdim=True))
+        elif isinstance(module, nn.Conv1d):
+            if not parametrize.is_parametrized(module):
+                init.kaiming_normal_(module.weight)
             if module.bias is not None:
-                module.bias.zero_()
+                init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
-            module.weight.normal_(0.0, self.config.initializer_range)
+            init.normal_(module.weight, 0.0, self.config.initializer_range)
             if module.bias is not None:
-                module.bias.zero_()
+                init.zeros_(module.bias)
         elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
-            module.weight.fill_(1.0)
-            module.bias.zero_()
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, nn.LSTM):
             # PyTorch's own LSTM init, restated because weights created on the meta device skip it.
             bound = 1 / math.sqrt(module.hidden_size)
             for param in module.parameters():
-                param.uniform_(-bound, bound)
+                init.uniform_(param, -bound, bound)
         elif isinstance(module, ArmHubertModel):
-            module.masked_spec_embed.uniform_()
+            if module.masked_spec_embed is not None:
+                init.uniform_(module.masked_spec_embed)
         elif isinstance(module, ArmHubertForSuperbCTC):
-            module.layer_weights.zero_()  # every layer weighs the same at the start, as in SUPERB
+            init.zeros_(module.layer_weights)  # every layer weighs the same at the start, as in SUPERB
 
     def _get_feat_extract_output_lengths(self, input_lengths: torch.Tensor | int) -> torch.Tensor | int:
         """Number of conv output frames for inputs of `input_lengths` samples."""
@@ -493,12 +551,14 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
 class ArmHubertModel(ArmHubertPreTrainedModel):
     """The bare student: waveform in, per-layer hidden states (and distillation projections) out."""
 
-    def __init__(self, config: ArmHubertConfig):
+    def __init__(self, config: ArmHubertConfig, use_mask_embedding: bool = True):
+        """`use_mask_embedding=False` (task models that never mask) leaves out `masked_spec_embed`."""
         super().__init__(config)
         self.feature_extractor = ArmHubertFeatureEncoder(config)
         self.feature_projection = ArmHubertFeatureProjection(config)
         # Learned mask embedding, written over masked frames (distillation, SpecAugment).
-        self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size).uniform_())
+        self.masked_spec_embed = (nn.Parameter(torch.empty(config.hidden_size).uniform_()) if use_mask_embedding
+                                  else None)
         self.encoder = ArmHubertEncoder(config)
         if config.has_projection_heads:
             make_head = (nn.Identity if config.projection_dim == config.hidden_size
@@ -605,7 +665,13 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
     ) -> torch.Tensor:
         """Write the mask embedding over `mask_time_indices`, or apply SpecAugment when training."""
         batch, frames, hidden = hidden_states.shape
-        if mask_time_indices is not None:
+        if self.masked_spec_embed is None:
+            if mask_time_indices is not None:
+                raise ValueError("This model has no mask embedding (a task model without SpecAugment time masking); "
+                                 "mask_time_indices cannot be applied.")
+            if not (self.training and self.config.apply_spec_augment and self.config.mask_feature_prob > 0):
+                return hidden_states
+        elif mask_time_indices is not None:
             if mask_time_indices.shape != (batch, frames):
                 raise ValueError(f"mask_time_indices must have shape (batch, frames) = {(batch, frames)}, got "
                                  f"{tuple(mask_time_indices.shape)}; compute frames with "
@@ -614,7 +680,7 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
                                hidden_states)
         if not (self.training and self.config.apply_spec_augment):
             return hidden_states
-        if self.config.mask_time_prob > 0:
+        if self.config.mask_time_prob > 0 and self.masked_spec_embed is not None:
             time_mask = compute_span_mask((batch, frames), self.config.mask_time_prob, self.config.mask_time_length,
                                           attention_mask=key_mask, length_distribution="static",
                                           min_masks=self.config.mask_time_min_masks, no_overlap=False)
@@ -629,15 +695,43 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         return hidden_states
 
 
+def _without_unused_student_parts(config: ArmHubertConfig, model_name: str, uses_heads: bool,
+                                  uses_mask_embedding: bool) -> tuple[ArmHubertConfig, list[str]]:
+    """A task model's copy of `config` without the distillation heads when it does not use them, and the
+    key patterns of the student weights it leaves out (for `_keys_to_ignore_on_load_unexpected`).
+
+    Parameters that never get a gradient would make DistributedDataParallel fail (without
+    find_unused_parameters) and only cost memory, so a task model does not carry them.
+    """
+    dropped, patterns = [], []
+    if config.has_projection_heads and not uses_heads:
+        dropped.append(f"the distillation heads (projection_dim={config.projection_dim})")
+        config = copy.deepcopy(config)
+        config.projection_dim = 0
+    if not uses_heads:
+        patterns.append(r"projection_heads\.")
+    if not uses_mask_embedding:
+        patterns.append(r"masked_spec_embed")
+    if dropped:
+        logger.warning(f"{model_name} does not use {' or '.join(dropped)}: left out of the model (and their weights "
+                       "ignored when loading a student); its config gets projection_dim=0.")
+    return config, patterns
+
+
 class ArmHubertForCTC(ArmHubertPreTrainedModel):
     """ArmHubert with a linear CTC head on the last hidden state, like `HubertForCTC`."""
 
     def __init__(self, config: ArmHubertConfig):
-        super().__init__(config)
         if config.vocab_size is None or config.vocab_size < 1:
             raise ValueError("ArmHubertForCTC needs config.vocab_size (the CTC vocabulary size, blank included); "
                              "pass vocab_size=len(tokenizer) to from_pretrained.")
-        self.armhubert = ArmHubertModel(config)
+        # The mask embedding is used only by SpecAugment's time masking; the heads never.
+        uses_mask_embedding = config.apply_spec_augment and config.mask_time_prob > 0
+        config, ignored = _without_unused_student_parts(config, type(self).__name__, uses_heads=False,
+                                                        uses_mask_embedding=uses_mask_embedding)
+        super().__init__(config)
+        self._keys_to_ignore_on_load_unexpected = ignored
+        self.armhubert = ArmHubertModel(config, use_mask_embedding=uses_mask_embedding)
         self.dropout = nn.Dropout(config.final_dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
@@ -700,15 +794,20 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
     """
 
     def __init__(self, config: ArmHubertConfig):
-        super().__init__(config)
         if config.vocab_size is None or config.vocab_size < 1:
             raise ValueError("ArmHubertForSuperbCTC needs config.vocab_size (the CTC vocabulary size, blank "
                              "included); pass vocab_size=len(tokenizer) to from_pretrained.")
         if config.superb_features == "projected" and not config.has_projection_heads:
             raise ValueError("superb_features='projected' needs the student's distillation heads (projection_dim); "
                              "this student has none: use superb_features='hidden_states'.")
-        self.armhubert = ArmHubertModel(config)
         projected = config.superb_features == "projected"
+        # The frozen student keeps all its weights (its mask embedding too, never trained here, so no
+        # trainable parameter goes unused) except the heads when the features are not the projected ones.
+        config, ignored = _without_unused_student_parts(config, type(self).__name__, uses_heads=projected,
+                                                        uses_mask_embedding=True)
+        super().__init__(config)
+        self._keys_to_ignore_on_load_unexpected = ignored
+        self.armhubert = ArmHubertModel(config)
         num_features = config.num_hidden_layers + (0 if projected else 1)
         feature_dim = config.projection_dim if projected else config.hidden_size
         self.layer_weights = nn.Parameter(torch.zeros(num_features))

@@ -1,9 +1,13 @@
-"""ArmHubertModel / ArmHubertForCTC: presets, attention map reusing, gradient scaling, padding,
-input errors, Auto classes and remote-code loading."""
+"""ArmHubertModel / ArmHubertForCTC / ArmHubertForSuperbCTC: presets, attention map reusing, gradient
+scaling, padding, input errors, Auto classes and remote-code loading, initialisation, attention
+implementations, and a battery in the style of Transformers' model tests (round trips, output shapes,
+batching, training)."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 
 import pytest
 import torch
@@ -11,7 +15,7 @@ from transformers import AutoModel, AutoModelForCTC
 
 from conftest import REPO, bundled_waveforms, pad_batch, run_in_fresh_process, tiny_config
 from configuration_armhubert import ArmHubertConfig
-from modeling_armhubert import ArmHubertAttention, ArmHubertForCTC, ArmHubertModel
+from modeling_armhubert import ArmHubertAttention, ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertModel
 
 # docs/method.md §1: exact parameter counts (with heads, without heads).
 PARAMETER_COUNTS = {
@@ -181,7 +185,10 @@ def test_mask_time_indices_write_the_mask_embedding():
     torch.testing.assert_close(masked_input[0, 15:], plain[0, 15:])
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_gradient_checkpointing_gives_the_same_gradients(use_reentrant):
+    """Reentrant checkpointing only backpropagates into a checkpointed block whose inputs require grad:
+    the conv feature encoder, which reads the waveform, must still get its gradients."""
     waveform = torch.randn(2, 3200, generator=torch.Generator().manual_seed(0))
     grads = []
     for checkpointing in (False, True):
@@ -190,13 +197,18 @@ def test_gradient_checkpointing_gives_the_same_gradients():
                                            feat_proj_dropout=0.0))
         model.train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
         out = model(waveform, output_hidden_states=True)
         sum(p.square().sum() for p in out.projected_hidden_states).backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
     assert model.is_gradient_checkpointing
+    assert grads[1]["feature_extractor.conv_layers.0.conv.weight"] is not None
     for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-7)
+        if grads[0][name] is None:  # masked_spec_embed: no mask here
+            assert grads[1][name] is None, name
+        else:
+            assert grads[1][name] is not None, f"{name} got no gradient with checkpointing"
+            torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-7, msg=name)
 
 
 @pytest.mark.parametrize("make_input, message", [
@@ -320,3 +332,246 @@ def test_fresh_process_loads_with_trust_remote_code(tmp_path, offline_hf, kind):
     assert len(got["hidden"]) == len(expected.hidden_states)
     for a, b in zip(got["hidden"], expected.hidden_states):
         assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# Initialisation on every construction path
+# ----------------------------------------------------------------------------------------------
+
+
+def _superb_config(**overrides) -> ArmHubertConfig:
+    return tiny_config(vocab_size=12, superb_projection_dim=16, superb_lstm_hidden_size=8, **overrides)
+
+
+# Every class, in the configurations that change which parameters it has.
+MODEL_CASES = {
+    "model": (ArmHubertModel, lambda: tiny_config()),
+    "ctc": (ArmHubertForCTC, lambda: tiny_config(vocab_size=12, projection_dim=0, mask_time_prob=0.3)),
+    "superb-projected": (ArmHubertForSuperbCTC, lambda: _superb_config()),
+    "superb-hidden": (ArmHubertForSuperbCTC, lambda: _superb_config(projection_dim=0, superb_features="hidden_states")),
+}
+
+
+def _build(path: str, model_class, config):
+    torch.manual_seed(0)
+    if path == "plain":
+        return model_class(config)
+    if path == "meta":  # empty-weight init: build without memory, then allocate and initialise
+        with torch.device("meta"):
+            model = model_class(config)
+        model.to_empty(device="cpu")
+        model.init_weights()
+        return model
+    return model_class.from_pretrained(None, config=config, state_dict={})  # nothing loaded: all keys missing
+
+
+def _check_documented_init(model, config: ArmHubertConfig) -> None:
+    modules = dict(model.named_modules())
+    for name, param in model.named_parameters():
+        assert torch.isfinite(param).all(), f"{name} is not finite"
+        owner = modules[name.rsplit(".", 1)[0]] if "." in name else model
+        leaf = name.rsplit(".", 1)[-1]
+        if name.endswith("pos_conv_embed.conv.parametrizations.weight.original1"):  # weight-norm direction
+            std = 2 * math.sqrt(1 / (config.num_conv_pos_embeddings * config.hidden_size))
+            assert abs(param.std().item() - std) < 0.1 * std, (name, param.std().item(), std)
+            assert abs(param.mean().item()) < 0.1 * std, name
+        elif name.endswith("pos_conv_embed.conv.parametrizations.weight.original0"):  # weight-norm norm = |v|
+            direction = owner.original1
+            torch.testing.assert_close(param, torch.linalg.vector_norm(direction, dim=(0, 1), keepdim=True), msg=name)
+        elif leaf == "bias":
+            assert torch.equal(param, torch.zeros_like(param)), f"{name} is not zero"
+        elif isinstance(owner, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
+            assert torch.equal(param, torch.ones_like(param)), f"{name} is not one"
+        elif isinstance(owner, torch.nn.Linear):
+            std = config.initializer_range
+            assert abs(param.std().item() - std) < 0.15 * std, (name, param.std().item())
+        elif isinstance(owner, torch.nn.Conv1d):  # conv feature encoder: Kaiming normal
+            std = math.sqrt(2 / (param.shape[1] * param.shape[2]))
+            assert abs(param.std().item() - std) < 0.25 * std, (name, param.std().item(), std)
+        elif isinstance(owner, torch.nn.LSTM):
+            bound = 1 / math.sqrt(owner.hidden_size)
+            assert param.abs().max() <= bound and param.std() > 0.4 * bound, name
+        elif leaf == "masked_spec_embed":  # uniform(0, 1)
+            assert 0 <= param.min() and param.max() <= 1 and abs(param.mean().item() - 0.5) < 0.15, name
+        elif leaf == "layer_weights":
+            assert torch.equal(param, torch.zeros_like(param)), name
+        else:
+            raise AssertionError(f"no documented init for {name}")
+
+
+@pytest.mark.parametrize("path", ["plain", "meta", "from_pretrained"])
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_every_parameter_gets_its_documented_init(case, path):
+    model_class, make_config = MODEL_CASES[case]
+    config = make_config()
+    model = _build(path, model_class, config)
+    _check_documented_init(model, config)
+    values, mask = pad_batch([torch.randn(4000), torch.randn(3000)])
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(values, attention_mask=mask)[0]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention implementations
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reuse_mode", ["probs", "legacy_double_softmax"])
+def test_attn_implementation_sdpa_and_eager_are_honoured_and_agree(tmp_path, monkeypatch, reuse_mode):
+    torch.manual_seed(0)
+    # Layer 2's map is not reused: it runs the fused kernel in both modes.
+    config = tiny_config(reuse_mode=reuse_mode, reuse_pattern=[True, False, True, True])
+    ArmHubertModel(config).save_pretrained(tmp_path)
+    values, mask = pad_batch([torch.randn(5000), torch.randn(3500)])
+    fused_calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *args, **kwargs: fused_calls.append(1) or sdpa(*args, **kwargs))
+    outputs = {}
+    for implementation in (None, "sdpa", "eager"):
+        model = ArmHubertModel.from_pretrained(tmp_path, attn_implementation=implementation).eval()
+        assert model.config._attn_implementation == (implementation or "sdpa")
+        fused_calls.clear()
+        with torch.no_grad():
+            outputs[implementation] = model(values, attention_mask=mask, output_hidden_states=True)
+        # "eager": the explicit softmax everywhere; "sdpa": the fused kernel in every layer that does not
+        # need the probabilities (all layers in "probs" mode, the normal layers not reused in legacy mode).
+        expected_calls = {"eager": 0, "sdpa": 4 if reuse_mode == "probs" else 2}[implementation or "sdpa"]
+        assert len(fused_calls) == expected_calls, (implementation, len(fused_calls))
+    for implementation in ("sdpa", "eager"):
+        for got, want in zip(outputs[implementation].hidden_states, outputs[None].hidden_states):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_attn_implementation_can_be_switched_on_a_model():
+    torch.manual_seed(0)
+    model = ArmHubertModel(tiny_config()).eval()
+    assert model.config._attn_implementation == "sdpa"
+    values = torch.randn(2, 4000)
+    with torch.no_grad():
+        fused = model(values).last_hidden_state
+        model.set_attn_implementation("eager")
+        assert model.config._attn_implementation == "eager"
+        explicit = model(values).last_hidden_state
+    torch.testing.assert_close(fused, explicit, rtol=0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Task models carry only what they use
+# ----------------------------------------------------------------------------------------------
+
+
+def _ctc_batch(vocab_size: int = 12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    values, mask = pad_batch([torch.randn(6000, generator=torch.Generator().manual_seed(1)),
+                              torch.randn(4500, generator=torch.Generator().manual_seed(2))])
+    labels = torch.tensor([[3, 4, 5, 6], [7, 8, -100, -100]]) % vocab_size
+    return values, mask, labels
+
+
+@pytest.mark.parametrize("case", ["ctc", "ctc-from-student-config", "superb-projected", "superb-hidden"])
+def test_task_model_training_step_gives_every_trainable_parameter_a_gradient(case):
+    """A parameter without a gradient makes DistributedDataParallel (without find_unused_parameters) fail."""
+    if case == "ctc-from-student-config":  # heads and no SpecAugment: neither may be carried
+        model_class, config = ArmHubertForCTC, tiny_config(vocab_size=12, mask_time_prob=0.0)
+    else:
+        model_class, make_config = MODEL_CASES[case]
+        config = make_config()
+    torch.manual_seed(0)
+    model = model_class(config).train()
+    values, mask, labels = _ctc_batch()
+    loss = model(values, attention_mask=mask, labels=labels).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable
+    unused = sorted(n for n, p in trainable.items() if p.grad is None)
+    assert not unused, unused
+    assert all(torch.isfinite(p.grad).all() for p in trainable.values())
+    if model_class is ArmHubertForCTC or config.superb_features == "hidden_states":
+        assert model.armhubert.projection_heads is None and model.config.projection_dim == 0
+
+
+def test_loading_a_student_with_heads_into_ctc_drops_them_with_one_log_line(tmp_path, caplog):
+    torch.manual_seed(0)
+    student = ArmHubertModel(tiny_config(vocab_size=12)).eval()
+    assert student.projection_heads is not None
+    student.save_pretrained(tmp_path)
+    with caplog.at_level(logging.INFO):
+        model = ArmHubertForCTC.from_pretrained(tmp_path).eval()
+    notes = [r.getMessage() for r in caplog.records if "distillation heads" in r.getMessage()]
+    assert len(notes) == 1, notes
+    assert "ArmHubertForCTC" in notes[0] and "projection_dim=48" in notes[0]
+    assert model.armhubert.projection_heads is None and model.config.projection_dim == 0
+    assert not any(name.startswith("armhubert.projection_heads") for name in model.state_dict())
+    # The student's weights are all loaded: the encoder gives the student's outputs.
+    values, mask, _ = _ctc_batch()
+    with torch.no_grad():
+        want = student(values, attention_mask=mask).last_hidden_state
+        got = model(values, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Battery in the style of Transformers' model tests
+# ----------------------------------------------------------------------------------------------
+
+
+def _first_output(model, values, mask, **kwargs) -> torch.Tensor:
+    with torch.no_grad():
+        return model(values, attention_mask=mask, **kwargs)[0]
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_save_load_round_trip_gives_the_same_outputs(case, tmp_path):
+    model_class, make_config = MODEL_CASES[case]
+    torch.manual_seed(0)
+    model = model_class(make_config()).eval()
+    model.save_pretrained(tmp_path)
+    loaded = model_class.from_pretrained(tmp_path).eval()
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    values, mask, _ = _ctc_batch()
+    # LSTM weights loaded into a fresh module may be laid out differently: equal up to rounding.
+    torch.testing.assert_close(_first_output(loaded, values, mask), _first_output(model, values, mask), rtol=0,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_output_shapes_with_and_without_return_dict(case):
+    model_class, make_config = MODEL_CASES[case]
+    config = make_config()
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    values, mask, _ = _ctc_batch()
+    frames = int(model._get_feat_extract_output_lengths(values.shape[1]))
+    with torch.no_grad():
+        out = model(values, attention_mask=mask, output_hidden_states=True, output_attentions=True)
+        as_tuple = model(values, attention_mask=mask, output_hidden_states=True, output_attentions=True,
+                         return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    width = config.hidden_size if model_class is ArmHubertModel else config.vocab_size
+    assert out[0].shape == (2, frames, width)
+    assert len(out.hidden_states) == config.num_hidden_layers + 1
+    assert all(h.shape == (2, frames, config.hidden_size) for h in out.hidden_states)
+    assert len(out.attentions) == config.num_hidden_layers
+    assert all(a.shape == (2, config.num_attention_heads, frames, frames) for a in out.attentions)
+    if model_class is ArmHubertModel:
+        assert all(p.shape == (2, frames, config.projection_dim) for p in out.projected_hidden_states)
+    assert len(as_tuple) == len(out.to_tuple())
+    for got, want in zip(as_tuple, out.to_tuple()):
+        if isinstance(want, torch.Tensor):
+            assert torch.equal(got, want)
+        else:
+            assert all(torch.equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("case", sorted(MODEL_CASES))
+def test_batching_equivalence_padded_batch_equals_each_item_alone(case):
+    model_class, make_config = MODEL_CASES[case]
+    torch.manual_seed(0)
+    model = model_class(make_config()).eval()
+    values, mask, _ = _ctc_batch()
+    batched = _first_output(model, values, mask)
+    for b in range(values.shape[0]):
+        length = int(mask[b].sum())
+        alone = _first_output(model, values[b : b + 1, :length], None)
+        torch.testing.assert_close(batched[b, : alone.shape[1]], alone[0], rtol=0, atol=1e-4)
