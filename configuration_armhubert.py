@@ -24,7 +24,7 @@ import json
 import numbers
 import types
 import typing
-from typing import Any, ClassVar
+from typing import Any
 
 from transformers import PretrainedConfig
 
@@ -108,7 +108,6 @@ class ArmHubertConfig(PretrainedConfig):
     """
 
     model_type = "armhubert"
-    presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     vocab_size: int = 32
     hidden_size: int = 480
