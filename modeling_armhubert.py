@@ -471,6 +471,7 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = "audio"
     supports_gradient_checkpointing = True
+    loss_type = "ForCTC"  # the task models' loss; the bare model has none
     _supports_sdpa = True
     _no_split_modules = ["ArmHubertEncoderLayer"]
 
@@ -528,13 +529,10 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
         if labels.numel() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label ids must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
         input_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
-        label_mask = labels >= 0
-        target_lengths = label_mask.sum(-1)
-        flat_targets = labels.masked_select(label_mask)
-        log_probs = F.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
-        with torch.backends.cudnn.flags(enabled=False):
-            return F.ctc_loss(log_probs, flat_targets, input_lengths, target_lengths, blank=self.config.pad_token_id,
-                              reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity)
+        # Transformers' own CTC loss (`loss_type = "ForCTC"`), as HubertForCTC uses it.
+        return self.loss_function(logits=logits, labels=labels, logit_lengths=input_lengths,
+                                  blank_token_id=self.config.pad_token_id, reduction=self.config.ctc_loss_reduction,
+                                  zero_infinity=self.config.ctc_zero_infinity)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # A student saved as any class can be loaded with AutoModel and AutoModelForCTC; a CTC model is

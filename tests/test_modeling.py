@@ -292,6 +292,22 @@ def test_ctc_loss_is_finite_with_padded_labels_and_decreases():
     assert all(p.grad is None for p in model.armhubert.feature_extractor.parameters())
 
 
+def test_ctc_loss_is_pytorchs_ctc_loss_over_real_frames_and_labels():
+    """Transformers' CTC loss gives what torch's ctc_loss gives on the unpadded frames and labels."""
+    torch.manual_seed(0)
+    model = ArmHubertForCTC(tiny_config(vocab_size=12, projection_dim=0, ctc_loss_reduction="sum")).eval()
+    values, mask = pad_batch(bundled_waveforms(count=2))
+    labels = torch.tensor([[3, 4, 5, 6], [7, 8, -100, -100]])
+    with torch.no_grad():
+        out = model(values, attention_mask=mask, labels=labels)
+    frames = model._get_feat_extract_output_lengths(mask.sum(-1))
+    log_probs = torch.log_softmax(out.logits, -1)
+    want = sum(torch.nn.functional.ctc_loss(log_probs[b, : frames[b]], labels[b][labels[b] >= 0][None],
+                                            frames[b : b + 1], (labels[b] >= 0).sum()[None], blank=0, reduction="sum")
+               for b in range(2))
+    torch.testing.assert_close(out.loss, want, rtol=1e-5, atol=1e-4)
+
+
 def test_ctc_loss_ignores_label_padding():
     torch.manual_seed(0)
     model = ArmHubertForCTC(tiny_config(vocab_size=12)).eval()
