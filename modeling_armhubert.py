@@ -471,7 +471,6 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
     main_input_name = "input_values"
     input_modalities = "audio"
     supports_gradient_checkpointing = True
-    loss_type = "ForCTC"  # the task models' loss; the bare model has none
     _supports_sdpa = True
     _no_split_modules = ["ArmHubertEncoderLayer"]
 
@@ -804,6 +803,8 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
         config, ignored = _without_unused_student_parts(config, type(self).__name__, uses_heads=projected,
                                                         uses_mask_embedding=True)
         super().__init__(config)
+        # Transformers picks the loss from the class name, which "ForSuperbCTC" does not match.
+        self.loss_type = "ForCTC"
         self._keys_to_ignore_on_load_unexpected = ignored
         self.armhubert = ArmHubertModel(config)
         num_features = config.num_hidden_layers + (0 if projected else 1)
