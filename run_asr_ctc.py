@@ -23,32 +23,25 @@ between words, <pad> = CTC blank, <unk>) is saved with the feature extractor as 
 Wav2Vec2Processor next to the model, which then works with
 `pipeline("automatic-speech-recognition", model=OUTPUT_DIR, trust_remote_code=True)`.
 
---do_eval (on --eval_splits / --eval_split) and --do_predict (on each of --predict_splits, or
---predict_split) write `<name>_predictions.tsv` (id, reference, hypothesis per utterance) and
+--do_eval (on --eval_splits) and --do_predict (on each of --predict_splits) write
+`<name>_predictions.tsv` (id, reference, hypothesis per utterance) and
 `<name>_results.json` (WER, CER, real-time factor, ...) to --output_dir, with name "eval" or
 "predict_<split>". WER and CER come from `evaluate` metric modules shipped in metrics/, which load
 without the Hub. --max_duration_seconds only limits training: evaluation and prediction score
 every utterance of their split. A YAML recipe from configs/ may come first; any option after it
-overrides it.
+overrides it. The Trainer that evaluates and transcribes, and the model card, are in asr_trainer.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
-import math
-import os
 import re
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import evaluate
-import torch
-from huggingface_hub import ModelCard, ModelCardData
 from transformers import (
     AutoFeatureExtractor,
     HfArgumentParser,
@@ -57,6 +50,7 @@ from transformers import (
     set_seed,
 )
 
+from asr_trainer import CtcTrainer, asr_model_card
 from asr_vocabulary import (
     CtcCollator,
     build_vocabulary,
@@ -68,22 +62,14 @@ from asr_vocabulary import (
 )
 from configuration_armhubert import PRESETS, ArmHubertConfig
 from modeling_armhubert import ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
-from speech_data import (
-    SAMPLING_RATE,
-    DataArguments,
-    SpeechDataset,
-    build_dataset,
-    raw_waveform_feature_extractor,
-    skip_metrics,
-)
-from speech_trainer import SpeechTrainer, resolve_resume_checkpoint, setup_script_logging
+from speech_data import DataArguments, SpeechDataset, build_dataset, raw_waveform_feature_extractor
+from speech_trainer import resolve_resume_checkpoint, setup_script_logging
 from yaml_arguments import parse_config_and_args
 
 logger = logging.getLogger("run_asr_ctc")
 
 REPO = Path(__file__).resolve().parent
 HEADS = {"linear": ArmHubertForCTC, "superb": ArmHubertForSuperbCTC}
-PIPELINE_MODULE = REPO / "asr_pipeline.py"
 # What `pipeline("automatic-speech-recognition", model=DIR, trust_remote_code=True)` builds for our models.
 CUSTOM_PIPELINES = {"automatic-speech-recognition": {
     "impl": "asr_pipeline.ArmHubertSpeechRecognitionPipeline", "pt": ["AutoModelForCTC"], "type": "multimodal"}}
@@ -150,13 +136,13 @@ class ModelArguments:
 class AsrDataArguments(DataArguments):
     """The shared data arguments of speech_data.py, plus transcripts, prediction splits and metrics."""
 
-    crop_to_max_duration: bool = field(default=False, metadata={
-        "help": "Must stay false for CTC: a cropped utterance no longer matches its transcript. Utterances longer "
-                "than --max_duration_seconds are dropped from training instead."})
-    predict_splits: list[str] = field(default_factory=lambda: ["test-clean"], metadata={
-        "help": "With --librispeech_root: the split folders --do_predict transcribes, each scored on its own."})
-    predict_split: str = field(default="test", metadata={
-        "help": "With --dataset_name: the split (or split expression) --do_predict transcribes."})
+    # Not an option: a cropped utterance no longer matches its transcript, so training drops
+    # utterances longer than --max_duration_seconds instead (init=False hides it from the parser).
+    crop_to_max_duration: bool = field(default=False, init=False)
+    predict_splits: list[str] | None = field(default=None, metadata={
+        "help": "What --do_predict transcribes, each split scored on its own. With --librispeech_root: split "
+                "folders (default: test-clean). With --dataset_name: split names or expressions, e.g. "
+                "'test[:100]' (default: test)."})
     max_predict_samples: int | None = field(default=None, metadata={
         "help": "Transcribe only the first N utterances of each prediction split, for quick runs."})
     chars_to_ignore: str = field(default="", metadata={
@@ -174,9 +160,11 @@ class AsrDataArguments(DataArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.crop_to_max_duration:
-            raise ValueError("--crop_to_max_duration true cannot be used for CTC: a cropped utterance no longer "
-                             "matches its transcript. Leave it false; longer utterances are then dropped.")
+        if self.predict_splits is None:
+            self.predict_splits = ["test-clean"] if self.librispeech_root is not None else ["test"]
+        if not self.predict_splits or not all(self.predict_splits):
+            raise ValueError(f"--predict_splits needs at least one split name, and no empty one; "
+                             f"got {self.predict_splits}.")
         if self.max_predict_samples is not None and self.max_predict_samples < 1:
             raise ValueError(f"--max_predict_samples must be a positive integer; got {self.max_predict_samples}.")
 
@@ -208,14 +196,10 @@ def build_datasets(data_args: AsrDataArguments, training_args: TrainingArguments
     if training_args.do_eval:
         result["eval"] = build_dataset(whole, "eval", seed=seed)
     if training_args.do_predict:
-        if data_args.librispeech_root is not None:
-            for split in data_args.predict_splits:
-                one = replace(whole, eval_splits=[split], max_eval_samples=data_args.max_predict_samples)
-                result["predict"][split_name(split)] = build_dataset(one, "eval", seed=seed, purpose="prediction")
-        else:
-            one = replace(whole, eval_split=data_args.predict_split, max_eval_samples=data_args.max_predict_samples)
-            result["predict"][split_name(data_args.predict_split)] = build_dataset(one, "eval", seed=seed,
-                                                                                   purpose="prediction")
+        for split in data_args.predict_splits:
+            one = replace(whole, eval_splits=[split], max_eval_samples=data_args.max_predict_samples)
+            result["predict"][split_name(split)] = build_dataset(one, "eval", seed=seed, purpose="prediction",
+                                                                 option="--predict_splits")
     return result
 
 
@@ -356,211 +340,6 @@ def student_feature_extractor(source: str | None, cache_dir: str | None):
         except (OSError, ValueError):
             pass
     return raw_waveform_feature_extractor()
-
-
-# ----------------------------------------------------------------------------------------------
-# Trainer
-# ----------------------------------------------------------------------------------------------
-
-
-class CtcTrainer(SpeechTrainer):
-    """A Trainer for CTC models whose batches come from `CtcCollator`.
-
-    Training counts skipped (unreadable) audio files and characters that became <unk>, and logs
-    both. `evaluate` (also run during training with --eval_strategy) and `transcribe` decode
-    greedily, score WER and CER with `evaluate`, measure the real-time factor, and write
-    per-utterance hypotheses and a summary.
-    """
-
-    def __init__(self, *args, wer_metric: str, cer_metric: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.wer_metric, self.cer_metric = wer_metric, cer_metric
-        self.unknown_characters = 0
-
-    @property
-    def tokenizer(self):
-        return self.processing_class.tokenizer
-
-    @staticmethod
-    def _pop_bookkeeping(inputs: dict[str, Any]) -> tuple[list[str], list[str], int]:
-        """Take (texts, ids, unknown characters) out of a batch (`num_skipped` is taken by `count_skipped`)."""
-        unknown = inputs.pop("num_unknown_chars", None)
-        return inputs.pop("text", []), inputs.pop("id", []), int(unknown) if unknown is not None else 0
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.count_skipped(inputs)
-        _, _, unknown = self._pop_bookkeeping(inputs)
-        self.unknown_characters += unknown
-        if self.is_empty(inputs):
-            loss = self.zero_loss(model)
-            return (loss, None) if return_outputs else loss
-        outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
-                        labels=inputs["labels"])
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:
-            logs["unknown_characters"] = self.unknown_characters
-        super().log(logs, start_time)
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:  # the pipeline class named in config.custom_pipelines travels with the model
-            target = Path(output_dir if output_dir is not None else self.args.output_dir) / PIPELINE_MODULE.name
-            target.write_text(PIPELINE_MODULE.read_text())
-
-    # -- evaluation ---------------------------------------------------------------------------
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        metrics = self.transcribe(dataset, metric_key_prefix, self.get_eval_dataloader(dataset))
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
-
-    def transcribe(self, dataset, name: str, dataloader=None) -> dict[str, float]:
-        """Greedy CTC transcription of `dataset`; writes `<name>_predictions.tsv` and returns the metrics.
-
-        Metrics (prefixed "<name>_"): wer, cer (when there are references), loss, rtf = decode time /
-        audio duration (decode time = model forward + greedy decoding, without data loading), and
-        the counts of utterances, audio seconds, characters that became <unk>, and files left out
-        (`skipped_files` and one `skipped_files_<reason>` per `speech_data.SKIP_REASONS`).
-        """
-        dataloader = dataloader if dataloader is not None else self.get_test_dataloader(dataset)
-        model = self.model
-        model.eval()
-        tokenizer = self.tokenizer
-        on_gpu = self.args.device.type == "cuda"
-        rows: list[tuple[str, str, str, float, float]] = []  # id, reference, hypothesis, seconds, decode seconds
-        loss_total, loss_items, skipped_total, unknown_total = 0.0, 0, 0, 0
-        for batch in dataloader:
-            texts, ids, unknown = self._pop_bookkeeping(batch)
-            skipped_total += int(batch.pop("num_skipped", 0))  # counted per split, not into training's count
-            unknown_total += unknown
-            if self.is_empty(batch):
-                continue
-            batch = self._prepare_inputs(batch)
-            values, attention_mask, labels = batch["input_values"], batch["attention_mask"], batch.get("labels")
-            if on_gpu:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            with torch.no_grad(), self.autocast_smart_context_manager():
-                logits = model(input_values=values, attention_mask=attention_mask).logits
-            frames = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).tolist()
-            predicted = logits.argmax(dim=-1).cpu()
-            # Only each utterance's own frames: what the pipeline decodes for that utterance alone.
-            hypotheses = [tokenizer.decode(predicted[i, :n].tolist(), skip_special_tokens=False)
-                          for i, n in enumerate(frames)]
-            if on_gpu:
-                torch.cuda.synchronize()
-            share = (time.perf_counter() - start) / len(hypotheses)
-            seconds = (attention_mask.sum(-1).float() / SAMPLING_RATE).tolist()
-            if labels is not None and labels.numel() and any(texts):
-                with torch.no_grad():
-                    loss = model.ctc_loss(logits.float(), labels, attention_mask)
-                loss_total += float(loss) * (len(hypotheses) if model.config.ctc_loss_reduction == "mean" else 1)
-                loss_items += len(hypotheses)
-            batch_rows = list(zip(ids, texts, hypotheses, seconds, [share] * len(hypotheses)))
-            if self.accelerator.num_processes > 1:  # every process transcribed its own share of the batches
-                batch_rows = self.accelerator.gather_for_metrics(batch_rows, use_gather_object=True)
-            rows.extend(batch_rows)
-
-        counts = torch.tensor([loss_total, loss_items, skipped_total, unknown_total], device=self.args.device)
-        loss_total, loss_items, skipped_total, unknown_total = self.accelerator.reduce(counts, "sum").tolist()
-        audio_seconds = sum(row[3] for row in rows)
-        decode_seconds = sum(row[4] for row in rows)
-        metrics: dict[str, float] = {
-            "utterances": len(rows), "audio_seconds": audio_seconds, "decode_seconds": decode_seconds,
-            "rtf": decode_seconds / audio_seconds if audio_seconds else math.nan,
-            "unknown_characters": int(unknown_total), **skip_metrics(dataset, int(skipped_total)),
-        }
-        references = [row[1] for row in rows]
-        if any(references):
-            hypotheses = [row[2] for row in rows]
-            metrics["wer"] = load_metric(self.wer_metric).compute(predictions=hypotheses, references=references)
-            metrics["cer"] = load_metric(self.cer_metric).compute(predictions=hypotheses, references=references)
-        if loss_items:
-            metrics["loss"] = loss_total / loss_items
-        metrics = {f"{name}_{key}": value for key, value in metrics.items()}
-        if self.is_world_process_zero():
-            write_predictions(Path(self.args.output_dir) / f"{name}_predictions.tsv", rows)
-        return metrics
-
-
-def asr_model_card(model, model_args: ModelArguments, data_args: AsrDataArguments,
-                   training_args: TrainingArguments, metrics: dict[str, float]) -> ModelCard:
-    """A model card for a fine-tuned model: what it is, how to use it, its results and recipe."""
-    name = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
-    source = model_args.model_name_or_path or f"preset {model_args.student_preset}"
-    is_hub_id = "/" in source and not os.path.exists(source) and not source.endswith(".ckpt")
-    superb = isinstance(model, ArmHubertForSuperbCTC)
-    head = (f"the SUPERB ASR protocol: the student frozen, a softmax-weighted sum of its "
-            f"{model.config.superb_features.replace('_', ' ')} features, {model.config.superb_lstm_layers} BiLSTM "
-            f"layers of {model.config.superb_lstm_hidden_size} units and a character CTC layer" if superb
-            else "a character CTC layer on the last layer, the whole student fine-tuned (conv encoder frozen)")
-    data = (f"LibriSpeech {' + '.join(data_args.train_splits)}" if data_args.librispeech_root
-            else f"{data_args.dataset_name} ({data_args.train_split})")
-    length = (f"{training_args.max_steps} steps" if training_args.max_steps > 0
-              else f"{training_args.num_train_epochs:g} epochs")
-    batch = (f"{training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} "
-             f"accumulation x {training_args.world_size} processes")
-    optimizer = getattr(training_args.optim, "value", training_args.optim)
-    schedule = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
-    eval_split = " + ".join(data_args.eval_splits) if data_args.librispeech_root else data_args.eval_split
-    results = ["| split | WER | CER | real-time factor |", "|---|---|---|---|"]
-    for prefix in sorted({key.rsplit("_", 1)[0] for key in metrics if key.endswith("_wer")}):
-        split = eval_split if prefix == "eval" else prefix.removeprefix("predict_")
-        results.append(f"| {split} | {100 * metrics[prefix + '_wer']:.2f} % | "
-                       f"{100 * metrics[prefix + '_cer']:.2f} % | {metrics[prefix + '_rtf']:.4f} |")
-    card_data = ModelCardData(library_name="transformers", pipeline_tag="automatic-speech-recognition",
-                              tags=["audio", "speech", "ctc", "armhubert", "recycle-and-distill"]
-                              + (["superb"] if superb else []),
-                              base_model=source if is_hub_id else None, metrics=["wer", "cer"], license="mit")
-    return ModelCard(f"""---
-{card_data.to_yaml()}
----
-
-# {name}
-
-Speech recognition with an ArmHubert student (Recycle-and-Distill, [paper](https://arxiv.org/abs/2305.11685))
-from `{source}`, with {head}. Greedy CTC decoding over upper-case characters, no language model.
-
-## Usage
-
-```python
-from transformers import pipeline
-
-asr = pipeline("automatic-speech-recognition", model="{name}", trust_remote_code=True)
-asr("speech.flac")["text"]          # or a 16 kHz float waveform
-```
-
-## Results
-
-{chr(10).join(results) if len(results) > 2 else "No evaluation was run."}
-
-## Training
-
-Fine-tuned with `run_asr_ctc.py` of the armhubert project on {data}: {length}, batch {batch},
-{optimizer} lr {training_args.learning_rate:g} ({schedule} schedule), weight decay {training_args.weight_decay:g}.
-""")
-
-
-def load_metric(path_or_name: str):
-    return evaluate.load(path_or_name, keep_in_memory=True)
-
-
-def write_predictions(path: Path, rows: list[tuple[str, str, str, float, float]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(["id", "reference", "hypothesis"])
-        writer.writerows(row[:3] for row in rows)
-
-
-def read_predictions(path: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of a `*_predictions.tsv` file: [{"id", "reference", "hypothesis"}, ...]."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ class ModelArguments:
         "help": f"Student architecture, one of {sorted(PRESETS)}. Its heads are sized from the teacher."})
     student_config: str | None = field(default=None, metadata={
         "help": "A config.json of an ArmHubertConfig to use instead of --student_preset."})
-    student_overrides: str | None = field(default=None, metadata={
+    config_overrides: str | None = field(default=None, metadata={
         "help": "JSON object of ArmHubertConfig fields to change, e.g. '{\"hidden_dropout\": 0.0}'; applied after "
                 "--student_preset or --student_config. Unknown fields and values of the wrong type are refused."})
     teacher_layer_map: list[int] | None = field(default=None, metadata={
@@ -57,7 +57,7 @@ class ModelArguments:
 
     def __post_init__(self) -> None:
         # A typo in the overrides stops the run here, before the teacher and the data are loaded.
-        ArmHubertConfig.parse_overrides(self.student_overrides, "--student_overrides")
+        ArmHubertConfig.parse_overrides(self.config_overrides, "--config_overrides")
 
 
 def build_student(model_args: ModelArguments, teacher_hidden_size: int) -> ArmHubertModel:
@@ -67,7 +67,7 @@ def build_student(model_args: ModelArguments, teacher_hidden_size: int) -> ArmHu
         config = ArmHubertConfig.from_preset(model_args.student_preset)
     # The distillation mask is passed explicitly, so the student's own SpecAugment stays off. The user's
     # overrides come last and the result is validated like a new config, whatever its source.
-    config = config.with_overrides(model_args.student_overrides, "--student_overrides",
+    config = config.with_overrides(model_args.config_overrides, "--config_overrides",
                                    projection_dim=teacher_hidden_size, mask_time_prob=0.0)
     return ArmHubertModel(config)
 
@@ -197,11 +197,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 def recipe_summary(model_args, distill_args, data_args, training_args, layer_map) -> dict[str, object]:
     """The settings a reader of the model card needs to reproduce the run."""
     data = (f"LibriSpeech {' + '.join(data_args.train_splits)}" if data_args.librispeech_root
-            else f"{data_args.dataset_name} ({data_args.train_split})")
+            else f"{data_args.dataset_name} ({' + '.join(data_args.train_splits)})")
     return {
         "teacher": model_args.teacher,
         "student": " ".join(filter(None, [model_args.student_config or model_args.student_preset,
-                                          model_args.student_overrides])),
+                                          model_args.config_overrides])),
         "teacher layers": " ".join(map(str, layer_map)),
         "data": data,
         "mask": f"prob {distill_args.mask_prob}, length {distill_args.mask_length} "

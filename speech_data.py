@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import re
 import warnings
@@ -419,7 +418,8 @@ def hub_dataset(
         missing = [s for s in _split_names(split) if s not in available]
         if missing:
             raise ValueError(
-                f"dataset {name!r} (config {config!r}) has no split {missing[0]!r}; available splits: {available}."
+                f"dataset {name!r} (config {config!r}) has no split {missing[0]!r}; available splits: {available}. "
+                "Name them with --train_splits, --eval_splits or --predict_splits."
             ) from err
         raise
     except datasets.exceptions.DatasetGenerationError as err:
@@ -516,15 +516,6 @@ class DataArguments:
         metadata={"help": "Local LibriSpeech corpus in its original layout: the folder containing LibriSpeech/ "
                           "(or LibriSpeech/ itself). Use this or --dataset_name."},
     )
-    train_splits: list[str] = field(
-        default_factory=lambda: ["train-clean-100"],
-        metadata={"help": "LibriSpeech split folders to train on, e.g. "
-                          "train-clean-100 train-clean-360 train-other-500."},
-    )
-    eval_splits: list[str] = field(
-        default_factory=lambda: ["dev-clean"],
-        metadata={"help": "LibriSpeech split folders to evaluate on."},
-    )
     dataset_name: str | None = field(
         default=None,
         metadata={"help": "A `datasets` dataset to read instead of a LibriSpeech folder: a hub name or a local "
@@ -533,10 +524,18 @@ class DataArguments:
     dataset_config: str | None = field(
         default=None, metadata={"help": "Configuration name of --dataset_name, if it has several."}
     )
-    train_split: str = field(
-        default="train", metadata={"help": "Split of --dataset_name to train on (slices such as 'train[:1000]' work)."}
+    train_splits: list[str] | None = field(
+        default=None,
+        metadata={"help": "What to train on. With --librispeech_root: split folders, e.g. train-clean-100 "
+                          "train-clean-360 train-other-500 (default: train-clean-100). With --dataset_name: split "
+                          "names or expressions, e.g. train.100 or 'train[:1000]', joined into one "
+                          "(default: train)."},
     )
-    eval_split: str = field(default="validation", metadata={"help": "Split of --dataset_name to evaluate on."})
+    eval_splits: list[str] | None = field(
+        default=None,
+        metadata={"help": "What to evaluate on, read like --train_splits (default: dev-clean with "
+                          "--librispeech_root, validation with --dataset_name)."},
+    )
     audio_column: str = field(default="audio", metadata={"help": "Column of --dataset_name holding the audio."})
     text_column: str = field(
         default="text",
@@ -551,15 +550,14 @@ class DataArguments:
     )
     max_duration_seconds: float | None = field(
         default=None,
-        metadata={"help": "Longest audio to use, in seconds (default: no limit, as in the paper). What happens to "
-                          "longer utterances is set by --crop_to_max_duration."},
+        metadata={"help": "Longest audio to use, in seconds (default: no limit, as in the paper). run_distill.py "
+                          "crops or drops longer utterances (--crop_to_max_duration); run_asr_ctc.py drops them "
+                          "from its training data."},
     )
     crop_to_max_duration: bool = field(
         default=True,
         metadata={"help": "With --max_duration_seconds: crop longer utterances to a random window of that length, "
-                          "drawn anew for each (seed, item, epoch) (true; for distillation, where there are no "
-                          "labels), or drop them (false; for CTC fine-tuning, where a crop would no longer match "
-                          "its transcript)."},
+                          "drawn anew for each (seed, item, epoch) (true), or drop them (false)."},
     )
     min_duration_seconds: float = field(
         default=RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE,
@@ -588,6 +586,15 @@ class DataArguments:
                 f"--dataset_name (a `datasets` dataset); got librispeech_root={self.librispeech_root!r}, "
                 f"dataset_name={self.dataset_name!r}."
             )
+        # The defaults depend on the source: LibriSpeech names its splits by folder, `datasets` by role.
+        librispeech = self.librispeech_root is not None
+        if self.train_splits is None:
+            self.train_splits = ["train-clean-100"] if librispeech else ["train"]
+        if self.eval_splits is None:
+            self.eval_splits = ["dev-clean"] if librispeech else ["validation"]
+        for name in ("train_splits", "eval_splits"):
+            if not getattr(self, name) or not all(getattr(self, name)):
+                raise ValueError(f"--{name} needs at least one split name, and no empty one; got {getattr(self, name)}.")
         if self.streaming and self.librispeech_root is not None:
             raise ValueError("--streaming applies to --dataset_name only; a LibriSpeech folder is indexed instead.")
         if self.min_audio_samples < RECEPTIVE_FIELD_SAMPLES:
@@ -785,7 +792,7 @@ def _filter_by_length(index: datasets.Dataset, min_length: int, max_length: int 
 
 
 def _check_not_empty(index: datasets.Dataset, skipped: Skipped, out_of_range: int, what: str,
-                     data_args: DataArguments, is_train: bool) -> None:
+                     data_args: DataArguments, option: str) -> None:
     """Stop at start-up, saying why, when a split has no usable utterance left (rather than
     failing in the first batch, or after training at the first evaluation)."""
     if len(index):
@@ -803,20 +810,22 @@ def _check_not_empty(index: datasets.Dataset, skipped: Skipped, out_of_range: in
         why = ("it holds no utterances (no <speaker>/<chapter>/*.trans.txt transcripts in it)."
                if data_args.librispeech_root is not None else "it has no rows.")
         fix = "Check the path and the split names"
-    option = (("--train_splits" if is_train else "--eval_splits") if data_args.librispeech_root is not None
-              else ("--train_split" if is_train else "--eval_split"))
     raise ValueError(f"No usable utterance in the {what} ({option}): {why} {fix}, or choose another split.")
 
 
-def build_dataset(data_args: DataArguments, split: Literal["train", "eval"],
-                  seed: int = 0, purpose: str | None = None) -> SpeechDataset | StreamingSpeechDataset:
+def build_dataset(data_args: DataArguments, split: Literal["train", "eval"], seed: int = 0,
+                  purpose: str | None = None, option: str | None = None) -> SpeechDataset | StreamingSpeechDataset:
     """The training or evaluation dataset described by `data_args`.
 
     Args:
         data_args: the data source and filters.
-        split: "train" (train_splits / train_split) or "eval" (eval_splits / eval_split).
+        split: "train" (`train_splits`) or "eval" (`eval_splits`). With --librispeech_root these
+            are split folders; with --dataset_name split names or expressions, read as one split
+            joined with "+" (["train", "validation[:10]"] -> "train+validation[:10]").
         seed: seeds the crop windows and the streaming shuffle (pass TrainingArguments.seed).
         purpose: what the data is for, in error messages (default "training" / "evaluation").
+        option: the option that named the splits, in error messages (default "--train_splits" /
+            "--eval_splits").
 
     Returns:
         A map-style `SpeechDataset`, or a `StreamingSpeechDataset` when
@@ -837,14 +846,14 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"],
     limits = dict(min_length=data_args.min_audio_samples, max_length=data_args.max_audio_samples,
                   crop=data_args.crop_to_max_duration, seed=seed)
     text_column = data_args.text_column or None
+    splits = data_args.train_splits if is_train else data_args.eval_splits
 
     if data_args.librispeech_root is not None:
-        splits = data_args.train_splits if is_train else data_args.eval_splits
         index, skipped = _librispeech_index(data_args.librispeech_root, splits, data_args.preprocessing_num_workers)
         audio_column = "path"
         where = f"LibriSpeech {_librispeech_where(data_args.librispeech_root, splits)}"
     else:
-        hub_split = data_args.train_split if is_train else data_args.eval_split
+        hub_split = "+".join(splits)
         hub = hub_dataset(data_args.dataset_name, data_args.dataset_config, hub_split,
                           data_args.audio_column, text_column, streaming=data_args.streaming)
         where = f"{data_args.dataset_name} split {hub_split!r}"
@@ -861,7 +870,8 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"],
         index, data_args.min_audio_samples, None if data_args.crop_to_max_duration else data_args.max_audio_samples,
         where)
     what = f"{purpose or ('training' if is_train else 'evaluation')} data, {where}"
-    _check_not_empty(index, skipped, out_of_range, what, data_args, is_train)
+    option = option or ("--train_splits" if is_train else "--eval_splits")
+    _check_not_empty(index, skipped, out_of_range, what, data_args, option)
     if max_items is not None:
         index = index.select(range(min(max_items, len(index))))
     return SpeechDataset(index, audio_column, skipped=skipped, **limits)
@@ -891,8 +901,8 @@ class AudioCollator:
         ``num_skipped``: long scalar tensor, how many None items were dropped;
         ``mask_time_indices``: bool (B, T), only with `span_mask`: the frames to
         mask, T the number of frames the model makes of S samples.
-        B is the number of non-None items and S the longest of them (rounded up
-        to `pad_to_multiple_of`). If every item is None, the batch is empty:
+        B is the number of non-None items and S the longest of them. If every
+        item is None, the batch is empty:
         ``input_values`` and ``attention_mask`` of shape (0, 0), ``num_skipped``
         = number of items, no ``text``; test ``input_values.shape[0] == 0``.
 
@@ -903,7 +913,6 @@ class AudioCollator:
     is collated.
     """
 
-    pad_to_multiple_of: int | None = None
     span_mask: BatchMasker | None = None
 
     def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
@@ -917,8 +926,6 @@ class AudioCollator:
             }
         lengths = [len(item["input_values"]) for item in present]
         width = max(lengths)
-        if self.pad_to_multiple_of:
-            width = math.ceil(width / self.pad_to_multiple_of) * self.pad_to_multiple_of
         input_values = torch.zeros(len(present), width, dtype=torch.float32)
         attention_mask = torch.zeros(len(present), width, dtype=torch.long)
         for row, (item, length) in enumerate(zip(present, lengths)):

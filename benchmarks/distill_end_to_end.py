@@ -129,7 +129,7 @@ def run_variant(name: str, args: argparse.Namespace, teacher_dir: Path, corpus: 
         "--gradient_accumulation_steps", "1", "--logging_steps", str(10**6), "--disable_tqdm", "true",
         "--dataloader_num_workers", str(args.workers), "--precision", args.precision,
         "--train_sampling_strategy", "group_by_length", "--learning_rate", "5e-4", "--seed", "0",
-        *(["--student_overrides", json.dumps(TINY_OVERRIDES)] if args.tiny else []),
+        *(["--config_overrides", json.dumps(TINY_OVERRIDES)] if args.tiny else []),
         *(["--use_cpu", "true"] if args.device == "cpu" else []),
         *VARIANTS[name],
     ]

@@ -29,7 +29,7 @@ exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
     DEVICE=cpu PRECISION=no TEACHER_SIZE=tiny UTTERANCES=24 SCALE=0.15 BATCH=4
-    STUDENT=(--student_overrides '{"num_hidden_layers": 2, "reuse_pattern": [true, false], "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 96, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4, "conv_dim": [16, 32, 32, 32, 32, 32, 64, 64, 64]}')
+    STUDENT=(--config_overrides '{"num_hidden_layers": 2, "reuse_pattern": [true, false], "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 96, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4, "conv_dim": [16, 32, 32, 32, 32, 32, 64, 64, 64]}')
     E2E=(--tiny --warmup 1 --steps 2 --variants default no-workers)
     STEP=(--tiny --seconds 1 --warmup 1 --steps 1 --variants default no-shared-features)
     SPEED=(--tiny --seconds 1 --warmup 1 --repeats 1 --no-quiet-gate)

@@ -24,6 +24,7 @@ from transformers import AutoModelForCTC, Wav2Vec2Processor
 
 from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch, tiny_config
 import run_asr_ctc
+from asr_trainer import read_predictions
 from asr_vocabulary import CtcCollator, build_vocabulary, create_tokenizer, normalize_transcript
 from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertModel
 
@@ -307,7 +308,7 @@ def test_superb_run_keeps_the_student_weights(superb_run, student_dir):
 @pytest.mark.parametrize("name, split, count", [("eval", "dev-clean", 3), ("predict_test-clean", "test-clean", 4)])
 def test_summaries_match_a_direct_computation_on_the_written_hypotheses(request, run_name, name, split, count):
     run = request.getfixturevalue(run_name)
-    rows = run_asr_ctc.read_predictions(run / f"{name}_predictions.tsv")
+    rows = read_predictions(run / f"{name}_predictions.tsv")
     summary = json.loads((run / f"{name}_results.json").read_text())
     expected = transcripts(split)
     assert len(rows) == count == summary[f"{name}_utterances"]
@@ -346,7 +347,7 @@ json.dump(results, open(result_file, "w"))
 def test_pipeline_transcribes_files_and_arrays_like_do_predict(linear_run, superb_run, predict_only_run, tmp_path):
     runs = {linear_run: (linear_run, "ArmHubertForCTC"), superb_run: (superb_run, "ArmHubertForSuperbCTC"),
             predict_only_run.parent / "untrained": (predict_only_run, "ArmHubertForCTC")}
-    rows = run_asr_ctc.read_predictions(linear_run / "predict_test-clean_predictions.tsv")
+    rows = read_predictions(linear_run / "predict_test-clean_predictions.tsv")
     files = [str(audio_path(row["id"])) for row in rows]
     # A new process outside the repo, as a user would: the model directory brings all the code.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -360,7 +361,7 @@ def test_pipeline_transcribes_files_and_arrays_like_do_predict(linear_run, super
         assert result["class"].endswith("asr_pipeline.ArmHubertSpeechRecognitionPipeline")
         assert result["model"] == model_class
         predicted = {row["id"]: row["hypothesis"]
-                     for row in run_asr_ctc.read_predictions(predictions_dir / "predict_test-clean_predictions.tsv")}
+                     for row in read_predictions(predictions_dir / "predict_test-clean_predictions.tsv")}
         expected = [predicted[row["id"]] for row in rows]
         assert result["file"] == expected and result["array"] == expected, model_dir.name
     untrained = results[str(predict_only_run.parent / "untrained")]["file"]
@@ -409,7 +410,6 @@ def test_superb_librispeech_recipe_is_superbs_asr_setting():
     (["--do_predict", "--predict_splits", "test-other"], FileNotFoundError, r"'test-other' not found.*test-clean"),
     (["--do_train", "--do_eval", "--eval_splits", "dev-other"], FileNotFoundError, r"'dev-other' not found.*dev-clean"),
     (["--do_train", "--text_column", ""], ValueError, "need transcripts"),
-    (["--do_train", "--crop_to_max_duration", "true", "--max_duration_seconds", "3"], ValueError, "cropped"),
     (["--do_predict", "--max_predict_samples", "1"], ValueError, "student without a CTC head"),
 ])
 def test_clear_errors_on_the_librispeech_folder(student_dir, tmp_path, extra, error, message):
@@ -418,9 +418,22 @@ def test_clear_errors_on_the_librispeech_folder(student_dir, tmp_path, extra, er
                           "--output_dir", str(tmp_path), "--report_to", "none", *extra])
 
 
+@pytest.mark.parametrize("old", [
+    ["--crop_to_max_duration", "false"],  # CTC never crops: a crop would no longer match its transcript
+    ["--student_overrides", "{}"],  # the distillation script's former name of --config_overrides
+])
+def test_options_that_are_gone_are_refused(old):
+    with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \[" + repr(old[0])):
+        run_asr_ctc.parse_args(["--student_preset", "armhubert", "--librispeech_root", str(CORPUS),
+                                "--report_to", "none", *old])
+    _, data, _ = run_asr_ctc.parse_args(["--student_preset", "armhubert", "--librispeech_root", str(CORPUS),
+                                         "--max_duration_seconds", "3", "--report_to", "none"])
+    assert data.crop_to_max_duration is False
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--text_column", "transcript"], r"no text column 'transcript'.*'sentence'.*--text_column"),
-    (["--text_column", "sentence", "--do_predict", "--predict_split", "test"], r"no split 'test'.*'validation'"),
+    (["--text_column", "sentence", "--do_predict", "--predict_splits", "test"], r"no split 'test'.*'validation'"),
 ])
 def test_clear_errors_on_a_datasets_dataset(student_dir, hub_folder, tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
@@ -433,9 +446,9 @@ def test_a_datasets_dataset_trains_and_is_scored(student_dir, hub_folder, tmp_pa
     metrics = run_asr_ctc.main([
         "--model_name_or_path", str(student_dir), "--dataset_name", str(folder), "--text_column", "sentence",
         "--output_dir", str(tmp_path), "--report_to", "none", "--do_train", "--max_steps", "2",
-        "--max_train_samples", "4", "--do_predict", "--predict_split", "validation[:2]",
+        "--max_train_samples", "4", "--do_predict", "--predict_splits", "validation[:2]",
         "--per_device_train_batch_size", "2", "--dataloader_pin_memory", "false"])
-    rows = run_asr_ctc.read_predictions(tmp_path / "predict_validation_2_predictions.tsv")
+    rows = read_predictions(tmp_path / "predict_validation_2_predictions.tsv")
     assert [row["reference"] for row in rows] == [originals[row["id"]]["text"] for row in rows] and len(rows) == 2
     assert metrics["predict_validation_2_utterances"] == 2 and "predict_validation_2_wer" in metrics
 
@@ -476,7 +489,7 @@ def test_corrupt_eval_and_test_files_are_skipped_and_counted(student_dir, tmp_pa
         assert counts == expected, name
         assert metrics[f"{name}_skipped_files"] == sum(expected.values())
         assert metrics[f"{name}_skipped_files_too_short"] == metrics[f"{name}_skipped_files_transcript_unreadable"] == 0
-        rows = run_asr_ctc.read_predictions(output / f"{name}_predictions.tsv")
+        rows = read_predictions(output / f"{name}_predictions.tsv")
         scored = {row["id"] for row in rows}
         assert scored == set(transcripts(split)) - {path.stem for path in damaged[split]}
         assert metrics[f"{name}_utterances"] == len(rows) == 10 - len(damaged[split])

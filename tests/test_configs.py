@@ -64,7 +64,7 @@ def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
         yaml_to_argv(recipe)
 
 
-# --student_overrides (run_distill.py) and --config_overrides (run_asr_ctc.py) share one validated path:
+# --config_overrides of run_distill.py and of run_asr_ctc.py share one validated path:
 # ArmHubertConfig.with_overrides / parse_overrides.
 
 def _asr_model_args(overrides: str):
@@ -74,9 +74,9 @@ def _asr_model_args(overrides: str):
 
 
 def test_unknown_override_fields_are_refused_with_the_valid_fields():
-    with pytest.raises(ValueError, match=r"--student_overrides: unknown ArmHubertConfig field\(s\) \['hiden_size'\]"
+    with pytest.raises(ValueError, match=r"--config_overrides: unknown ArmHubertConfig field\(s\) \['hiden_size'\]"
                                          r"\. Valid fields: .*\bhidden_size\b.*\breuse_pattern\b"):
-        parse(str(REPO / "configs" / "demo.yaml"), "--student_overrides", '{"hiden_size": 64}')
+        parse(str(REPO / "configs" / "demo.yaml"), "--config_overrides", '{"hiden_size": 64}')
     with pytest.raises(ValueError, match=r"--config_overrides: unknown ArmHubertConfig field\(s\) \['final_dropuot'\]"):
         _asr_model_args('{"final_dropuot": 0.0}')
 
@@ -86,14 +86,24 @@ def test_unknown_override_fields_are_refused_with_the_valid_fields():
     ('{"hidden_size": true}', TypeError, r"field 'hidden_size' must be an int, got True"),
     ('{"reuse_pattern": "TFTF"}', TypeError, r"field 'reuse_pattern' must be a list of bool or null"),
     ('{"hidden_dropout": "0.1"}', TypeError, r"field 'hidden_dropout' must be a number"),
-    ("{hidden_size: 64}", ValueError, r"--student_overrides is not valid JSON"),
-    ('[["hidden_size", 64]]', ValueError, r"--student_overrides must be a JSON object"),
+    ("{hidden_size: 64}", ValueError, r"--config_overrides is not valid JSON"),
+    ('[["hidden_size", 64]]', ValueError, r"--config_overrides must be a JSON object"),
 ])
 def test_override_values_of_the_wrong_type_or_bad_json_are_refused(overrides, error, message):
     with pytest.raises(error, match=message):
-        ArmHubertConfig.parse_overrides(overrides, "--student_overrides")
-    with pytest.raises(error, match=message.replace("student", "config")):
+        ArmHubertConfig.parse_overrides(overrides, "--config_overrides")
+    with pytest.raises(error, match=message):
+        ModelArguments(config_overrides=overrides)
+    with pytest.raises(error, match=message):
         _asr_model_args(overrides)
+
+
+def test_the_old_name_of_config_overrides_is_refused():
+    # One name in both scripts: the distillation script's former --student_overrides is not an option any more.
+    with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--student_overrides'"):
+        parse(str(REPO / "configs" / "demo.yaml"), "--student_overrides", '{"hidden_size": 64}')
+    model = parse(str(REPO / "configs" / "demo.yaml"), "--config_overrides", '{"hidden_dropout": 0.0}')[0]
+    assert model.config_overrides == '{"hidden_dropout": 0.0}'
 
 
 def test_wrong_types_in_code_name_the_field():
@@ -106,13 +116,13 @@ def test_student_config_with_overrides_is_validated_like_a_preset(tmp_path):
 
     config_file = tmp_path / "student.json"
     tiny_config().to_json_file(config_file)  # 4 layers, reuse_pattern of 4 entries
-    args = ModelArguments(student_config=str(config_file), student_overrides='{"num_hidden_layers": 2}')
-    with pytest.raises(ValueError, match="--student_overrides gives an invalid config: reuse_pattern has 4 entries "
+    args = ModelArguments(student_config=str(config_file), config_overrides='{"num_hidden_layers": 2}')
+    with pytest.raises(ValueError, match="--config_overrides gives an invalid config: reuse_pattern has 4 entries "
                                          "but num_hidden_layers is 2"):
         build_student(args, teacher_hidden_size=768)
     # Valid overrides apply on top of the file, after the script's own settings.
     args = ModelArguments(student_config=str(config_file),
-                          student_overrides='{"hidden_dropout": 0, "mask_time_prob": 0.1}')
+                          config_overrides='{"hidden_dropout": 0, "mask_time_prob": 0.1}')
     config = build_student(args, teacher_hidden_size=768).config
     assert (config.hidden_size, config.projection_dim, config.hidden_dropout, config.mask_time_prob) == (
         64, 768, 0, 0.1)

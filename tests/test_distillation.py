@@ -28,7 +28,7 @@ NO_DROPOUT = json.dumps({**json.loads(TINY_STUDENT_OVERRIDES), "hidden_dropout":
 
 def distill_argv(teacher_dir, output_dir, *extra: str, overrides: str = TINY_STUDENT_OVERRIDES) -> list[str]:
     return [str(REPO / "configs" / "demo.yaml"), "--teacher", str(teacher_dir), "--output_dir", str(output_dir),
-            "--librispeech_root", str(LIBRISPEECH.parent), "--student_overrides", overrides,
+            "--librispeech_root", str(LIBRISPEECH.parent), "--config_overrides", overrides,
             "--learning_rate", "2e-3", "--logging_steps", "1", "--dataloader_pin_memory", "false", *extra]
 
 
@@ -477,8 +477,10 @@ def test_streaming_hub_dataset(tmp_path, offline_hf, tiny_teacher_dir, hub_folde
 
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
     folder, originals = hub_folder
+    # The recipe names LibriSpeech folders; the dataset's own splits replace them.
     metrics = main(distill_argv(tiny_teacher_dir, tmp_path / "out", "--librispeech_root", "", "--dataset_name",
-                                str(folder), "--text_column", "sentence", "--streaming", "true", "--max_steps", "3",
+                                str(folder), "--train_splits", "train", "--eval_splits", "validation",
+                                "--text_column", "sentence", "--streaming", "true", "--max_steps", "3",
                                 "--save_strategy", "no", "--eval_steps", "3", "--max_eval_samples", "4"))
     assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["eval_loss"])
     assert metrics["skipped_files"] == 0

@@ -355,11 +355,6 @@ def test_collator_pads_values_and_mask_exactly():
     assert batch["text"] == ["A", "B", "C"]
     assert batch["num_skipped"].dtype == torch.long and batch["num_skipped"].item() == 1
 
-    padded = AudioCollator(pad_to_multiple_of=4)(items)
-    assert padded["input_values"].shape == (3, 8)
-    assert padded["attention_mask"].sum(dim=1).tolist() == [3, 5, 1]
-    assert padded["input_values"][:, 5:].abs().sum() == 0
-
     no_text = AudioCollator()([{"input_values": np.ones(2, np.float32)}])
     assert set(no_text) == {"input_values", "attention_mask", "num_skipped"}
 
@@ -465,6 +460,29 @@ def test_hub_build_dataset_items_match_files(hub_folder):
         np.testing.assert_array_equal(item["input_values"], expected)
         assert item["text"] == originals[item["id"]]["text"]
         assert dataset.lengths[position] == len(expected)
+
+
+def test_split_options_take_librispeech_folders_or_datasets_split_expressions(hub_folder):
+    folder, originals = hub_folder
+    both = build_dataset(DataArguments(librispeech_root=str(CORPUS), train_splits=["train-clean-100", "dev-clean"]),
+                         "train")
+    assert column(both.index, "id") == (column(librispeech_dataset(CORPUS, ["train-clean-100"]), "id")
+                                        + column(librispeech_dataset(CORPUS, ["dev-clean"]), "id"))
+    # With --dataset_name the list is one split expression: "train[:3]+validation[-2:]".
+    args = DataArguments(dataset_name=str(folder), text_column="sentence",
+                         train_splits=["train[:3]", "validation[-2:]"])
+    mixed = build_dataset(args, "train")
+    train, validation = (column(hub_dataset(str(folder), split=split, text_column="sentence"), "id")
+                         for split in ("train", "validation"))
+    assert column(mixed.index, "id") == train[:3] + validation[-2:]
+    # Each source has its own default split names.
+    hub_defaults = DataArguments(dataset_name=str(folder))
+    librispeech_defaults = DataArguments(librispeech_root=str(CORPUS))
+    assert (hub_defaults.train_splits, hub_defaults.eval_splits) == (["train"], ["validation"])
+    assert (librispeech_defaults.train_splits, librispeech_defaults.eval_splits) == (["train-clean-100"],
+                                                                                     ["dev-clean"])
+    with pytest.raises(ValueError, match="--eval_splits needs at least one split name"):
+        DataArguments(dataset_name=str(folder), eval_splits=["train", ""])
 
 
 def test_hub_missing_split_or_column_errors_list_what_exists(hub_folder):

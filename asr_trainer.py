@@ -1,0 +1,294 @@
+"""`CtcTrainer`: fine-tunes, evaluates and transcribes CTC models on batches from `asr_vocabulary.CtcCollator`.
+
+Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction
+(`transcribe`) go in four steps, each its own function:
+
+1. `CtcTrainer.run_transcription` runs the model over a dataloader and collects, per utterance,
+   its id, reference, greedy hypothesis, duration and share of the decode time (`Transcription`);
+2. `CtcTrainer.decode_batch` / `greedy_decode`: one batch's forward pass and greedy CTC decoding;
+3. `CtcTrainer.score`: WER and CER (`evaluate` modules), loss, real-time factor and counts;
+4. `write_predictions`: the per-utterance `<name>_predictions.tsv` (the Trainer's `save_metrics`
+   writes the `<name>_results.json` summary).
+
+`asr_model_card` describes a fine-tuned model for its README.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import evaluate
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import TrainingArguments
+
+from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
+from speech_data import SAMPLING_RATE, skip_metrics
+from speech_trainer import SpeechTrainer
+
+if TYPE_CHECKING:  # only for type hints: run_asr_ctc imports this module
+    from run_asr_ctc import AsrDataArguments, ModelArguments
+
+# Saved next to every model, so that the pipeline class named in its config.custom_pipelines can be loaded.
+PIPELINE_MODULE = Path(__file__).resolve().parent / "asr_pipeline.py"
+
+
+class TranscribedUtterance(NamedTuple):
+    """One row of a `*_predictions.tsv` file, plus the timings behind the real-time factor."""
+
+    id: str
+    reference: str
+    hypothesis: str
+    seconds: float  # audio duration
+    decode_seconds: float  # this utterance's share of its batch's forward pass and decoding
+
+
+@dataclass
+class Transcription:
+    """What `CtcTrainer.run_transcription` collects over a split, before scoring."""
+
+    utterances: list[TranscribedUtterance] = field(default_factory=list)
+    loss_total: float = 0.0  # CTC loss summed over the utterances that have a transcript
+    loss_items: int = 0  # how many utterances `loss_total` sums over
+    skipped: int = 0  # items whose audio failed when read (dropped by the collator)
+    unknown_characters: int = 0  # transcript characters that became <unk>
+
+
+class CtcTrainer(SpeechTrainer):
+    """A Trainer for CTC models whose batches come from `CtcCollator`.
+
+    Training counts skipped (unreadable) audio files and characters that became <unk>, and logs
+    both. `evaluate` and `transcribe` decode greedily, score WER and CER with `evaluate`, measure
+    the real-time factor, and write per-utterance hypotheses.
+    """
+
+    def __init__(self, *args, wer_metric: str, cer_metric: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.wer_metric, self.cer_metric = wer_metric, cer_metric
+        self.unknown_characters = 0
+
+    @property
+    def tokenizer(self):
+        return self.processing_class.tokenizer
+
+    @staticmethod
+    def _pop_bookkeeping(inputs: dict[str, Any]) -> tuple[list[str], list[str], int]:
+        """Take (texts, ids, unknown characters) out of a batch (`num_skipped` is taken by `count_skipped`)."""
+        unknown = inputs.pop("num_unknown_chars", None)
+        return inputs.pop("text", []), inputs.pop("id", []), int(unknown) if unknown is not None else 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.count_skipped(inputs)
+        _, _, unknown = self._pop_bookkeeping(inputs)
+        self.unknown_characters += unknown
+        if self.is_empty(inputs):
+            loss = self.zero_loss(model)
+            return (loss, None) if return_outputs else loss
+        outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
+                        labels=inputs["labels"])
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs["unknown_characters"] = self.unknown_characters
+        super().log(logs, start_time)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:  # the pipeline class named in config.custom_pipelines travels with the model
+            target = Path(output_dir if output_dir is not None else self.args.output_dir) / PIPELINE_MODULE.name
+            target.write_text(PIPELINE_MODULE.read_text())
+
+    # -- evaluation and prediction ------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        metrics = self.transcribe(dataset, metric_key_prefix, self.get_eval_dataloader(dataset))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def transcribe(self, dataset, name: str, dataloader=None) -> dict[str, float]:
+        """Greedy CTC transcription of `dataset`; writes `<name>_predictions.tsv` and returns the metrics.
+
+        Metrics (prefixed "<name>_"): see `score`.
+        """
+        dataloader = dataloader if dataloader is not None else self.get_test_dataloader(dataset)
+        transcription = self.run_transcription(dataloader)
+        metrics = {f"{name}_{key}": value for key, value in self.score(transcription, dataset).items()}
+        if self.is_world_process_zero():
+            write_predictions(Path(self.args.output_dir) / f"{name}_predictions.tsv", transcription.utterances)
+        return metrics
+
+    def run_transcription(self, dataloader) -> Transcription:
+        """Run the model over `dataloader` and collect every utterance's hypothesis, with the loss and
+        counts summed over all processes (each transcribes its own share of the batches)."""
+        self.model.eval()
+        result = Transcription()
+        for batch in dataloader:
+            texts, ids, unknown = self._pop_bookkeeping(batch)
+            result.skipped += int(batch.pop("num_skipped", 0))  # counted per split, not into training's count
+            result.unknown_characters += unknown
+            if self.is_empty(batch):
+                continue
+            batch = self._prepare_inputs(batch)
+            attention_mask, labels = batch["attention_mask"], batch.get("labels")
+            logits, hypotheses, decode_seconds = self.decode_batch(batch["input_values"], attention_mask)
+            if labels is not None and labels.numel() and any(texts):
+                result.loss_total += self.batch_loss(logits, labels, attention_mask)
+                result.loss_items += len(hypotheses)
+            seconds = (attention_mask.sum(-1).float() / SAMPLING_RATE).tolist()
+            share = decode_seconds / len(hypotheses)
+            utterances = [TranscribedUtterance(*row)
+                          for row in zip(ids, texts, hypotheses, seconds, [share] * len(hypotheses))]
+            if self.accelerator.num_processes > 1:
+                utterances = self.accelerator.gather_for_metrics(utterances, use_gather_object=True)
+            result.utterances.extend(utterances)
+
+        counts = torch.tensor([result.loss_total, result.loss_items, result.skipped, result.unknown_characters],
+                              device=self.args.device)
+        loss_total, loss_items, skipped, unknown = self.accelerator.reduce(counts, "sum").tolist()
+        return Transcription(result.utterances, loss_total, int(loss_items), int(skipped), int(unknown))
+
+    def decode_batch(self, input_values: torch.Tensor,
+                     attention_mask: torch.Tensor) -> tuple[torch.Tensor, list[str], float]:
+        """(logits (B, T, vocab), greedy hypotheses, seconds the forward pass and decoding took).
+
+        The time excludes data loading, so that the real-time factor measures the model alone.
+        """
+        on_gpu = self.args.device.type == "cuda"
+        if on_gpu:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad(), self.autocast_smart_context_manager():
+            logits = self.model(input_values=input_values, attention_mask=attention_mask).logits
+        hypotheses = greedy_decode(self.model, self.tokenizer, logits, attention_mask)
+        if on_gpu:
+            torch.cuda.synchronize()
+        return logits, hypotheses, time.perf_counter() - start
+
+    def batch_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> float:
+        """The batch's CTC loss summed over its utterances, whatever `ctc_loss_reduction` is."""
+        with torch.no_grad():
+            loss = float(self.model.ctc_loss(logits.float(), labels, attention_mask))
+        return loss * (len(logits) if self.model.config.ctc_loss_reduction == "mean" else 1)
+
+    def score(self, transcription: Transcription, dataset) -> dict[str, float]:
+        """The metrics of a transcribed split, not yet prefixed.
+
+        wer, cer (when there are references), loss (when there are labels), rtf = decode time / audio
+        duration, and the counts of utterances, audio seconds, characters that became <unk>, and
+        files left out (`skipped_files` and one `skipped_files_<reason>` per
+        `speech_data.SKIP_REASONS`, those of `dataset`'s index plus those that failed when read).
+        """
+        utterances = transcription.utterances
+        audio_seconds = sum(utterance.seconds for utterance in utterances)
+        decode_seconds = sum(utterance.decode_seconds for utterance in utterances)
+        metrics: dict[str, float] = {
+            "utterances": len(utterances), "audio_seconds": audio_seconds, "decode_seconds": decode_seconds,
+            "rtf": decode_seconds / audio_seconds if audio_seconds else math.nan,
+            "unknown_characters": transcription.unknown_characters,
+            **skip_metrics(dataset, transcription.skipped),
+        }
+        references = [utterance.reference for utterance in utterances]
+        if any(references):
+            hypotheses = [utterance.hypothesis for utterance in utterances]
+            metrics["wer"] = load_metric(self.wer_metric).compute(predictions=hypotheses, references=references)
+            metrics["cer"] = load_metric(self.cer_metric).compute(predictions=hypotheses, references=references)
+        if transcription.loss_items:
+            metrics["loss"] = transcription.loss_total / transcription.loss_items
+        return metrics
+
+
+def greedy_decode(model: ArmHubertPreTrainedModel, tokenizer, logits: torch.Tensor,
+                  attention_mask: torch.Tensor) -> list[str]:
+    """Best path CTC decoding of each utterance over its own frames only: what the pipeline decodes
+    for that utterance alone, whatever the padding of the batch."""
+    frames = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).tolist()
+    predicted = logits.argmax(dim=-1).cpu()
+    return [tokenizer.decode(predicted[i, :n].tolist(), skip_special_tokens=False) for i, n in enumerate(frames)]
+
+
+def load_metric(path_or_name: str) -> evaluate.EvaluationModule:
+    """An `evaluate` metric kept in memory (no cache files written next to the run)."""
+    return evaluate.load(path_or_name, keep_in_memory=True)
+
+
+def write_predictions(path: Path, utterances: list[TranscribedUtterance]) -> None:
+    """A TSV file with one "id, reference, hypothesis" row per utterance, under a header row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["id", "reference", "hypothesis"])
+        writer.writerows(utterance[:3] for utterance in utterances)
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a `*_predictions.tsv` file: [{"id", "reference", "hypothesis"}, ...]."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def asr_model_card(model: ArmHubertPreTrainedModel, model_args: ModelArguments, data_args: AsrDataArguments,
+                   training_args: TrainingArguments, metrics: dict[str, float]) -> ModelCard:
+    """A model card for a fine-tuned model: what it is, how to use it, its results and recipe."""
+    name = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
+    source = model_args.model_name_or_path or f"preset {model_args.student_preset}"
+    is_hub_id = "/" in source and not os.path.exists(source) and not source.endswith(".ckpt")
+    superb = isinstance(model, ArmHubertForSuperbCTC)
+    head = (f"the SUPERB ASR protocol: the student frozen, a softmax-weighted sum of its "
+            f"{model.config.superb_features.replace('_', ' ')} features, {model.config.superb_lstm_layers} BiLSTM "
+            f"layers of {model.config.superb_lstm_hidden_size} units and a character CTC layer" if superb
+            else "a character CTC layer on the last layer, the whole student fine-tuned (conv encoder frozen)")
+    train_splits = " + ".join(data_args.train_splits)
+    data = (f"LibriSpeech {train_splits}" if data_args.librispeech_root
+            else f"{data_args.dataset_name} ({train_splits})")
+    length = (f"{training_args.max_steps} steps" if training_args.max_steps > 0
+              else f"{training_args.num_train_epochs:g} epochs")
+    batch = (f"{training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} "
+             f"accumulation x {training_args.world_size} processes")
+    optimizer = getattr(training_args.optim, "value", training_args.optim)
+    schedule = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
+    eval_split = " + ".join(data_args.eval_splits)
+    results = ["| split | WER | CER | real-time factor |", "|---|---|---|---|"]
+    for prefix in sorted({key.rsplit("_", 1)[0] for key in metrics if key.endswith("_wer")}):
+        split = eval_split if prefix == "eval" else prefix.removeprefix("predict_")
+        results.append(f"| {split} | {100 * metrics[prefix + '_wer']:.2f} % | "
+                       f"{100 * metrics[prefix + '_cer']:.2f} % | {metrics[prefix + '_rtf']:.4f} |")
+    card_data = ModelCardData(library_name="transformers", pipeline_tag="automatic-speech-recognition",
+                              tags=["audio", "speech", "ctc", "armhubert", "recycle-and-distill"]
+                              + (["superb"] if superb else []),
+                              base_model=source if is_hub_id else None, metrics=["wer", "cer"], license="mit")
+    return ModelCard(f"""---
+{card_data.to_yaml()}
+---
+
+# {name}
+
+Speech recognition with an ArmHubert student (Recycle-and-Distill, [paper](https://arxiv.org/abs/2305.11685))
+from `{source}`, with {head}. Greedy CTC decoding over upper-case characters, no language model.
+
+## Usage
+
+```python
+from transformers import pipeline
+
+asr = pipeline("automatic-speech-recognition", model="{name}", trust_remote_code=True)
+asr("speech.flac")["text"]          # or a 16 kHz float waveform
+```
+
+## Results
+
+{chr(10).join(results) if len(results) > 2 else "No evaluation was run."}
+
+## Training
+
+Fine-tuned with `run_asr_ctc.py` of the armhubert project on {data}: {length}, batch {batch},
+{optimizer} lr {training_args.learning_rate:g} ({schedule} schedule), weight decay {training_args.weight_decay:g}.
+""")
