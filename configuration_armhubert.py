@@ -245,7 +245,7 @@ class ArmHubertConfig(PretrainedConfig):
     def parse_overrides(cls, overrides: str | dict[str, Any] | None, option: str = "overrides") -> dict[str, Any]:
         """Check a JSON object (or dict) of field changes: valid JSON, known fields, values of the right type.
 
-        `option` names where the text came from (e.g. "--student_overrides") in the error messages.
+        `option` names where the text came from (e.g. "--config_overrides") in the error messages.
         """
         if overrides is None or overrides == "":
             return {}
