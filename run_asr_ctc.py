@@ -13,10 +13,11 @@ Two heads (--head):
   superb  the SUPERB ASR protocol the paper reports: the student frozen (and in eval mode), a learned
           softmax-weighted sum of its layers, Linear(1024), 2 BiLSTM layers of 1024 units, CTC.
 
-STUDENT is a directory or hub id written by run_distill.py or convert_original_checkpoint.py (or
-an authors' .ckpt file, converted on the fly); --student_preset gives a randomly initialised one
-for smoke tests. A directory written by this script (a fine-tuned model) can be evaluated or
-fine-tuned further; it keeps its vocabulary and head.
+STUDENT is a directory or hub id written by run_distill.py or by the checkpoint converter
+(armhubert_training.convert_original_checkpoint), or an authors' .ckpt file, converted on the
+fly; --student_preset gives a randomly initialised one for smoke tests. A directory written by
+this script (a fine-tuned model) can be evaluated or fine-tuned further; it keeps its vocabulary
+and head.
 
 The character vocabulary (letters and apostrophe of the training transcripts, upper-cased, "|"
 between words, <pad> = CTC blank, <unk>) is saved with the feature extractor as a
@@ -29,7 +30,7 @@ Wav2Vec2Processor next to the model, which then works with
 "predict_<split>". WER and CER come from `evaluate` metric modules shipped in metrics/, which load
 without the Hub. --max_duration_seconds only limits training: evaluation and prediction score
 every utterance of their split. A YAML recipe from configs/ may come first; any option after it
-overrides it. The Trainer that evaluates and transcribes, and the model card, are in asr_trainer.py.
+overrides it. The Trainer that evaluates and transcribes, and the model card, are in armhubert_training/asr_trainer.py.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ from transformers import (
     set_seed,
 )
 
-from asr_trainer import CtcTrainer, asr_model_card
-from asr_vocabulary import (
+from armhubert_training.asr_trainer import CtcTrainer, asr_model_card
+from armhubert_training.asr_vocabulary import (
     CtcCollator,
     build_vocabulary,
     create_tokenizer,
@@ -60,11 +61,11 @@ from asr_vocabulary import (
     normalize_transcript,
     unknown_characters,
 )
+from armhubert_training.speech_data import DataArguments, SpeechDataset, build_dataset, raw_waveform_feature_extractor
+from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
+from armhubert_training.yaml_arguments import parse_config_and_args
 from configuration_armhubert import PRESETS, ArmHubertConfig
 from modeling_armhubert import ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
-from speech_data import DataArguments, SpeechDataset, build_dataset, raw_waveform_feature_extractor
-from speech_trainer import resolve_resume_checkpoint, setup_script_logging
-from yaml_arguments import parse_config_and_args
 
 logger = logging.getLogger("run_asr_ctc")
 
@@ -81,8 +82,8 @@ class ModelArguments:
 
     model_name_or_path: str | None = field(default=None, metadata={
         "help": "The student: a directory or hub id of an ArmHubert model (written by run_distill.py or "
-                "convert_original_checkpoint.py), or an authors' Lightning checkpoint (*.ckpt), converted into "
-                "OUTPUT_DIR/converted-student first. A model fine-tuned by this script is evaluated (or trained "
+                "armhubert_training.convert_original_checkpoint), or an authors' Lightning checkpoint (*.ckpt), "
+                "converted into OUTPUT_DIR/converted-student first. A model fine-tuned by this script is evaluated (or trained "
                 "further) with its own vocabulary and head. Use this or --student_preset."})
     student_preset: str | None = field(default=None, metadata={
         "help": f"A randomly initialised student of this architecture, one of {sorted(PRESETS)} (smoke tests only)."})
@@ -134,7 +135,7 @@ class ModelArguments:
 
 @dataclass
 class AsrDataArguments(DataArguments):
-    """The shared data arguments of speech_data.py, plus transcripts, prediction splits and metrics."""
+    """The shared data arguments of armhubert_training.speech_data, plus transcripts, prediction splits and metrics."""
 
     # Not an option: a cropped utterance no longer matches its transcript, so training drops
     # utterances longer than --max_duration_seconds instead (init=False hides it from the parser).
@@ -232,7 +233,7 @@ def resolve_source(model_args: ModelArguments, output_dir: str) -> tuple[str | N
         return None, ArmHubertConfig.from_preset(model_args.student_preset)
     source = model_args.model_name_or_path
     if source.endswith(".ckpt"):
-        from convert_original_checkpoint import convert
+        from armhubert_training.convert_original_checkpoint import convert
 
         converted = Path(output_dir) / "converted-student"
         logger.info("Converting the authors' checkpoint %s into %s", source, converted)
@@ -367,7 +368,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, AsrDataAr
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     model_args, data_args, training_args = parse_args(argv)
-    setup_script_logging(training_args, "run_asr_ctc", "asr_vocabulary")
+    setup_script_logging(training_args, "run_asr_ctc")
     set_seed(training_args.seed)
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: give at least one of --do_train, --do_eval, --do_predict.")

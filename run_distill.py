@@ -20,14 +20,15 @@ from typing import Literal
 import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
+from armhubert_training.distillation_trainer import (DistillationArguments, DistillationMasker,
+                                                     MaskingDistillationTrainer)
+from armhubert_training.model_card import distilled_student_card
+from armhubert_training.speech_data import AudioCollator, DataArguments, build_dataset, raw_waveform_feature_extractor
+from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
+from armhubert_training.teacher import FrozenTeacher, default_layer_map, load_teacher
+from armhubert_training.yaml_arguments import parse_config_and_args
 from configuration_armhubert import PRESETS, ArmHubertConfig
-from distillation_trainer import DistillationArguments, DistillationMasker, MaskingDistillationTrainer
-from model_card import distilled_student_card
 from modeling_armhubert import ArmHubertModel
-from speech_data import AudioCollator, DataArguments, build_dataset, raw_waveform_feature_extractor
-from speech_trainer import resolve_resume_checkpoint, setup_script_logging
-from teacher import FrozenTeacher, default_layer_map, load_teacher
-from yaml_arguments import parse_config_and_args
 
 logger = logging.getLogger("run_distill")
 

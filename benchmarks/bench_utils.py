@@ -20,8 +20,6 @@ from typing import Any, Callable, Iterable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count  # noqa: E402
@@ -312,10 +310,6 @@ def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def command_line(script: str, argv: Sequence[str] | None) -> str:
-    """How a benchmark was run, for the JSON's `command` field (`script` = its file, `argv` its arguments)."""
-    path = Path(script).resolve()
-    try:
-        path = path.relative_to(REPO)
-    except ValueError:
-        pass
-    return " ".join(["python", str(path), *(sys.argv[1:] if argv is None else argv)])
+    """How a benchmark was run, for the JSON's `command` field (`script` = its file, `argv` its arguments):
+    `python -m benchmarks.NAME ARGS`, run from the repository root."""
+    return " ".join(["python", "-m", f"benchmarks.{Path(script).stem}", *(sys.argv[1:] if argv is None else argv)])

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """End-to-end throughput of run_distill.py: everything a real run does, on a corpus on disk.
 
 Each variant builds the trainer with `run_distill.build_trainer` (the Trainer, the DataLoader and
@@ -25,8 +24,8 @@ Variants (each changes one thing from `default`):
   no-length-grouping  --train_sampling_strategy random: batches of random lengths
   torch-compile       --torch_compile true
 
-    python benchmarks/distill_end_to_end.py --device cuda       # HuBERT Base-sized random teacher -> armhubert, bf16
-    python benchmarks/distill_end_to_end.py --tiny             # tiny models and short audio, on the CPU
+    python -m benchmarks.distill_end_to_end --device cuda       # HuBERT Base-sized random teacher -> armhubert, bf16
+    python -m benchmarks.distill_end_to_end --tiny             # tiny models and short audio, on the CPU
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,15 +43,14 @@ import soundfile as sf
 import torch
 from transformers import TrainerCallback
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import REPO, RESULTS_DIR, TINY_STUDENT, command_line, describe_machine, machine_info, markdown_table, write_json  # noqa: E402,E501
-
-sys.path.insert(0, str(REPO / "tools"))
-import distillation_trainer  # noqa: E402
-import run_distill  # noqa: E402
-from make_random_teacher import make_random_teacher  # noqa: E402
-from make_synthetic_librispeech import sample_durations, write_corpus  # noqa: E402
-from speech_data import load_audio  # noqa: E402
+import run_distill
+from armhubert_training import distillation_trainer
+from armhubert_training.speech_data import load_audio
+from benchmarks.bench_utils import (
+    RESULTS_DIR, TINY_STUDENT, command_line, describe_machine, machine_info, markdown_table, write_json,
+)
+from tools.make_random_teacher import make_random_teacher
+from tools.make_synthetic_librispeech import sample_durations, write_corpus
 
 SAMPLE_RATE = 16000
 TARGET_AUDIO_S_PER_S = 3000  # armhubert from a HuBERT Base-sized teacher on one H100/H200, bf16

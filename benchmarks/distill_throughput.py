@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Throughput of masking distillation: one training step, with each optimisation on and off.
 
 One step is what `MaskingDistillationTrainer` does per batch (distillation_trainer.py): draw the
@@ -20,8 +19,8 @@ Variants (each changes one thing from `default`, run_distill.py's defaults):
   compile-student     torch.compile(student), what the Trainer's --torch_compile does
   compile-all         also the teacher's conv encoder and each of its layers compiled
 
-    python benchmarks/distill_throughput.py --device cuda          # HuBERT Base teacher, armhubert, 32 x 10 s, bf16
-    python benchmarks/distill_throughput.py --tiny --steps 2       # tiny CPU smoke run
+    python -m benchmarks.distill_throughput --device cuda          # HuBERT Base teacher, armhubert, 32 x 10 s, bf16
+    python -m benchmarks.distill_throughput --tiny --steps 2       # tiny CPU smoke run
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import argparse
 import contextlib
 import gc
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +36,15 @@ from typing import Any, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import (  # noqa: E402
+from armhubert_training.distillation_loss import masking_distillation_loss
+from armhubert_training.distillation_trainer import DistillationArguments, distillation_mask
+from armhubert_training.teacher import FrozenTeacher, default_layer_map
+from benchmarks.bench_utils import (
     RESULTS_DIR, TINY_BASELINE, TINY_STUDENT, command_line, count_flops, describe_machine, machine_info,
     markdown_table, random_audio, synchronize, write_json,
 )
-from configuration_armhubert import PRESETS, ArmHubertConfig  # noqa: E402
-from distillation_loss import masking_distillation_loss  # noqa: E402
-from distillation_trainer import DistillationArguments, distillation_mask  # noqa: E402
-from modeling_armhubert import ArmHubertModel  # noqa: E402
-from teacher import FrozenTeacher, default_layer_map  # noqa: E402
+from configuration_armhubert import PRESETS, ArmHubertConfig
+from modeling_armhubert import ArmHubertModel
 
 VARIANTS = {
     "default": dict(share_features=True, fused_attention=True, compile="none"),

@@ -89,12 +89,12 @@ print('loaded', type(model).__name__, f'{model.num_parameters() / 1e6:.2f} M par
 \""
 fi
 
-wanted speed && step 100 "inference speed" "$PY" benchmarks/inference_speed.py --device "$DEVICE" --dtype "${PRECISION/no/fp32}" \
+wanted speed && step 100 "inference speed" "$PY" -m benchmarks.inference_speed --device "$DEVICE" --dtype "${PRECISION/no/fp32}" \
     --batch-sizes 1 32 "${SPEED[@]}" --output "$OUT_DIR/inference_speed_$DEVICE.json"
-wanted e2e && step 200 "end-to-end distillation throughput" "$PY" benchmarks/distill_end_to_end.py --device "$DEVICE" \
+wanted e2e && step 200 "end-to-end distillation throughput" "$PY" -m benchmarks.distill_end_to_end --device "$DEVICE" \
     --corpus "$WORK/corpus" --teacher-dir "$WORK/teacher" --batch-size "$BATCH" "${E2E[@]}" \
     --output "$OUT_DIR/distill_end_to_end_$DEVICE.json"
-wanted step && step 200 "step-level distillation throughput" "$PY" benchmarks/distill_throughput.py --device "$DEVICE" \
+wanted step && step 200 "step-level distillation throughput" "$PY" -m benchmarks.distill_throughput --device "$DEVICE" \
     --dtype "${PRECISION/no/fp32}" --profile "${STEP[@]}" --output "$OUT_DIR/distill_throughput_$DEVICE.json"
 rm -rf "$WORK"
 ls -l "$OUT_DIR"

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Inference latency and throughput of the students against HuBERT Base, in one process.
 
 Every model gets the same input (random audio, `--seconds` long, no padding) at the same
@@ -15,8 +14,8 @@ On a CPU (fp32) the ONNX Runtime export of `--onnx-model` (export_onnx.py) is ti
 the same number of threads; it takes an `attention_mask` input, so the PyTorch student is also
 timed with an all-ones mask ("+ mask") for a like-for-like comparison.
 
-    python benchmarks/inference_speed.py                        # CPU fp32: batch 1 and 8 x 10 s, + ONNX Runtime
-    python benchmarks/inference_speed.py --device cuda          # GPU bf16: batch 1 and 32 x 10 s
+    python -m benchmarks.inference_speed                        # CPU fp32: batch 1 and 8 x 10 s, + ONNX Runtime
+    python -m benchmarks.inference_speed --device cuda          # GPU bf16: batch 1 and 32 x 10 s
 
 JSON goes to benchmarks/results/inference_speed_<device>.json unless `--output` says otherwise.
 """
@@ -24,15 +23,13 @@ JSON goes to benchmarks/results/inference_speed_<device>.json unless `--output` 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import (  # noqa: E402
+from benchmarks.bench_utils import (
     DISTINCT_PRESETS, MODEL_NAMES, RESULTS_DIR, QuietGate, build_model, command_line, describe_machine, machine_info,
     markdown_table, median, random_audio, time_interleaved, write_json,
 )
@@ -100,7 +97,7 @@ def build_runners(args: argparse.Namespace, device: torch.device, dtype: torch.d
         if name == args.onnx_model:
             runners[f"{name} + mask"] = (name, "pytorch + mask", lambda a, m, f=make_call: f(a, m, with_mask=True))
     if args.onnx_model:
-        from export_onnx import export_student, onnx_session
+        from armhubert_training.export_onnx import export_student, onnx_session
 
         student = build_model(args.onnx_model, tiny=args.tiny)
         path = export_student(student, workdir / f"{args.onnx_model}.onnx")

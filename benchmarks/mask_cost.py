@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """What the span mask costs the training process per batch, before and after it moved into the collator.
 
 before   the training step drew the mask itself (`distillation_trainer.distillation_mask`, Python loops
@@ -11,26 +10,23 @@ worker   the drawing itself, now done by a worker (timed here on the same batche
 Batches are rows of whole utterances without padding (docs/method.md §3 settings of the recipes:
 mask_prob 0.8, length 10, uniform lengths). Medians over --batches batches.
 
-    python benchmarks/mask_cost.py                      # 32 x 500, 18 x 750, 32 x 1,000 frames
+    python -m benchmarks.mask_cost                      # 32 x 500, 18 x 750, 32 x 1,000 frames
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from configuration_armhubert import ArmHubertConfig  # noqa: E402
-from distillation_trainer import (DistillationArguments, DistillationMasker, MaskingDistillationTrainer,  # noqa: E402
-                                  distillation_mask, mask_generator)
-from speech_data import AudioCollator  # noqa: E402
+from armhubert_training.distillation_trainer import (DistillationArguments, DistillationMasker,
+                                                     MaskingDistillationTrainer, distillation_mask, mask_generator)
+from armhubert_training.speech_data import AudioCollator
+from configuration_armhubert import ArmHubertConfig
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Size and compute of the student presets next to HuBERT Base and WavLM Base.
 
 For each model: parameters with and without the distillation heads, and multiply-accumulates
@@ -9,8 +8,8 @@ Students are measured without heads (the network users deploy); the "with heads"
 12 projections used only while distilling. HuBERT Base and WavLM Base are Transformers'
 `HubertModel(HubertConfig())` and `WavLMModel(WavLMConfig())` with random weights.
 
-    python benchmarks/size_compute.py                      # table, results/size_compute.json and .png
-    python benchmarks/size_compute.py --models armhubert hubert-base --seconds 1 --no-plot
+    python -m benchmarks.size_compute                      # table, results/size_compute.json and .png
+    python -m benchmarks.size_compute --models armhubert hubert-base --seconds 1 --no-plot
 
 The plot puts each model's parameters, MACs and CPU latency (batch 1 x 10 s, read from
 `--speed-json`, written by benchmarks/inference_speed.py) as a share of HuBERT Base's.
@@ -20,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_utils import (  # noqa: E402
+from benchmarks.bench_utils import (
     MODEL_NAMES, RESULTS_DIR, build_model, command_line, count_forward_macs, is_baseline, machine_info,
     markdown_table, random_audio, write_json,
 )

@@ -12,9 +12,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "original"
 LIBRISPEECH = REPO / "data" / "tiny-librispeech" / "LibriSpeech"
-sys.path.insert(0, str(REPO))
 
 from configuration_armhubert import ArmHubertConfig  # noqa: E402
+from tools.make_random_teacher import make_random_teacher  # noqa: E402
 
 
 def tiny_config(**overrides) -> ArmHubertConfig:
@@ -51,10 +51,6 @@ def offline_hf(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return tmp_path
-
-
-sys.path.insert(0, str(REPO / "tools"))
-from make_random_teacher import make_random_teacher  # noqa: E402
 
 # A 2-layer student for a 2-layer tiny teacher (tools/make_random_teacher.py --size tiny).
 TINY_STUDENT_OVERRIDES = ('{"num_hidden_layers": 2, "reuse_pattern": [true, false], "hidden_size": 64, '
@@ -106,7 +102,7 @@ def hub_folder(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     import datasets
     import pyarrow as pa
 
-    from speech_data import librispeech_dataset
+    from armhubert_training.speech_data import librispeech_dataset
 
     folder = tmp_path_factory.mktemp("hub") / "tiny"
     (folder / "data").mkdir(parents=True)

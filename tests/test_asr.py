@@ -24,8 +24,8 @@ from transformers import AutoModelForCTC, Wav2Vec2Processor
 
 from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch, tiny_config
 import run_asr_ctc
-from asr_trainer import read_predictions
-from asr_vocabulary import CtcCollator, build_vocabulary, create_tokenizer, normalize_transcript
+from armhubert_training.asr_trainer import read_predictions
+from armhubert_training.asr_vocabulary import CtcCollator, build_vocabulary, create_tokenizer, normalize_transcript
 from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertModel
 
 CORPUS = LIBRISPEECH.parent
@@ -155,7 +155,7 @@ def test_characters_outside_the_vocabulary_become_unk_and_are_counted_and_logged
     items = [{"input_values": np.zeros(1200, np.float32), "text": "thé work 42!", "id": "utt-a"},
              None,
              {"input_values": np.zeros(800, np.float32), "text": "the  work", "id": "utt-b"}]
-    with caplog.at_level(logging.WARNING, logger="asr_vocabulary"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training.asr_vocabulary"):
         batch = collator(items)
     unk, bar = vocab["<unk>"], vocab["|"]
     expected_a = [vocab["T"], vocab["H"], unk, bar, vocab["W"], vocab["O"], vocab["R"], vocab["K"], bar, unk, unk]
@@ -167,7 +167,7 @@ def test_characters_outside_the_vocabulary_become_unk_and_are_counted_and_logged
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1 and "utt-a" in messages[0] and "'É'" in messages[0] and "'4'" in messages[0]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="asr_vocabulary"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training.asr_vocabulary"):
         again = collator(items[:1])
     assert int(again["num_unknown_chars"]) == 3 and not caplog.records  # counted every time, logged once
 

@@ -15,15 +15,10 @@ from transformers import HubertConfig, HubertModel
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-import bench_utils  # noqa: E402
-import distill_end_to_end  # noqa: E402
-import distill_throughput  # noqa: E402
-import export_onnx  # noqa: E402
-import inference_speed  # noqa: E402
-import size_compute  # noqa: E402
-from configuration_armhubert import ArmHubertConfig  # noqa: E402
-from modeling_armhubert import ArmHubertModel  # noqa: E402
+from armhubert_training import export_onnx
+from benchmarks import bench_utils, distill_end_to_end, distill_throughput, inference_speed, size_compute
+from configuration_armhubert import ArmHubertConfig
+from modeling_armhubert import ArmHubertModel
 
 # docs/method.md §1: exact parameter counts (with heads, without heads).
 PUBLISHED_PARAMETER_COUNTS = {
@@ -191,7 +186,7 @@ def test_distill_throughput_variants(tmp_path):
 
 def test_one_benchmark_step_is_the_trainers_loss(tmp_path):
     """The benchmark's step computes the same loss as MaskingDistillationTrainer.compute_loss."""
-    from distillation_trainer import DistillationArguments
+    from armhubert_training.distillation_trainer import DistillationArguments
 
     args = distill_throughput.parse_args(["--tiny", "--batch-size", "2", "--seconds", "1", "--output",
                                           str(tmp_path / "x.json")])
@@ -207,8 +202,8 @@ def test_one_benchmark_step_is_the_trainers_loss(tmp_path):
     assert any(not torch.equal(before[n], p) for n, p in setup.student.named_parameters())  # a real step
 
     # Recompute the same step's loss by hand from the trainer's building blocks, at the old weights.
-    from distillation_loss import masking_distillation_loss
-    from span_mask import compute_span_mask
+    from armhubert_training.distillation_loss import masking_distillation_loss
+    from modeling_armhubert import compute_span_mask
 
     student = ArmHubertModel(setup.student.config).eval()
     student.load_state_dict(before)
@@ -225,8 +220,8 @@ def test_one_benchmark_step_is_the_trainers_loss(tmp_path):
 
 
 def test_synthetic_corpus_has_librispeech_lengths_and_layout(tmp_path):
-    from make_synthetic_librispeech import sample_durations, write_corpus
-    from speech_data import librispeech_dataset
+    from armhubert_training.speech_data import librispeech_dataset
+    from tools.make_synthetic_librispeech import sample_durations, write_corpus
 
     durations = sample_durations(20_000)
     assert 12.0 < durations.mean() < 13.5 and durations.min() >= 2.0 and durations.max() <= 35.0
@@ -267,9 +262,9 @@ def test_scripts_have_help(module, capsys):
 
 
 def test_a_script_runs_from_the_command_line(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "size_compute.py"), "--models", "armhubert",
+    result = subprocess.run([sys.executable, "-m", "benchmarks.size_compute", "--models", "armhubert",
                              "--seconds", "1", "--no-plot", "--output-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "| armhubert | 26.45 | 22.02 |" in result.stdout
     assert json.loads((tmp_path / "size_compute.json").read_text())["rows"][0]["params_with_heads"] == 26_448_448

@@ -6,11 +6,11 @@ import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
 from conftest import REPO, tiny_config
+from armhubert_training.distillation_trainer import DistillationArguments
+from armhubert_training.speech_data import DataArguments
+from armhubert_training.yaml_arguments import parse_config_and_args, yaml_to_argv
 from configuration_armhubert import ArmHubertConfig
-from distillation_trainer import DistillationArguments
 from run_distill import ModelArguments
-from speech_data import DataArguments
-from yaml_arguments import parse_config_and_args, yaml_to_argv
 
 # name: (preset, teacher, peak lr, mask prob, utterances per step on 2 GPUs, train splits)
 PAPER_RECIPES = {

@@ -10,8 +10,8 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModel
 
 from conftest import FIXTURES, pad_batch
-from convert_original_checkpoint import main as convert_main
-from convert_original_checkpoint import parse_python_literal
+from armhubert_training.convert_original_checkpoint import main as convert_main
+from armhubert_training.convert_original_checkpoint import parse_python_literal
 
 TOLERANCE = 1e-4  # absolute, fp32
 

@@ -10,8 +10,8 @@ import torch
 from transformers import HubertConfig, HubertModel
 
 from conftest import bundled_waveforms, pad_batch, tiny_config
+from armhubert_training.teacher import FrozenTeacher
 from modeling_armhubert import ArmHubertModel
-from teacher import FrozenTeacher
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

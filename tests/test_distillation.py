@@ -18,9 +18,9 @@ import yaml
 from transformers import HubertConfig, HubertModel, TrainerCallback, WavLMConfig, WavLMModel
 
 from conftest import LIBRISPEECH, REPO, TINY_STUDENT_OVERRIDES, pad_batch, bundled_waveforms, run_in_fresh_process
-import speech_data
+from armhubert_training import speech_data
+from armhubert_training.teacher import FrozenTeacher, default_layer_map, load_teacher, looks_like_local_path
 from run_distill import build_trainer, main
-from teacher import FrozenTeacher, default_layer_map, load_teacher, looks_like_local_path
 
 NO_DROPOUT = json.dumps({**json.loads(TINY_STUDENT_OVERRIDES), "hidden_dropout": 0.0, "attention_dropout": 0.0,
                          "activation_dropout": 0.0, "feat_proj_dropout": 0.0})
@@ -267,7 +267,7 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, offline_hf, t
 def test_resume_last_skips_checkpoints_a_crash_left_incomplete(tmp_path, offline_hf, tiny_teacher_dir, caplog):
     """A save killed half-way leaves a newer checkpoint folder that cannot be resumed from: "last" takes
     the newest complete one and names the ones it skipped."""
-    from speech_trainer import resolve_resume_checkpoint
+    from armhubert_training.speech_trainer import resolve_resume_checkpoint
 
     # No checkpoint rotation: which folders it would delete depends on their modification times.
     common = ["--save_steps", "2", "--save_total_limit", "10", "--eval_strategy", "no", "--do_eval", "false"]
@@ -365,7 +365,7 @@ def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir)
 
 def _masking_collator(seed: int = 0, **mask_settings):
     from conftest import tiny_config
-    from distillation_trainer import DistillationArguments, DistillationMasker
+    from armhubert_training.distillation_trainer import DistillationArguments, DistillationMasker
 
     masker = DistillationMasker.for_student(DistillationArguments(**mask_settings), tiny_config(), seed)
     return speech_data.AudioCollator(span_mask=masker), masker
@@ -380,7 +380,7 @@ def _items(lengths, epoch: int = 0, prefix: str = "utt"):
 def test_collator_frames_are_the_students():
     """The collator computes the student's frame count and real frames without a model, for any length."""
     from conftest import tiny_config
-    from distillation_trainer import conv_output_lengths
+    from armhubert_training.distillation_trainer import conv_output_lengths
     from modeling_armhubert import ArmHubertModel
 
     student = ArmHubertModel(tiny_config())
@@ -400,7 +400,7 @@ def test_collator_frames_are_the_students():
 def test_collator_draws_the_seeded_mask_over_real_frames_only():
     """The collator's mask is the one `distillation_mask` draws with the (seed, epoch, ids) generator over
     the student's real frames: never on padding, the same count in every row, new in another epoch."""
-    from distillation_trainer import DistillationArguments, distillation_mask, mask_generator
+    from armhubert_training.distillation_trainer import DistillationArguments, distillation_mask, mask_generator
 
     collator, masker = _masking_collator(seed=3)
     items = _items([48_000, 16_000, 33_333, 4_000], epoch=2)

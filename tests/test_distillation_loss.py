@@ -1,14 +1,11 @@
-"""Tests for distillation_loss (docs/method.md §2, steps 4-6)."""
+"""Tests for armhubert_training.distillation_loss (docs/method.md §2, steps 4-6)."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from distillation_loss import (  # noqa: E402
+from armhubert_training.distillation_loss import (
     masking_distillation_loss,
     validation_distillation_loss,
 )

@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-import export_onnx
+from armhubert_training import export_onnx
 from conftest import bundled_waveforms, pad_batch, tiny_config
 from modeling_armhubert import ArmHubertForCTC, ArmHubertModel
 

@@ -1,15 +1,10 @@
-"""Tests for span_mask.compute_span_mask (docs/method.md §3)."""
-
-import sys
-from pathlib import Path
+"""Tests for modeling_armhubert.compute_span_mask (docs/method.md §3)."""
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import span_mask  # noqa: E402
-from span_mask import compute_span_mask  # noqa: E402
+import modeling_armhubert
+from modeling_armhubert import compute_span_mask
 
 
 def _runs(row: torch.Tensor) -> list[tuple[int, int]]:
@@ -128,7 +123,7 @@ def test_min_space_between_spans(min_space):
     # overlap or come closer than min_space free frames.
     generator = torch.Generator().manual_seed(min_space)
     for _ in range(200):
-        spans = span_mask._sample_row_spans(
+        spans = modeling_armhubert._sample_row_spans(
             300, 0.8, 10, "uniform", 2, True, min_space, generator
         )
         spans = sorted((s, n) for s, n in spans if n > 0)

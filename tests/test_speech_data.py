@@ -1,4 +1,4 @@
-"""Tests for speech_data: decoding, corpus indexing, filtering/cropping, hub datasets, batching."""
+"""Tests for armhubert_training.speech_data: decoding, corpus indexing, filtering/cropping, hub datasets, batching."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import importlib.util
 import logging
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import datasets
@@ -19,11 +18,8 @@ import soundfile as sf
 import torch
 from transformers import HfArgumentParser
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import speech_data  # noqa: E402
-from speech_data import (  # noqa: E402
+from armhubert_training import speech_data
+from armhubert_training.speech_data import (
     SAMPLING_RATE,
     AudioCollator,
     AudioError,
@@ -36,6 +32,7 @@ from speech_data import (  # noqa: E402
     load_audio,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "tiny-librispeech"
 SPLITS = ["train-clean-100", "dev-clean", "test-clean"]
 
@@ -186,7 +183,7 @@ def broken_corpus(tmp_path) -> tuple[Path, list[str]]:
 
 def test_index_skips_and_counts_broken_files(broken_corpus, caplog):
     root, broken = broken_corpus
-    with caplog.at_level(logging.WARNING, logger="speech_data"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
         index = librispeech_dataset(root, ["dev-clean"], num_workers=4)
     assert len(index) == 8
     assert not set(broken) & set(column(index, "id"))
@@ -202,7 +199,7 @@ def test_file_corrupted_after_indexing_gives_none_and_is_counted(broken_corpus, 
     assert isinstance(dataset, SpeechDataset) and len(dataset) == 8
     victim = dataset.index[3]
     Path(victim["path"]).write_bytes(b"\x00garbage" * 500)
-    with caplog.at_level(logging.WARNING, logger="speech_data"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
         assert dataset[3] is None
         assert dataset[3] is None
     logged = [r.getMessage() for r in caplog.records if victim["id"] in r.getMessage()]
@@ -273,7 +270,7 @@ def test_non_utf8_transcript_skips_its_chapter_named_and_counted(tmp_path, caplo
     bad = next(chapters[1].glob("*.trans.txt"))
     lost = sorted(path.stem for path in chapters[1].glob("*.flac"))
     bad.write_bytes(bad.read_text().replace("THE", "TH\u00c9", 1).encode("latin-1"))  # a lone 0xC9 byte
-    with caplog.at_level(logging.WARNING, logger="speech_data"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
         dataset = build_dataset(DataArguments(librispeech_root=str(tmp_path)), "train")
     full = librispeech_dataset(CORPUS, ["train-clean-100"])
     assert column(dataset.index, "id") == [utt for utt in column(full, "id") if utt not in lost]
@@ -290,7 +287,7 @@ def test_audio_shorter_than_the_receptive_field_is_named_and_counted(tmp_path, c
     durations = sorted(sf.info(f).duration for f in flacs)  # [0] is the short one
     # A chosen --min_duration_seconds that drops two more: a filter, not a skipped file.
     args = DataArguments(librispeech_root=str(tmp_path), min_duration_seconds=durations[3])
-    with caplog.at_level(logging.WARNING, logger="speech_data"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
         dataset = build_dataset(args, "eval")
     assert len(dataset) == 7 and dataset.skipped["too_short"] == [flacs[4].stem]
     assert speech_data.skip_metrics(dataset) == {
@@ -306,7 +303,7 @@ def test_audio_shorter_than_the_receptive_field_is_named_and_counted(tmp_path, c
     datasets.Dataset(table).cast_column("audio", datasets.Audio()).to_parquet(
         str(tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet"))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="speech_data"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
         streamed = list(build_dataset(DataArguments(dataset_name=str(tmp_path / "hub"), streaming=True), "eval"))
     assert streamed[0] is None and streamed[1]["id"] == "good.flac"
     assert AudioCollator()(streamed)["num_skipped"].item() == 1

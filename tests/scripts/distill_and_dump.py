@@ -11,8 +11,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from run_distill import build_trainer  # noqa: E402
+from run_distill import build_trainer
 
 dump_dir = Path(sys.argv[1])
 trainer = build_trainer(sys.argv[2:])

@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """Convert an authors' Recycle-and-Distill checkpoint (PyTorch Lightning `.ckpt`) to a Transformers
 model directory that `AutoModel.from_pretrained(DIR, trust_remote_code=True)` loads.
 
-    python convert_original_checkpoint.py --checkpoint armhubert.ckpt --output_dir armhubert-hf
+    python -m armhubert_training.convert_original_checkpoint --checkpoint armhubert.ckpt --output_dir armhubert-hf
 
 The student's config comes from the checkpoint's `hyper_parameters.cfg["distiller"]` or, with
 `--config`, from the YAML file the authors' training wrote. The teacher's weights
@@ -29,7 +28,8 @@ import yaml
 
 from configuration_armhubert import REUSE_MODES, ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
-from speech_data import raw_waveform_feature_extractor
+
+from .speech_data import raw_waveform_feature_extractor
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,8 @@ def load_checkpoint_file(checkpoint: Path, trust_checkpoint: bool = False) -> di
         raise UntrustedCheckpointError(
             f"{checkpoint} holds objects beyond tensors and plain data, which safe loading (torch.load "
             "weights_only=True) refuses because unpickling them can run code from the file. If, and only if, you "
-            "trust where this file comes from, convert it with: python convert_original_checkpoint.py "
+            "trust where this file comes from, convert it with: "
+            "python -m armhubert_training.convert_original_checkpoint "
             f"--checkpoint {checkpoint} --output_dir DIR --trust_checkpoint (then use DIR). {_refusal(err)}"
         ) from err
 

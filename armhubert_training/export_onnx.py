@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Export an ArmHubert student to ONNX, for ONNX Runtime and other deployment runtimes.
 
 The ONNX model takes `input_values` (batch, samples) float32 waveforms at 16 kHz and
@@ -9,9 +8,9 @@ unpadded batch), both with dynamic batch and length. It returns `last_hidden_sta
 every layer's output. Frame b, t is real when t < the conv output length of item b's real samples
 (`model._get_feat_extract_output_lengths`); outputs on padded frames are to be ignored.
 
-    python export_onnx.py armhubert.onnx --model path/to/student            # a saved student
-    python export_onnx.py armhubert.onnx --preset armhubert                 # random weights (benchmarks)
-    python export_onnx.py asr.onnx --model path/to/ctc-model --hidden-states
+    python -m armhubert_training.export_onnx armhubert.onnx --model path/to/student    # a saved student
+    python -m armhubert_training.export_onnx armhubert.onnx --preset armhubert         # random weights
+    python -m armhubert_training.export_onnx asr.onnx --model path/to/ctc-model --hidden-states
 
 After writing, the export is checked: ONNX Runtime and PyTorch run the same padded batch and the
 largest difference on real frames must stay under `--atol` (1e-4).
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -32,9 +30,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from configuration_armhubert import PRESETS, ArmHubertConfig  # noqa: E402
-from modeling_armhubert import ArmHubertForCTC, ArmHubertModel  # noqa: E402
+from configuration_armhubert import PRESETS, ArmHubertConfig
+from modeling_armhubert import ArmHubertForCTC, ArmHubertModel
 
 INPUT_NAMES = ["input_values", "attention_mask"]
 

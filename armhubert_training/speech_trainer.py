@@ -29,7 +29,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
 from transformers.trainer_utils import EvalLoopOutput, has_length
 
-from speech_data import skip_metrics
+from .speech_data import skip_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def setup_script_logging(training_args: TrainingArguments, *script_loggers: str)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)])
     log_level = training_args.get_process_log_level()
-    for name in (*script_loggers, "speech_trainer", "speech_data"):
+    for name in (*script_loggers, __package__):
         logging.getLogger(name).setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 import torch
 
-from distillation_loss import masking_distillation_loss, validation_distillation_loss
-from span_mask import compute_span_mask
-from speech_trainer import SpeechTrainer
-from teacher import FrozenTeacher
+from modeling_armhubert import compute_span_mask
+
+from .distillation_loss import masking_distillation_loss, validation_distillation_loss
+from .speech_trainer import SpeechTrainer
+from .teacher import FrozenTeacher
 
 LOSS_TERMS = ("mask_hint", "unmask_hint", "mask_rec", "unmask_rec")
 

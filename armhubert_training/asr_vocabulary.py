@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import Wav2Vec2CTCTokenizer
 
-from speech_data import AudioCollator
+from .speech_data import AudioCollator
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,9 @@ from huggingface_hub import ModelCard, ModelCardData
 from transformers import TrainingArguments
 
 from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
-from speech_data import SAMPLING_RATE, skip_metrics
-from speech_trainer import SpeechTrainer
+
+from .speech_data import SAMPLING_RATE, skip_metrics
+from .speech_trainer import SpeechTrainer
 
 if TYPE_CHECKING:  # only for type hints: run_asr_ctc imports this module
     from run_asr_ctc import AsrDataArguments, ModelArguments

@@ -1,0 +1,49 @@
+"""The installed layout: the model and the two scripts at the top level, everything else in the
+armhubert_training package, and the files that travel with a saved model standalone."""
+
+from __future__ import annotations
+
+import ast
+import configparser
+
+from conftest import REPO
+
+TOP_LEVEL = {"configuration_armhubert", "modeling_armhubert", "run_distill", "run_asr_ctc"}
+# Copied next to saved models and imported there as remote code, without this project installed.
+TRAVELLING = ["configuration_armhubert.py", "modeling_armhubert.py", "armhubert_training/asr_pipeline.py"]
+
+
+def _imported_modules(path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+    return names
+
+
+def test_only_the_model_and_the_scripts_are_top_level_modules():
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    assert set(config["options"]["py_modules"].split()) == TOP_LEVEL
+    assert config["options"]["packages"].split() == ["armhubert_training"]
+    assert {p.stem for p in REPO.glob("*.py")} == TOP_LEVEL
+
+
+def test_travelling_files_import_nothing_from_the_package():
+    allowed_local = {".configuration_armhubert", "configuration_armhubert"}
+    for name in TRAVELLING:
+        imported = _imported_modules(REPO / name)
+        assert not any(m.split(".")[0] == "armhubert_training" for m in imported), name
+        assert not {m for m in imported if m.startswith(".")} - allowed_local, name
+        local = {m for m in imported if (REPO / f"{m.lstrip('.')}.py").is_file()}
+        assert local <= allowed_local, (name, local)
+
+
+def test_no_module_edits_the_import_path():
+    needle = "sys." + "path"  # spelled apart so that this file does not match itself
+    for path in REPO.rglob("*.py"):
+        if {".venv", "build", ".git"} & set(path.relative_to(REPO).parts):
+            continue
+        assert needle not in path.read_text(), path
