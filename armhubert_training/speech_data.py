@@ -79,6 +79,9 @@ def raw_waveform_feature_extractor() -> Wav2Vec2FeatureExtractor:
                                     do_normalize=False, return_attention_mask=True)
 
 
+_PADDER = raw_waveform_feature_extractor()
+
+
 class AudioError(ValueError):
     """An audio source cannot be used: unreadable, empty, or non-finite samples."""
 
@@ -924,14 +927,11 @@ class AudioCollator:
                 "attention_mask": torch.zeros(0, 0, dtype=torch.long),
                 "num_skipped": num_skipped,
             }
-        lengths = [len(item["input_values"]) for item in present]
-        width = max(lengths)
-        input_values = torch.zeros(len(present), width, dtype=torch.float32)
-        attention_mask = torch.zeros(len(present), width, dtype=torch.long)
-        for row, (item, length) in enumerate(zip(present, lengths)):
-            input_values[row, :length] = torch.as_tensor(np.asarray(item["input_values"], dtype=np.float32))
-            attention_mask[row, :length] = 1
-        batch: dict[str, Any] = {"input_values": input_values, "attention_mask": attention_mask}
+        # The feature extractor's own padding: zeros on the right and a 1/0 attention mask.
+        padded = _PADDER.pad({"input_values": [np.asarray(item["input_values"], dtype=np.float32) for item in present]},
+                             padding="longest", return_attention_mask=True, return_tensors="pt")
+        attention_mask = padded["attention_mask"].long()
+        batch: dict[str, Any] = {"input_values": padded["input_values"].float(), "attention_mask": attention_mask}
         if "text" in present[0]:
             batch["text"] = [item["text"] for item in present]
         if "id" in present[0]:
