@@ -67,6 +67,22 @@ def grad_scale(tensor: torch.Tensor, scale: float) -> torch.Tensor:
     return _GradScale.apply(tensor, scale)
 
 
+def conv_output_lengths(input_lengths: torch.Tensor | int, conv_kernel: Sequence[int],
+                        conv_stride: Sequence[int]) -> torch.Tensor | int:
+    """Frames the conv feature encoder makes of `input_lengths` samples (a model-free function, so that
+    the distillation collator can compute the student's frames in a DataLoader worker)."""
+    for kernel, stride in zip(conv_kernel, conv_stride):
+        input_lengths = torch.div(input_lengths - kernel, stride, rounding_mode="floor") + 1
+    return input_lengths
+
+
+def frame_attention_mask(num_frames: int, attention_mask: torch.Tensor, conv_kernel: Sequence[int],
+                         conv_stride: Sequence[int]) -> torch.Tensor:
+    """Sample-level mask (B, S) -> frame-level bool mask (B, num_frames), True = real frame."""
+    lengths = conv_output_lengths(attention_mask.sum(-1).long(), conv_kernel, conv_stride)
+    return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
+
+
 def _is_tracing() -> bool:
     """True while exporting or compiling, where data-dependent input checks cannot run."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
@@ -780,14 +796,11 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
 
     def _get_feat_extract_output_lengths(self, input_lengths: torch.Tensor | int) -> torch.Tensor | int:
         """Number of conv output frames for inputs of `input_lengths` samples."""
-        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
-            input_lengths = torch.div(input_lengths - kernel, stride, rounding_mode="floor") + 1
-        return input_lengths
+        return conv_output_lengths(input_lengths, self.config.conv_kernel, self.config.conv_stride)
 
     def _get_feature_vector_attention_mask(self, num_frames: int, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sample-level mask (B, S) -> frame-level bool mask (B, T), True = real frame."""
-        lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
-        return torch.arange(num_frames, device=attention_mask.device)[None, :] < lengths[:, None]
+        return frame_attention_mask(num_frames, attention_mask, self.config.conv_kernel, self.config.conv_stride)
 
     def ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """CTC loss of per-frame `logits` (B, T, vocab_size) against `labels` (B, L), padded with -100.

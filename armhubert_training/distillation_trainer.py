@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from modeling_armhubert import compute_span_mask
+from modeling_armhubert import compute_span_mask, conv_output_lengths, frame_attention_mask
 
 from .distillation_loss import masking_distillation_loss, validation_distillation_loss
 from .speech_trainer import SpeechTrainer
@@ -68,15 +68,6 @@ def mask_generator(seed: int, epoch: int, utterance_ids: Sequence[str]) -> torch
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def conv_output_lengths(sample_lengths: torch.Tensor | int, conv_kernel: Sequence[int],
-                        conv_stride: Sequence[int]) -> torch.Tensor | int:
-    """Frames the conv feature encoder makes of `sample_lengths` samples, without a model: the formula of
-    `ArmHubertModel._get_feat_extract_output_lengths` (total stride 320, receptive field 400 in every preset)."""
-    for kernel, stride in zip(conv_kernel, conv_stride):
-        sample_lengths = torch.div(sample_lengths - kernel, stride, rounding_mode="floor") + 1
-    return sample_lengths
-
-
 @dataclass(frozen=True)
 class DistillationMasker:
     """Draws a training batch's span mask in the collator (`AudioCollator(span_mask=...)`), i.e. in the
@@ -104,8 +95,7 @@ class DistillationMasker:
     def frame_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sample-level attention_mask (B, S) -> bool (B, T) of real frames, as the student computes it."""
         frames = int(conv_output_lengths(attention_mask.shape[1], self.conv_kernel, self.conv_stride))
-        lengths = conv_output_lengths(attention_mask.sum(-1).long(), self.conv_kernel, self.conv_stride)
-        return torch.arange(max(frames, 0))[None, :] < lengths[:, None]
+        return frame_attention_mask(max(frames, 0), attention_mask, self.conv_kernel, self.conv_stride)
 
     def __call__(self, attention_mask: torch.Tensor, utterance_ids: Sequence[str], epoch: int) -> torch.Tensor:
         """attention_mask (B, S) of the padded batch -> bool (B, T): True = masked frame."""

@@ -380,8 +380,7 @@ def _items(lengths, epoch: int = 0, prefix: str = "utt"):
 def test_collator_frames_are_the_students():
     """The collator computes the student's frame count and real frames without a model, for any length."""
     from conftest import tiny_config
-    from armhubert_training.distillation_trainer import conv_output_lengths
-    from modeling_armhubert import ArmHubertModel
+    from modeling_armhubert import ArmHubertModel, conv_output_lengths
 
     student = ArmHubertModel(tiny_config())
     _, masker = _masking_collator()
