@@ -791,7 +791,7 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, ArmHubertModel):
             if module.masked_spec_embed is not None:
                 init.uniform_(module.masked_spec_embed)
-        elif isinstance(module, ArmHubertForSuperbCTC):
+        elif isinstance(module, ArmHubertSuperbFeaturizer):
             init.zeros_(module.layer_weights)  # every layer weighs the same at the start, as in SUPERB
 
     def _get_feat_extract_output_lengths(self, input_lengths: torch.Tensor | int) -> torch.Tensor | int:
@@ -1060,6 +1060,33 @@ class ArmHubertForCTC(ArmHubertPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+class ArmHubertSuperbFeaturizer(nn.Module):
+    """SUPERB's featurizer: a learned softmax-weighted sum of a frozen student's N feature sequences.
+
+    The N features are the L distillation-head outputs (`config.superb_features="projected"`, the
+    features the authors evaluated) or the encoder input plus the L layer outputs (`"hidden_states"`,
+    what SUPERB takes from HuBERT). The weights start equal (zeros before the softmax), as in SUPERB.
+    """
+
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__()
+        self.projected = config.superb_features == "projected"
+        num_features = config.num_hidden_layers + (0 if self.projected else 1)
+        self.feature_dim = config.projection_dim if self.projected else config.hidden_size
+        self.layer_weights = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, outputs: ArmHubertModelOutput) -> torch.Tensor:
+        """(B, T, feature_dim): the weighted sum of the features in `outputs` (run with output_hidden_states)."""
+        features = torch.stack(outputs.projected_hidden_states if self.projected else outputs.hidden_states)
+        weights = torch.softmax(self.layer_weights, dim=0).to(features.dtype)  # (N,)
+        return (weights[:, None, None, None] * features).sum(0)
+
+    @property
+    def layer_weight_distribution(self) -> torch.Tensor:
+        """softmax(layer_weights) (N,): how much each feature sequence contributes, for inspection."""
+        return torch.softmax(self.layer_weights.detach(), dim=0)
+
+
 class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
     """SUPERB's ASR downstream model on a frozen student.
 
@@ -1090,10 +1117,8 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
         self.loss_type = "ForCTC"
         self._keys_to_ignore_on_load_unexpected = ignored
         self.armhubert = ArmHubertModel(config)
-        num_features = config.num_hidden_layers + (0 if projected else 1)
-        feature_dim = config.projection_dim if projected else config.hidden_size
-        self.layer_weights = nn.Parameter(torch.zeros(num_features))
-        self.projector = nn.Linear(feature_dim, config.superb_projection_dim)
+        self.featurizer = ArmHubertSuperbFeaturizer(config)
+        self.projector = nn.Linear(self.featurizer.feature_dim, config.superb_projection_dim)
         # One single-layer LSTM per layer, so that dropout also follows the last one (as in SUPERB).
         width = config.superb_lstm_hidden_size
         inputs = [config.superb_projection_dim] + [2 * width] * (config.superb_lstm_layers - 1)
@@ -1113,11 +1138,6 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
         super().train(mode)
         self.armhubert.eval()  # deterministic features: no dropout or masking inside the frozen student
         return self
-
-    def _layer_features(self, outputs: ArmHubertModelOutput) -> tuple[torch.Tensor, ...]:
-        if self.config.superb_features == "projected":
-            return outputs.projected_hidden_states
-        return outputs.hidden_states
 
     def forward(
         self,
@@ -1147,9 +1167,7 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
         with torch.no_grad():
             outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=True,
                                      output_attentions=output_attentions, return_dict=True)
-        features = torch.stack(self._layer_features(outputs))  # (N, B, T, D)
-        weights = torch.softmax(self.layer_weights, dim=0).to(features.dtype)
-        hidden_states = self.projector((weights[:, None, None, None] * features).sum(0))
+        hidden_states = self.projector(self.featurizer(outputs))
 
         batch, frames, _ = hidden_states.shape
         lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long()).cpu()
@@ -1169,7 +1187,7 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
     @property
     def layer_weight_distribution(self) -> torch.Tensor:
         """softmax(layer_weights): how much each feature sequence contributes (N,), for inspection."""
-        return torch.softmax(self.layer_weights.detach(), dim=0)
+        return self.featurizer.layer_weight_distribution
 
 
 ArmHubertConfig.register_for_auto_class()

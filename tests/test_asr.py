@@ -209,9 +209,9 @@ def superb_config(**overrides):
 
 def test_superb_features_choice():
     projected = ArmHubertForSuperbCTC(superb_config())
-    assert projected.layer_weights.shape == (4,) and projected.projector.in_features == 48
+    assert projected.featurizer.layer_weights.shape == (4,) and projected.projector.in_features == 48
     hidden = ArmHubertForSuperbCTC(superb_config(superb_features="hidden_states", projection_dim=0))
-    assert hidden.layer_weights.shape == (5,) and hidden.projector.in_features == 64
+    assert hidden.featurizer.layer_weights.shape == (5,) and hidden.projector.in_features == 64
     with pytest.raises(ValueError, match="hidden_states"):
         ArmHubertForSuperbCTC(superb_config(projection_dim=0))
 
@@ -299,7 +299,7 @@ def test_superb_run_keeps_the_student_weights(superb_run, student_dir):
     assert {k for k in tuned if k.startswith("armhubert.")} == {f"armhubert.{k}" for k in student}
     for key, value in student.items():
         assert torch.equal(tuned[f"armhubert.{key}"], value), key
-    assert tuned["layer_weights"].abs().min() > 0  # trained from zeros
+    assert tuned["featurizer.layer_weights"].abs().min() > 0  # trained from zeros
     config = json.loads((superb_run / "config.json").read_text())
     assert config["architectures"] == ["ArmHubertForSuperbCTC"] and config["superb_features"] == "projected"
 
