@@ -64,6 +64,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+AUTO_MAP = {
+    "AutoConfig": "configuration_armhubert.ArmHubertConfig",
+    "AutoModel": "modeling_armhubert.ArmHubertModel",
+    "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC",
+}
+
+
 class ArmHubertConfig(PretrainedConfig):
     r"""Configuration of an [`ArmHubertModel`].
 
@@ -152,6 +159,11 @@ class ArmHubertConfig(PretrainedConfig):
     eos_token_id: int | None = 2
 
     def __post_init__(self, **kwargs: Any) -> None:
+        # Every auto class the code provides, so that a saved student loads with each of them (e.g.
+        # AutoModelForCTC builds a CTC model on a bare student). Saving a model then records its own
+        # class for its auto class on top (`register_for_auto_class` in modeling_armhubert.py), e.g.
+        # AutoModelForCTC -> ArmHubertForSuperbCTC for a SUPERB model; a saved map keeps its entries.
+        kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
         if self.reuse_pattern is None:
             self.reuse_pattern = [True] * self.num_hidden_layers
         self.reuse_pattern = [bool(flag) for flag in self.reuse_pattern]

@@ -816,17 +816,6 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
                                   blank_token_id=self.config.pad_token_id, reduction=self.config.ctc_loss_reduction,
                                   zero_infinity=self.config.ctc_zero_infinity)
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # A student saved as any class can be loaded with AutoModel and AutoModelForCTC; a CTC model is
-        # loaded by AutoModelForCTC as the class it was saved as (the speech recognition pipeline uses it).
-        is_ctc = isinstance(self, (ArmHubertForCTC, ArmHubertForSuperbCTC))
-        self.config.auto_map = {
-            "AutoConfig": "configuration_armhubert.ArmHubertConfig",
-            "AutoModel": "modeling_armhubert.ArmHubertModel",
-            "AutoModelForCTC": f"modeling_armhubert.{type(self).__name__ if is_ctc else 'ArmHubertForCTC'}",
-        }
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
 
 class ArmHubertModel(ArmHubertPreTrainedModel):
     """The bare student: waveform in, per-layer hidden states (and distillation projections) out."""
