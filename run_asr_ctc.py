@@ -387,6 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=CtcCollator(processor.tokenizer, chars_to_ignore=data_args.chars_to_ignore),
         processing_class=processor, wer_metric=data_args.wer_metric, cer_metric=data_args.cer_metric,
         model_card_fn=lambda: asr_model_card(model, model_args, data_args, training_args, metrics),
+        max_batch_seconds=data_args.max_batch_seconds,
     )
     if training_args.do_train:
         # "last" resumes from the newest complete checkpoint in output_dir; a path from that checkpoint.

@@ -165,6 +165,7 @@ def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
                                                                              training_args.seed)),
         processing_class=feature_extractor, teacher=teacher,
         distillation_args=distill_args, model_card_fn=model_card,
+        max_batch_seconds=data_args.max_batch_seconds,
     )
     return trainer
 

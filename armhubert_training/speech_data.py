@@ -562,6 +562,15 @@ class DataArguments:
         metadata={"help": "With --max_duration_seconds: crop longer utterances to a random window of that length, "
                           "drawn anew for each (seed, item, epoch) (true), or drop them (false)."},
     )
+    max_batch_seconds: float | None = field(
+        default=None,
+        metadata={"help": "Bound each training batch by padded audio too: at most per_device_train_batch_size "
+                          "utterances AND (utterances x longest one) <= this many seconds, batches formed from "
+                          "length-sorted utterances, so long utterances come in small batches (no out-of-memory) "
+                          "and short ones in large batches (little padding). Default: no bound, batches of "
+                          "per_device_train_batch_size utterances (the paper's recipes). Must be at least the "
+                          "longest training utterance."},
+    )
     min_duration_seconds: float = field(
         default=RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE,
         metadata={"help": "Drop utterances shorter than this, in seconds. At least 0.025 s (400 samples, the "
@@ -595,6 +604,8 @@ class DataArguments:
             self.train_splits = ["train-clean-100"] if librispeech else ["train"]
         if self.eval_splits is None:
             self.eval_splits = ["dev-clean"] if librispeech else ["validation"]
+        if self.max_batch_seconds is not None and self.max_batch_seconds <= 0:
+            raise ValueError(f"--max_batch_seconds must be positive, got {self.max_batch_seconds}.")
         for name in ("train_splits", "eval_splits"):
             if not getattr(self, name) or not all(getattr(self, name)):
                 raise ValueError(f"--{name} needs at least one split name, and no empty one; got {getattr(self, name)}.")

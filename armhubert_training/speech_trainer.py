@@ -17,19 +17,20 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from functools import partial
 from typing import Any, Callable
 
 import datasets
 import torch
 import transformers
 from huggingface_hub import ModelCard
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
-from transformers.trainer_utils import EvalLoopOutput, has_length
+from transformers.trainer_utils import EvalLoopOutput, has_length, seed_worker
 
-from .speech_data import skip_metrics
+from .speech_data import SAMPLING_RATE, skip_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,58 @@ class LengthGroupedEpochSampler(LengthGroupedSampler):
     def __iter__(self):
         self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return super().__iter__()
+
+
+class AudioBudgetBatchSampler(Sampler[list[int]]):
+    """Batches bounded by padded audio: at most `max_batch_size` utterances, and
+    len(batch) x its longest utterance <= `max_samples` (the samples a padded batch holds, what its
+    memory grows with; fairseq's `max_tokens`, as DPHuBERT batches).
+
+    Each epoch the utterances are ordered by length (longest first; equal lengths in an order seeded
+    by (seed, epoch)), cut greedily into batches under both limits, and the batches are visited in an
+    order seeded by (seed, epoch): every utterance exactly once per epoch, little padding, and the
+    same batches in every process and after resuming. Long utterances come in small batches and short
+    ones in large batches, so a budget that fits the longest utterance fits every batch.
+    """
+
+    def __init__(self, lengths: list[int], max_samples: int, max_batch_size: int, seed: int):
+        if not lengths:
+            raise ValueError("AudioBudgetBatchSampler needs at least one utterance length.")
+        if max(lengths) > max_samples:
+            raise ValueError(f"--max_batch_seconds ({max_samples / SAMPLING_RATE:g} s) is shorter than the longest "
+                             f"utterance ({max(lengths) / SAMPLING_RATE:.2f} s): raise it, or crop or drop long "
+                             "utterances with --max_duration_seconds.")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}.")
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        self.max_samples, self.max_batch_size, self.seed, self.epoch = max_samples, max_batch_size, seed, 0
+        # Batch boundaries depend only on the sorted lengths, so their number is the same every epoch.
+        self._num_batches = len(self._batches(torch.Generator().manual_seed(seed)))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self, generator: torch.Generator) -> list[list[int]]:
+        shuffled = torch.randperm(len(self.lengths), generator=generator)
+        order = shuffled[torch.argsort(self.lengths[shuffled], descending=True, stable=True)].tolist()
+        batches, batch = [], []
+        for index in order:
+            longest = int(self.lengths[batch[0]]) if batch else int(self.lengths[index])  # sorted: the first
+            if batch and (len(batch) == self.max_batch_size or (len(batch) + 1) * longest > self.max_samples):
+                batches.append(batch)
+                batch = []
+            batch.append(index)
+        batches.append(batch)
+        return batches
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        batches = self._batches(generator)
+        for position in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[position]
+
+    def __len__(self) -> int:
+        return self._num_batches
 
 
 class DatasetEpochCallback(TrainerCallback):
@@ -106,12 +159,19 @@ class SpeechTrainer(Trainer):
     Args:
         model_card_fn: builds the README.md written to output_dir (and uploaded by `push_to_hub`);
             None = the Trainer's generic card.
+        max_batch_seconds: bound training batches by padded audio as well as by utterance count
+            (`AudioBudgetBatchSampler`); None = batches of per_device_train_batch_size utterances.
         All other arguments are the Trainer's.
     """
 
-    def __init__(self, *args, model_card_fn: Callable[[], ModelCard] | None = None, **kwargs):
+    def __init__(self, *args, model_card_fn: Callable[[], ModelCard] | None = None,
+                 max_batch_seconds: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.model_card_fn = model_card_fn
+        self.max_batch_seconds = max_batch_seconds
+        if self.args.dataloader_persistent_workers and hasattr(self.train_dataset, "set_epoch"):
+            raise ValueError("--dataloader_persistent_workers keeps each worker's copy of the dataset at the epoch "
+                             "it started in, so random crops and span masks would repeat every epoch: leave it off.")
         # Our losses are means per batch: let the Trainer average them over gradient accumulation.
         self.model_accepts_loss_kwargs = False
         self.add_callback(SkippedFilesCallback())
@@ -133,6 +193,26 @@ class SpeechTrainer(Trainer):
     def skipped_files(self) -> int:
         """All training files left out so far, for every reason."""
         return self.skipped_files_metrics()["skipped_files"]
+
+    def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's loader, or with `max_batch_seconds` one whose batches come from an
+        `AudioBudgetBatchSampler` (accelerate hands each process every N-th batch)."""
+        if self.max_batch_seconds is None:
+            return super().get_train_dataloader()
+        lengths = getattr(self.train_dataset, "lengths", None)
+        if lengths is None:
+            raise ValueError("--max_batch_seconds needs utterance lengths known up front (a LibriSpeech folder or a "
+                             "map-style --dataset_name), not a streamed dataset.")
+        batch_sampler = AudioBudgetBatchSampler(
+            list(lengths), max_samples=round(self.max_batch_seconds * SAMPLING_RATE),
+            max_batch_size=self.args.per_device_train_batch_size, seed=self.args.data_seed or self.args.seed)
+        args = self.args
+        loader = DataLoader(
+            self.train_dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator,
+            num_workers=args.dataloader_num_workers, pin_memory=args.dataloader_pin_memory,
+            prefetch_factor=args.dataloader_prefetch_factor,
+            worker_init_fn=partial(seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index))
+        return self.accelerator.prepare(loader)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -23,6 +23,8 @@ Variants (each changes one thing from `default`):
   no-shared-features  --share_teacher_features false: the teacher runs twice from the waveform
   no-length-grouping  --train_sampling_strategy random: batches of random lengths
   torch-compile       --torch_compile true
+  token-budget        --max_batch_seconds (the default's mean audio per batch, at least the longest
+                      utterance) with up to twice as many utterances per batch
 
     python -m benchmarks.distill_end_to_end --device cuda       # HuBERT Base-sized random teacher -> armhubert, bf16
     python -m benchmarks.distill_end_to_end --tiny             # tiny models and short audio, on the CPU
@@ -60,6 +62,7 @@ VARIANTS: dict[str, list[str]] = {
     "no-shared-features": ["--share_teacher_features", "false"],
     "no-length-grouping": ["--train_sampling_strategy", "random"],
     "torch-compile": ["--torch_compile", "true"],
+    "token-budget": [],  # --max_batch_seconds: see variant_arguments
 }
 # The student of `--tiny`: 2 layers for the 2-layer tiny teacher.
 TINY_OVERRIDES = {**TINY_STUDENT, "num_hidden_layers": 2, "reuse_pattern": [True, False]}
@@ -117,6 +120,15 @@ def instrument(trainer) -> dict[str, list[float]]:
     return per_step
 
 
+def variant_arguments(name: str, args: argparse.Namespace) -> list[str]:
+    """The options that make variant `name` differ from the default."""
+    if name != "token-budget":
+        return VARIANTS[name]
+    mean_s, longest_s = 12.6 * args.duration_scale, 35.0 * args.duration_scale  # sample_durations' shape
+    budget = max(args.batch_size * mean_s, longest_s)
+    return ["--max_batch_seconds", f"{budget:.2f}", "--per_device_train_batch_size", str(2 * args.batch_size)]
+
+
 def run_variant(name: str, args: argparse.Namespace, teacher_dir: Path, corpus: Path, workdir: Path) -> dict[str, Any]:
     argv = [
         "--teacher", str(teacher_dir), "--student_preset", args.student, "--librispeech_root", str(corpus),
@@ -128,7 +140,7 @@ def run_variant(name: str, args: argparse.Namespace, teacher_dir: Path, corpus: 
         "--train_sampling_strategy", "group_by_length", "--learning_rate", "5e-4", "--seed", "0",
         *(["--config_overrides", json.dumps(TINY_OVERRIDES)] if args.tiny else []),
         *(["--use_cpu", "true"] if args.device == "cpu" else []),
-        *VARIANTS[name],
+        *variant_arguments(name, args),
     ]
     trainer = run_distill.build_trainer(argv)
     per_step = instrument(trainer)
@@ -162,7 +174,7 @@ def run_variant(name: str, args: argparse.Namespace, teacher_dir: Path, corpus: 
     wall = clock.ends[args.warmup + args.steps - 1] - clock.ends[args.warmup]
     audio_seconds = sum(per_step["real"][timed]) / SAMPLE_RATE
     row = {
-        "variant": name, "arguments": " ".join(VARIANTS[name]) or "(defaults)",
+        "variant": name, "arguments": " ".join(variant_arguments(name, args)) or "(defaults)",
         "steps_timed": args.steps - 1,
         "audio_s_per_s": audio_seconds / wall,
         "step_ms": 1000 * wall / (args.steps - 1),
@@ -270,7 +282,7 @@ def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         try:
             rows.append(run_variant(name, args, teacher_dir, corpus, workdir))
         except Exception as error:  # one failing variant (a compiler error, say) must not lose the others
-            rows.append({"variant": name, "arguments": " ".join(VARIANTS[name]),
+            rows.append({"variant": name, "arguments": " ".join(variant_arguments(name, args)),
                          "error": f"{type(error).__name__}: {error}"[:2000]})
         print(json.dumps({k: v for k, v in rows[-1].items()}, default=str), flush=True)
         default = next((r for r in rows if r["variant"] == "default" and "error" not in r), None)

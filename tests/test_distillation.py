@@ -483,3 +483,17 @@ def test_streaming_hub_dataset(tmp_path, offline_hf, tiny_teacher_dir, hub_folde
                                 "--save_strategy", "no", "--eval_steps", "3", "--max_eval_samples", "4"))
     assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["eval_loss"])
     assert metrics["skipped_files"] == 0
+
+
+def test_max_batch_seconds_bounds_every_training_batch(tmp_path, offline_hf, tiny_teacher_dir):
+    trainer = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "out", "--max_steps", "1",
+                                         "--max_batch_seconds", "40", "--per_device_train_batch_size", "12"))
+    ids = []
+    for batch in trainer.get_train_dataloader():
+        assert batch["attention_mask"].numel() <= 40 * 16_000 and len(batch["id"]) <= 12
+        assert batch["mask_time_indices"].shape[0] == len(batch["id"])
+        ids += batch["id"]
+    assert sorted(ids) == sorted(trainer.train_dataset[i]["id"] for i in range(len(trainer.train_dataset)))
+    with pytest.raises(ValueError, match="persistent_workers"):
+        build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "p", "--dataloader_num_workers", "1",
+                                   "--dataloader_persistent_workers", "true"))
