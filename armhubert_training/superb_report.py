@@ -1,0 +1,171 @@
+"""One SUPERB table from the results of the task runs, beside the published students.
+
+Each task run (run_asr_ctc.py for ASR, PR and SF; run_audio_classification.py for KS, IC, SID and
+ER) writes `predict_<split>_results.json` into its output folder. Give each task its folder (or the
+JSON itself); ER takes one folder per fold and reports their mean, as SUPERB does:
+
+    python -m armhubert_training.superb_report --name "my armhubert" \\
+        --pr runs/pr --asr runs/asr --ks runs/ks --ic runs/ic --sid runs/sid \\
+        --er runs/er-fold1 runs/er-fold2 runs/er-fold3 runs/er-fold4 runs/er-fold5 --sf runs/sf \\
+        --output superb.md
+
+The table has the columns of the paper's results (PR and ASR error rates, accuracies of KS, IC, SID
+and ER, slot-filling F1 and CER, all in %), the published rows, and an overall score.
+
+Overall score. The papers give no formula; the one that reproduces every row of the Recycle-and-
+Distill table (HuBERT Base 80.8, DistilHuBERT 75.9, ARMHuBERT 78.1, ...) is the plain mean of 11
+numbers, error rates turned into 100 - error:
+    [(100-PER) + (100-WER) + KS + 100*QbE_MTWV + SID + (100-ASV_EER) + (100-SD_DER) + IC + SF_F1
+     + (100-SF_CER) + ER] / 11.
+QbE, ASV and SD have no recipe here: pass them with --qbe/--asv/--sd (from s3prl) to get the score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+# Columns of the table: task -> (header, metric in the results JSON, the test split's name)
+TASKS = {
+    "pr": ("PR (PER)", "per", "test-clean"),
+    "asr": ("ASR (WER)", "wer", "test-clean"),
+    "ks": ("KS", "accuracy", "test"),
+    "ic": ("IC", "accuracy", "test"),
+    "sid": ("SID", "accuracy", "test"),
+    "er": ("ER", "accuracy", "test"),
+    "sf_f1": ("SF F1", "slot_type_f1", "test"),
+    "sf_cer": ("SF CER", "slot_value_cer", "test"),
+}
+ERROR_RATES = {"pr", "asr", "sf_cer", "asv", "sd"}  # lower is better: 100 - value enters the score
+
+# Published results, in %, QbE as MTWV. The students' rows: the Recycle-and-Distill results table
+# (SF, QbE, ASV and SD of the students are in its image only and not restated here); HuBERT Base and
+# DistilHuBERT: the same table, all 11 numbers.
+PUBLISHED: dict[str, dict[str, float]] = {
+    "HuBERT Base": dict(pr=5.41, asr=6.42, ks=96.30, qbe=0.0736, sid=81.42, asv=5.11, sd=5.88, ic=98.34,
+                        sf_f1=88.53, sf_cer=25.20, er=64.92, overall=80.8),
+    "DistilHuBERT": dict(pr=16.27, asr=13.37, ks=95.98, qbe=0.0511, sid=73.54, asv=8.55, sd=6.19, ic=94.99,
+                         sf_f1=82.57, sf_cer=35.59, er=63.02, overall=75.9),
+    "ARMHuBERT": dict(pr=7.72, ks=96.88, ic=97.07, sid=65.03, er=62.86, asr=9.96, overall=78.1),
+    "ARMHuBERT-S": dict(pr=8.63, ks=96.82, ic=97.02, sid=63.76, er=62.96, asr=10.82, overall=77.5),
+    "ARMwavLM-S": dict(pr=7.42, ks=97.01, ic=97.76, sid=71.29, er=64.54, asr=10.03, overall=78.9),
+    "MaskHuBERT": dict(pr=7.30, ks=96.36, ic=97.05, sid=62.83, er=62.37, asr=9.77, overall=77.8),
+}
+SCORE_TASKS = ("pr", "asr", "ks", "qbe", "sid", "asv", "sd", "ic", "sf_f1", "sf_cer", "er")
+
+
+def overall_score(numbers: dict[str, float]) -> float | None:
+    """The mean of the 11 SUPERB numbers (error rates as 100 - error, QbE MTWV x 100); None if one is missing."""
+    if any(numbers.get(task) is None for task in SCORE_TASKS):
+        return None
+    terms = [100 - numbers[t] if t in ERROR_RATES else 100 * numbers[t] if t == "qbe" else numbers[t]
+             for t in SCORE_TASKS]
+    return sum(terms) / len(terms)
+
+
+def results_file(path: Path, preferred_split: str) -> Path:
+    """The results JSON of a run: `path` itself, or the one `predict_*_results.json` in the folder
+    (the test split's when there are several)."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is neither a results JSON nor a run folder.")
+    found = sorted(path.glob("predict_*_results.json"))
+    if len(found) == 1:
+        return found[0]
+    preferred = path / f"predict_{preferred_split}_results.json"
+    if preferred in found:
+        return preferred
+    raise FileNotFoundError(f"{path} holds {len(found)} predict_*_results.json files "
+                            f"({', '.join(f.name for f in found) or 'none'}): give the test split's file itself.")
+
+
+def read_metric(path: Path, metric: str, preferred_split: str) -> float:
+    """`metric` of one run in % (results JSONs store fractions, keyed `predict_<split>_<metric>` as the
+    Trainer's `save_metrics("predict_<split>", ...)` writes them)."""
+    file = results_file(path, preferred_split)
+    results = json.loads(file.read_text())
+    key = file.name.removesuffix("results.json") + metric
+    if key not in results:
+        raise KeyError(f"{file} has no `{key}`: is it a run of the right task?")
+    return 100 * float(results[key])
+
+
+def collect(args: argparse.Namespace) -> dict[str, float]:
+    """The run's numbers in % (QbE as MTWV), from the result files and the --qbe/--asv/--sd values."""
+    numbers: dict[str, float] = {}
+    for task, (_, metric, split) in TASKS.items():
+        paths = getattr(args, "sf" if task.startswith("sf_") else task)
+        if paths:
+            values = [read_metric(Path(p), metric, split) for p in paths]
+            numbers[task] = sum(values) / len(values)  # ER: the mean over folds
+    for task in ("qbe", "asv", "sd"):
+        if getattr(args, task) is not None:
+            numbers[task] = getattr(args, task)
+    return numbers
+
+
+def format_value(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.2f}"
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    """A GitHub markdown table, one row per model."""
+    headers = ["model"] + [header for header, _, _ in TASKS.values()] + ["overall"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for name, numbers in rows.items():
+        overall = numbers.get("overall", overall_score(numbers))
+        cells = [name] + [format_value(numbers.get(task)) for task in TASKS] + [format_value(overall)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="this model", help="Name of the evaluated model's row.")
+    for task, help_text in [("pr", "run_asr_ctc.py phoneme-recognition run (PER, test-clean)"),
+                            ("asr", "run_asr_ctc.py SUPERB ASR run (WER, test-clean)"),
+                            ("ks", "keyword-spotting run (accuracy, Speech Commands test set)"),
+                            ("ic", "intent-classification run (accuracy, all three slots)"),
+                            ("sid", "speaker-identification run (accuracy, VoxCeleb1 test)"),
+                            ("er", "emotion-recognition runs, one per fold (mean accuracy)"),
+                            ("sf", "slot-filling run (slot-type F1 and slot-value CER)")]:
+        parser.add_argument(f"--{task}", nargs="+", metavar="RUN", help=f"Output folder or results JSON of the {help_text}.")
+    parser.add_argument("--qbe", type=float, help="QbE MTWV (e.g. 0.0736), not run here; needed for the overall score.")
+    parser.add_argument("--asv", type=float, help="ASV EER in %%, not run here; needed for the overall score.")
+    parser.add_argument("--sd", type=float, help="SD DER in %%, not run here; needed for the overall score.")
+    parser.add_argument("--no-published", action="store_true", help="Leave out the published rows.")
+    parser.add_argument("--output", type=Path, help="Also write the table (markdown) here, and the numbers as JSON "
+                                                    "beside it (same name, .json).")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    args = parse_args(argv)
+    numbers = collect(args)
+    if not numbers:
+        raise SystemExit("Give at least one task run (--pr, --asr, --ks, --ic, --sid, --er, --sf); see --help.")
+    rows = {args.name: numbers}
+    if not args.no_published:
+        rows.update((f"{name} (published)", values) for name, values in PUBLISHED.items())
+    text = table(rows)
+    missing = [task for task in SCORE_TASKS if task not in numbers]
+    if missing:
+        text += (f"\n\nOverall score of {args.name}: needs {', '.join(missing)} (the mean of 11 SUPERB numbers; "
+                 "see `python -m armhubert_training.superb_report --help`).")
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+        args.output.with_suffix(".json").write_text(json.dumps(
+            {name: {**values, "overall": values.get("overall", overall_score(values))} for name, values in rows.items()},
+            indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
