@@ -158,7 +158,7 @@ def check_labels(label_set: LabelSet, labels: Sequence[str], where: str) -> None
     unknown = label_set.unknown(labels)
     if unknown:
         shown = ", ".join(f"{label!r} ({count}x)" for label, count in list(unknown.items())[:10])
-        valid = [values for _, values in label_set.slots]
+        valid = [list(values) for _, values in label_set.slots]
         raise ValueError(f"{sum(unknown.values())} label(s) of {where} are outside the label set: {shown}. The "
                          f"classes are {valid[0] if len(valid) == 1 else valid} (fixed by the task, taken from the "
                          "training data, or those of the fine-tuned model). Fix the labels or train on data that "
