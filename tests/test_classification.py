@@ -17,7 +17,7 @@ import pytest
 import soundfile
 import torch
 
-from conftest import LIBRISPEECH, REPO
+from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch
 import run_audio_classification
 from armhubert_training.classification_data import (
     IEMOCAP_CLASSES,
@@ -28,7 +28,8 @@ from armhubert_training.classification_data import (
     speech_commands_hash_split,
 )
 from armhubert_training.classification_trainer import read_predictions
-from modeling_armhubert import ArmHubertModel
+from configuration_armhubert import ArmHubertConfig
+from modeling_armhubert import ArmHubertForSequenceClassification, ArmHubertModel
 
 from conftest import tiny_config
 
@@ -131,6 +132,65 @@ def data_args(**values) -> ClassificationDataArguments:
 
 def labels_by_id(dataset) -> dict[str, str]:
     return dict(zip(dataset.index["id"], dataset.labels))
+
+
+# ----------------------------------------------------------------------------------------------
+# ArmHubertForSequenceClassification
+# ----------------------------------------------------------------------------------------------
+
+SLOTS = dict(num_labels=9, classifier_slot_names=["action", "object", "location"], classifier_slot_sizes=[3, 4, 2])
+MODES = {
+    "superb": dict(classifier_mode="superb", classifier_proj_size=32),
+    "fine-tune": dict(classifier_mode="fine_tune", classifier_proj_size=32, projection_dim=0),
+    "fine-tune-weighted": dict(classifier_mode="fine_tune", use_weighted_layer_sum=True, classifier_proj_size=32,
+                               superb_features="hidden_states", mask_time_prob=0.3, hidden_dropout=0.0),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_padded_batch_equals_each_item_alone(mode):
+    torch.manual_seed(0)
+    model = ArmHubertForSequenceClassification(tiny_config(**SLOTS, **MODES[mode])).eval()
+    waveforms = bundled_waveforms(count=3)
+    values, mask = pad_batch(waveforms)
+    with torch.no_grad():
+        batch = model(values, attention_mask=mask).logits
+        for i, waveform in enumerate(waveforms):
+            torch.testing.assert_close(batch[i], model(waveform[None]).logits[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_trainable_parameter_gets_a_gradient_and_the_loss_sums_the_slots(mode):
+    torch.manual_seed(0)
+    model = ArmHubertForSequenceClassification(tiny_config(**SLOTS, **MODES[mode])).train()
+    values, mask = pad_batch(bundled_waveforms(count=2))
+    labels = torch.tensor([[2, 0, 1], [0, 3, 0]])
+    output = model(values, attention_mask=mask, labels=labels)
+    output.loss.backward()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert [name for name, p in trainable.items() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    logits = output.logits.detach()
+    expected = sum(torch.nn.functional.cross_entropy(logits[:, a:b], labels[:, i])
+                   for i, (a, b) in enumerate([(0, 3), (3, 7), (7, 9)]))
+    torch.testing.assert_close(output.loss.detach(), expected)
+    torch.testing.assert_close(model.predict_slots(logits), torch.stack(
+        [logits[:, 0:3].argmax(-1), logits[:, 3:7].argmax(-1), logits[:, 7:9].argmax(-1)], -1))
+    frozen = mode == "superb"
+    assert all(not p.requires_grad for p in model.armhubert.parameters()) == frozen
+    assert any(m.training for m in model.armhubert.modules()) != frozen  # SUPERB's student stays in eval mode
+    assert (model.featurizer is None) == (mode == "fine-tune")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(num_labels=5, classifier_slot_names=["a", "b"], classifier_slot_sizes=[2, 2]), "sum to num_labels"),
+    (dict(num_labels=4, classifier_slot_names=["a"], classifier_slot_sizes=[2, 2]), "one per entry"),
+    (dict(num_labels=4, classifier_slot_names=["a", "b"]), "go together"),
+    (dict(classifier_mode="frozen"), "classifier_mode must be one of"),
+    (dict(classifier_proj_size=0), "classifier_proj_size must be a positive"),
+])
+def test_classifier_config_values_are_checked(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ArmHubertConfig(**bad)
 
 
 # ----------------------------------------------------------------------------------------------

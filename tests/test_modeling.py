@@ -15,7 +15,13 @@ from transformers import AutoModel, AutoModelForCTC
 
 from conftest import REPO, bundled_waveforms, pad_batch, run_in_fresh_process, tiny_config
 from configuration_armhubert import ArmHubertConfig
-from modeling_armhubert import ArmHubertAttention, ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertModel
+from modeling_armhubert import (
+    ArmHubertAttention,
+    ArmHubertForCTC,
+    ArmHubertForSequenceClassification,
+    ArmHubertForSuperbCTC,
+    ArmHubertModel,
+)
 
 # docs/method.md §1: exact parameter counts (with heads, without heads).
 PARAMETER_COUNTS = {
@@ -365,6 +371,11 @@ MODEL_CASES = {
     "ctc": (ArmHubertForCTC, lambda: tiny_config(vocab_size=12, projection_dim=0, mask_time_prob=0.3)),
     "superb-projected": (ArmHubertForSuperbCTC, lambda: _superb_config()),
     "superb-hidden": (ArmHubertForSuperbCTC, lambda: _superb_config(projection_dim=0, superb_features="hidden_states")),
+    "classifier-superb": (ArmHubertForSequenceClassification,
+                          lambda: tiny_config(num_labels=40, classifier_mode="superb", classifier_proj_size=64)),
+    "classifier-fine-tune-slots": (ArmHubertForSequenceClassification, lambda: tiny_config(
+        num_labels=40, classifier_slot_names=["a", "b"], classifier_slot_sizes=[30, 10], classifier_mode="fine_tune",
+        use_weighted_layer_sum=True, superb_features="hidden_states", classifier_proj_size=64, mask_time_prob=0.3)),
 }
 
 
