@@ -75,6 +75,11 @@ CUSTOM_PIPELINES = {"audio-classification": {
 class ModelArguments(run_asr_ctc.ModelArguments):
     """Which student, which mode, and the classifier's settings (the student options of run_asr_ctc.py)."""
 
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "The student: a directory or hub id of an ArmHubert model (written by run_distill.py or "
+                "armhubert_training.convert_original_checkpoint), or an authors' Lightning checkpoint (*.ckpt), "
+                "converted into OUTPUT_DIR/converted-student first. A classifier written by this script is evaluated "
+                "(or trained further) with its own classes and head. Use this or --student_preset."})
     # The CTC heads' options do not apply here (init=False keeps them out of the parser).
     head: str | None = field(default=None, init=False)
     superb_projection_dim: int = field(default=1024, init=False)

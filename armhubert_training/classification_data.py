@@ -326,6 +326,21 @@ class ClassificationDataArguments(DataArguments):
     librispeech_root: str | None = field(default=None, init=False)  # type: ignore[assignment]
     streaming: bool = field(default=False, init=False)  # type: ignore[assignment]
     text_column: str = field(default="", init=False)  # type: ignore[assignment]
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "A `datasets` dataset with an audio column and a label column: a hub name or a local path "
+                "(parquet/arrow/CSV/JSON files). Use this or --corpus."})
+    train_splits: list[str] | None = field(default=None, metadata={
+        "help": "What to train on (default: train): with --corpus train, validation or test; with --dataset_name "
+                "split names or expressions, e.g. 'train[:1000]', joined into one."})
+    eval_splits: list[str] | None = field(default=None, metadata={
+        "help": "What --do_eval scores (and the best checkpoint is chosen on), read like --train_splits "
+                "(default: validation)."})
+    max_duration_seconds: float | None = field(default=None, metadata={
+        "help": "Training only: utterances longer than this, in seconds, are cropped to a random window of that "
+                "length, drawn anew for each (seed, item, epoch) (SUPERB's SID: 8), or dropped with "
+                "--crop_to_max_duration false. Evaluation and prediction use whole utterances."})
+    crop_to_max_duration: bool = field(default=True, metadata={
+        "help": "With --max_duration_seconds: crop longer training utterances (true) or drop them (false)."})
     corpus: str | None = field(default=None, metadata={
         "help": f"A corpus in its original download layout, one of {list(CORPORA)}, under --corpus_root; "
                 "its splits are train, validation and test. Use this or --dataset_name.", "choices": CORPORA})
