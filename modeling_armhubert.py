@@ -11,7 +11,9 @@ additions from the paper:
 
 Two CTC heads turn a student into a recogniser: `ArmHubertForCTC` (a Linear on the last layer, for
 full fine-tuning) and `ArmHubertForSuperbCTC` (SUPERB's ASR protocol: frozen student, learned
-weighted sum of its layers, BiLSTM); see `run_asr_ctc.py`.
+weighted sum of its layers, BiLSTM); see `run_asr_ctc.py`. `ArmHubertForSequenceClassification`
+classifies utterances, with SUPERB's utterance-level protocol or full fine-tuning; see
+`run_audio_classification.py`.
 
 Unlike the authors' implementation, every item of a padded batch gives the same outputs as that
 item alone: the first conv's GroupNorm and all attention maps see real frames only.
