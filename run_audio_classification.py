@@ -44,7 +44,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from transformers import AutoFeatureExtractor, HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 import run_asr_ctc
 from armhubert_training.classification_data import (
