@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from safetensors.torch import load_file
 
-from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch
+from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch, tiny_config
 import run_audio_classification
 from armhubert_training.classification_data import (
     IEMOCAP_CLASSES,
@@ -27,11 +28,9 @@ from armhubert_training.classification_data import (
     build_classification_datasets,
     speech_commands_hash_split,
 )
-from armhubert_training.classification_trainer import read_predictions
+from armhubert_training.classification_trainer import accuracies, read_predictions
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertForSequenceClassification, ArmHubertModel
-
-from conftest import tiny_config
 
 RATE = 16_000
 # Speaker parts of Speech Commands file names whose hash puts them in each part of the list-less split.
@@ -337,8 +336,6 @@ def test_superb_training_lowers_the_loss_memorises_the_train_set_and_keeps_the_s
     losses = [entry["loss"] for entry in history if "loss" in entry]
     assert len(losses) == 30 and np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
     assert json.loads((ic_run / "predict_train_results.json").read_text())["predict_train_accuracy"] == 1.0
-    from safetensors.torch import load_file
-
     student, tuned = load_file(student_dir / "model.safetensors"), load_file(ic_run / "model.safetensors")
     kept = {key for key in student if not key.startswith("projection_heads.")}  # unused heads are left out
     assert {key for key in tuned if key.startswith("armhubert.")} == {f"armhubert.{key}" for key in kept}
@@ -368,8 +365,6 @@ def test_results_json_equals_accuracy_recomputed_from_the_predictions(request, r
 
 
 def test_intent_accuracy_counts_only_utterances_with_all_three_slots_right():
-    from armhubert_training.classification_trainer import accuracies
-
     label_set = LabelSet((("action", ("a", "b")), ("object", ("x", "y")), ("location", ("k", "n"))))
     rows = [("1", "a|x|k", "a|x|k"), ("2", "a|x|k", "a|x|n"), ("3", "b|y|n", "a|y|n"), ("4", "b|y|n", "b|y|n")]
     assert accuracies(rows, label_set) == {"accuracy": 0.5, "accuracy_action": 0.75, "accuracy_object": 1.0,
@@ -377,8 +372,6 @@ def test_intent_accuracy_counts_only_utterances_with_all_three_slots_right():
 
 
 def test_fine_tuning_trains_the_student_and_samples_speech_commands_balanced(ks_run, student_dir):
-    from safetensors.torch import load_file
-
     config = json.loads((ks_run / "config.json").read_text())
     assert (config["classifier_mode"], config["use_weighted_layer_sum"], len(config["id2label"])) == ("fine_tune", True, 12)
     student, tuned = load_file(student_dir / "model.safetensors"), load_file(ks_run / "model.safetensors")
