@@ -15,6 +15,8 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
 - `layer_grad_scale`: per-layer gradient scaling used when distilling (forward unchanged).
 - `superb_*`: the downstream model of SUPERB's ASR task, used by [`ArmHubertForSuperbCTC`]
   (frozen student, softmax-weighted sum of its layers, BiLSTM, character CTC).
+- `classifier_*`, `use_weighted_layer_sum`: the utterance classifier [`ArmHubertForSequenceClassification`]
+  (SUPERB's KS/IC/SID/ER protocol, or full fine-tuning like `HubertForSequenceClassification`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from transformers import PretrainedConfig
 REUSE_MODES = ("probs", "legacy_double_softmax")
 # What `ArmHubertForSuperbCTC` takes the weighted sum of (see `ArmHubertConfig.superb_features`).
 SUPERB_FEATURES = ("projected", "hidden_states")
+# How `ArmHubertForSequenceClassification` uses the student (see `ArmHubertConfig.classifier_mode`).
+CLASSIFIER_MODES = ("superb", "fine_tune")
 
 # Conv feature encoder of the published students: (channels, kernel, stride) per layer,
 # total stride 320 and receptive field 400 samples, like HuBERT's but narrower.
@@ -68,6 +72,7 @@ AUTO_MAP = {
     "AutoConfig": "configuration_armhubert.ArmHubertConfig",
     "AutoModel": "modeling_armhubert.ArmHubertModel",
     "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC",
+    "AutoModelForAudioClassification": "modeling_armhubert.ArmHubertForSequenceClassification",
 }
 
 
@@ -112,6 +117,16 @@ class ArmHubertConfig(PretrainedConfig):
         superb_lstm_hidden_size: Hidden size of each direction of each BiLSTM layer (SUPERB: 1024).
         superb_lstm_layers: Number of BiLSTM layers (SUPERB: 2).
         superb_lstm_dropout: Dropout after each BiLSTM layer (SUPERB: 0.2).
+        classifier_mode: How [`ArmHubertForSequenceClassification`] uses the student. `"superb"`: SUPERB's
+            utterance-level protocol, the student frozen and in eval mode, a learned softmax-weighted sum
+            of its `superb_features`; `"fine_tune"`: the whole student trained, as `HubertForSequenceClassification`.
+        classifier_proj_size: Width of the frame-wise Linear before mean pooling (SUPERB: 256).
+        use_weighted_layer_sum: `"fine_tune"` only: classify a learned softmax-weighted sum of the
+            `superb_features` instead of the last layer (always on with `"superb"`).
+        classifier_slot_names, classifier_slot_sizes: Several single-label decisions from one output layer
+            (SUPERB's intent classification: action, object, location): the logits are sliced into
+            consecutive blocks of these sizes, one softmax each; `id2label` names each logit "slot=value".
+            None = one decision over all `num_labels`.
     """
 
     model_type = "armhubert"
@@ -154,6 +169,11 @@ class ArmHubertConfig(PretrainedConfig):
     superb_lstm_hidden_size: int = 1024
     superb_lstm_layers: int = 2
     superb_lstm_dropout: float = 0.2
+    classifier_mode: str = "fine_tune"
+    classifier_proj_size: int = 256
+    use_weighted_layer_sum: bool = False
+    classifier_slot_names: list[str] | tuple[str, ...] | None = None
+    classifier_slot_sizes: list[int] | tuple[int, ...] | None = None
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
@@ -209,8 +229,36 @@ class ArmHubertConfig(PretrainedConfig):
                      "final_dropout", "mask_time_prob", "mask_feature_prob", "superb_lstm_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.classifier_mode not in CLASSIFIER_MODES:
+            raise ValueError(f"classifier_mode must be one of {CLASSIFIER_MODES}, got {self.classifier_mode!r}.")
+        if self.classifier_proj_size < 1:
+            raise ValueError(f"classifier_proj_size must be a positive integer, got {self.classifier_proj_size}.")
+        self._check_slots()
         if self.ctc_loss_reduction not in ("sum", "mean"):
             raise ValueError(f"ctc_loss_reduction must be 'sum' or 'mean', got {self.ctc_loss_reduction!r}.")
+
+    def _check_slots(self) -> None:
+        names, sizes = self.classifier_slot_names, self.classifier_slot_sizes
+        if (names is None) != (sizes is None):
+            raise ValueError("classifier_slot_names and classifier_slot_sizes go together: give both (one name and "
+                             f"one size per slot) or neither; got {names!r} and {sizes!r}.")
+        if names is None:
+            return
+        if len(names) != len(sizes) or len(set(names)) != len(names) or not names:
+            raise ValueError(f"classifier_slot_names must be distinct, one per entry of classifier_slot_sizes; got "
+                             f"{names!r} and {sizes!r}.")
+        if min(sizes) < 1 or sum(sizes) != self.num_labels:
+            raise ValueError(f"classifier_slot_sizes {list(sizes)} must be positive and sum to num_labels "
+                             f"({self.num_labels}): one logit per value of every slot.")
+
+    @property
+    def slot_slices(self) -> list[tuple[str, slice]]:
+        """[(slot name, its block of logits)]; one slot "label" over all logits for a single decision."""
+        if self.classifier_slot_names is None:
+            return [("label", slice(0, self.num_labels))]
+        starts = [sum(self.classifier_slot_sizes[:i]) for i in range(len(self.classifier_slot_sizes))]
+        return [(name, slice(start, start + size))
+                for name, start, size in zip(self.classifier_slot_names, starts, self.classifier_slot_sizes)]
 
     @property
     def has_projection_heads(self) -> bool:
@@ -343,4 +391,4 @@ def _describe_type(expected: Any) -> str:
         expected, getattr(expected, "__name__", str(expected)))
 
 
-__all__ = ["ArmHubertConfig", "PRESETS", "REUSE_MODES", "SUPERB_FEATURES"]
+__all__ = ["CLASSIFIER_MODES", "ArmHubertConfig", "PRESETS", "REUSE_MODES", "SUPERB_FEATURES"]

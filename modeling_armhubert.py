@@ -11,7 +11,9 @@ additions from the paper:
 
 Two CTC heads turn a student into a recogniser: `ArmHubertForCTC` (a Linear on the last layer, for
 full fine-tuning) and `ArmHubertForSuperbCTC` (SUPERB's ASR protocol: frozen student, learned
-weighted sum of its layers, BiLSTM); see `run_asr_ctc.py`.
+weighted sum of its layers, BiLSTM); see `run_asr_ctc.py`. `ArmHubertForSequenceClassification`
+classifies utterances, with SUPERB's utterance-level protocol or full fine-tuning; see
+`run_audio_classification.py`.
 
 Unlike the authors' implementation, every item of a padded batch gives the same outputs as that
 item alone: the first conv's GroupNorm and all attention maps see real frames only.
@@ -23,6 +25,7 @@ item alone: the first conv's GroupNorm and all attention maps see real frames on
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -34,11 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import AutoConfig, AutoModel, AutoModelForCTC, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForCTC, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import CausalLMOutput
+from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
@@ -1076,7 +1079,31 @@ class ArmHubertSuperbFeaturizer(nn.Module):
         return torch.softmax(self.layer_weights.detach(), dim=0)
 
 
-class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
+class _FrozenStudentMixin:
+    """SUPERB's frozen student, shared by the SUPERB task models: `freeze_base_model` and a `train` that
+    keeps the student in eval mode (no dropout, no masking), so that its outputs are fixed features.
+    A model whose `student_is_frozen` is False trains its student as usual."""
+
+    armhubert: ArmHubertModel
+
+    @property
+    def student_is_frozen(self) -> bool:
+        return True
+
+    def freeze_base_model(self) -> None:
+        """Mark the student's parameters as not trainable, so that optimisers leave them out. Call this
+        after `from_pretrained`, which marks loaded weights trainable."""
+        for param in self.armhubert.parameters():
+            param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.student_is_frozen:
+            self.armhubert.eval()  # deterministic features: no dropout or masking inside the frozen student
+        return self
+
+
+class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
     """SUPERB's ASR downstream model on a frozen student.
 
         student (frozen, eval mode) -> N feature sequences (B, T, D) -> softmax(layer_weights)-weighted sum
@@ -1116,17 +1143,6 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
         self.lm_head = nn.Linear(2 * config.superb_lstm_hidden_size, config.vocab_size)
         self.post_init()
         self.freeze_base_model()
-
-    def freeze_base_model(self) -> None:
-        """Mark the student's parameters as not trainable, so that optimisers leave them out. Its forward
-        never builds a graph anyway; call this after `from_pretrained`, which marks loaded weights trainable."""
-        for param in self.armhubert.parameters():
-            param.requires_grad = False
-
-    def train(self, mode: bool = True) -> "ArmHubertForSuperbCTC":
-        super().train(mode)
-        self.armhubert.eval()  # deterministic features: no dropout or masking inside the frozen student
-        return self
 
     def forward(
         self,
@@ -1179,6 +1195,118 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
         return self.featurizer.layer_weight_distribution
 
 
+class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTrainedModel):
+    """An utterance classifier on a student, like `HubertForSequenceClassification`, in two modes.
+
+        features (B, T, D) -> Linear(D, classifier_proj_size) per frame -> mean over the real frames
+          -> Linear(classifier_proj_size, num_labels) -> logits (B, num_labels)
+
+    `classifier_mode="superb"`: SUPERB's utterance-level protocol (keyword spotting, intent
+    classification, speaker identification, emotion recognition). The features are a learned
+    softmax-weighted sum of the frozen student's `superb_features` (as in [`ArmHubertForSuperbCTC`]);
+    only the layer weights, the projector and the classifier are trained, and the student stays in
+    eval mode. `"fine_tune"`: the whole student is trained (SpecAugment as configured); the features
+    are its last layer, or a weighted sum of its layers with `use_weighted_layer_sum`.
+
+    With `classifier_slot_sizes` the logits are consecutive blocks, one single-label decision per
+    slot (SUPERB's intent classification: action, object, location from one Linear): the loss is the
+    sum of the slots' cross-entropies, and an utterance is right only when every slot is.
+    """
+
+    def __init__(self, config: ArmHubertConfig):
+        superb = config.classifier_mode == "superb"
+        uses_featurizer = superb or config.use_weighted_layer_sum
+        projected = uses_featurizer and config.superb_features == "projected"
+        if projected and not config.has_projection_heads:
+            raise ValueError("superb_features='projected' needs the student's distillation heads (projection_dim); "
+                             "this student has none: use superb_features='hidden_states'.")
+        # A frozen student keeps all its weights (none is trained); a fine-tuned one only those it uses.
+        uses_mask_embedding = superb or (config.apply_spec_augment and config.mask_time_prob > 0)
+        config, ignored = _without_unused_student_parts(config, type(self).__name__, uses_heads=projected,
+                                                        uses_mask_embedding=uses_mask_embedding)
+        super().__init__(config)
+        self._keys_to_ignore_on_load_unexpected = ignored
+        self.armhubert = ArmHubertModel(config, use_mask_embedding=uses_mask_embedding)
+        self.featurizer = ArmHubertSuperbFeaturizer(config) if uses_featurizer else None
+        feature_dim = self.featurizer.feature_dim if uses_featurizer else config.hidden_size
+        self.projector = nn.Linear(feature_dim, config.classifier_proj_size)
+        self.classifier = nn.Linear(config.classifier_proj_size, config.num_labels)
+        self.post_init()
+        if superb:
+            self.freeze_base_model()
+
+    @property
+    def student_is_frozen(self) -> bool:
+        return self.config.classifier_mode == "superb"
+
+    def freeze_feature_encoder(self) -> None:
+        """Stop gradients into the conv feature encoder (`"fine_tune"`)."""
+        self.armhubert.freeze_feature_encoder()
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput | tuple:
+        r"""
+        Args:
+            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded (see
+                [`ArmHubertModel.forward`]: any float dtype is cast, left padding is refused).
+            labels: (B,) class ids, or (B, number of slots) value ids within each slot with
+                `classifier_slot_sizes`.
+
+        Returns:
+            `SequenceClassifierOutput` with `logits` (B, num_labels) and the cross-entropy `loss` (summed
+            over the slots) when labels are given; `hidden_states` are the student's when asked for.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (output_hidden_states if output_hidden_states is not None
+                                else self.config.output_hidden_states)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_values, dtype=torch.long)
+        # A frozen student runs without autograd (it is never trained, whatever its requires_grad flags say).
+        with torch.no_grad() if self.student_is_frozen else contextlib.nullcontext():
+            outputs = self.armhubert(input_values, attention_mask=attention_mask,
+                                     output_hidden_states=output_hidden_states or self.featurizer is not None,
+                                     output_attentions=output_attentions, return_dict=True)
+        features = self.featurizer(outputs) if self.featurizer is not None else outputs.last_hidden_state
+        frames = self.projector(features)  # (B, T, classifier_proj_size)
+        real = self._get_feature_vector_attention_mask(frames.shape[1], attention_mask)  # (B, T)
+        pooled = (frames * real[..., None]).sum(1) / real.sum(1, keepdim=True).to(frames.dtype)
+        logits = self.classifier(pooled)
+
+        loss = self.classification_loss(logits, labels) if labels is not None else None
+        output = SequenceClassifierOutput(loss=loss, logits=logits,
+                                          hidden_states=outputs.hidden_states if output_hidden_states else None,
+                                          attentions=outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of `logits` (B, num_labels) against `labels` (B,) or (B, slots), summed over slots
+        (each slot's loss a mean over the batch)."""
+        slots = self.config.slot_slices
+        labels = labels.reshape(len(logits), len(slots))
+        for i, (name, block) in enumerate(slots):
+            size = block.stop - block.start
+            if labels.numel() and (labels[:, i].min() < 0 or labels[:, i].max() >= size):
+                raise ValueError(f"Labels of slot {name!r} must be in [0, {size}), got {labels[:, i].tolist()}.")
+        return sum(F.cross_entropy(logits[:, block].float(), labels[:, i]) for i, (_, block) in enumerate(slots))
+
+    def predict_slots(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, slots) the best value of each slot, as an index within the slot (one column without slots)."""
+        return torch.stack([logits[:, block].argmax(-1) for _, block in self.config.slot_slices], dim=-1)
+
+    @property
+    def layer_weight_distribution(self) -> torch.Tensor | None:
+        """softmax(layer_weights) (N,) of the weighted layer sum, for inspection; None without one."""
+        return self.featurizer.layer_weight_distribution if self.featurizer is not None else None
+
+
 ArmHubertConfig.register_for_auto_class()
 ArmHubertModel.register_for_auto_class("AutoModel")
 ArmHubertForCTC.register_for_auto_class("AutoModelForCTC")
@@ -1188,6 +1316,8 @@ AutoModel.register(ArmHubertConfig, ArmHubertModel, exist_ok=True)
 # Both heads share the config class: AutoModelForCTC picks the one named in config.architectures
 # (ArmHubertForCTC for a plain student).
 AutoModelForCTC.register(ArmHubertConfig, (ArmHubertForCTC, ArmHubertForSuperbCTC), exist_ok=True)
+ArmHubertForSequenceClassification.register_for_auto_class("AutoModelForAudioClassification")
+AutoModelForAudioClassification.register(ArmHubertConfig, ArmHubertForSequenceClassification, exist_ok=True)
 
-__all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertForSuperbCTC", "ArmHubertModel", "ArmHubertModelOutput",
-           "ArmHubertPreTrainedModel", "compute_span_mask"]
+__all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertForSequenceClassification", "ArmHubertForSuperbCTC",
+           "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel", "compute_span_mask"]

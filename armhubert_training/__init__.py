@@ -1,7 +1,9 @@
-"""Training and tooling for ArmHubert students: data loading, the masking-distillation and CTC Trainers,
-the frozen teacher, model cards, YAML recipes, the checkpoint converter and the ONNX export.
+"""Training and tooling for ArmHubert students: data loading, the masking-distillation, CTC and
+classification Trainers, the frozen teacher, model cards, YAML recipes, the checkpoint converter and
+the ONNX export.
 
 The model itself is in the top-level `modeling_armhubert` and `configuration_armhubert`, the files
-that travel with a saved model as remote code; they import nothing from this package. So does
-`asr_pipeline`, the pipeline class that saved ASR models carry.
+that travel with a saved model as remote code; they import nothing from this package. So do
+`asr_pipeline` and `classification_pipeline` (which uses only `asr_pipeline`), the pipeline classes
+that saved ASR and classification models carry.
 """

@@ -39,24 +39,28 @@ class ArmHubertSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
         yield from super().preprocess(inputs if decoded is None else decoded, chunk_length_s, stride_length_s)
 
     def _decode(self, inputs):
-        """A path or bytes -> a float32 mono waveform at the feature extractor's rate (or a dict with the
-        native rate when librosa is missing); None when the parent should handle `inputs` itself."""
-        if soundfile is None:
-            return None
-        if isinstance(inputs, (str, os.PathLike)) and os.path.isfile(inputs):
-            source = inputs
-        elif isinstance(inputs, (bytes, bytearray)):
-            source = io.BytesIO(inputs)
-        else:
-            return None
-        try:
-            samples, rate = soundfile.read(source, dtype="float32", always_2d=True)  # (frames, channels)
-        except soundfile.SoundFileError:
-            return None  # a format libsndfile cannot read: ffmpeg's turn
-        waveform = samples.T.mean(axis=0)  # the same downmix as speech_data.load_audio
-        target = self.feature_extractor.sampling_rate
-        if rate == target:
-            return np.ascontiguousarray(waveform, dtype=np.float32)
-        if librosa is None:
-            return {"raw": waveform, "sampling_rate": rate}
-        return np.ascontiguousarray(librosa.resample(waveform, orig_sr=rate, target_sr=target), dtype=np.float32)
+        return decode_audio_file(inputs, self.feature_extractor.sampling_rate)
+
+
+def decode_audio_file(inputs, sampling_rate: int):
+    """A path or bytes -> a float32 mono waveform at `sampling_rate` (or a dict with the native rate
+    when librosa is missing); None when a pipeline should handle `inputs` itself (arrays, dicts, URLs,
+    formats libsndfile cannot read, or no soundfile)."""
+    if soundfile is None:
+        return None
+    if isinstance(inputs, (str, os.PathLike)) and os.path.isfile(inputs):
+        source = inputs
+    elif isinstance(inputs, (bytes, bytearray)):
+        source = io.BytesIO(inputs)
+    else:
+        return None
+    try:
+        samples, rate = soundfile.read(source, dtype="float32", always_2d=True)  # (frames, channels)
+    except soundfile.SoundFileError:
+        return None  # a format libsndfile cannot read: ffmpeg's turn
+    waveform = samples.T.mean(axis=0)  # the same downmix as speech_data.load_audio
+    if rate == sampling_rate:
+        return np.ascontiguousarray(waveform, dtype=np.float32)
+    if librosa is None:
+        return {"raw": waveform, "sampling_rate": rate}
+    return np.ascontiguousarray(librosa.resample(waveform, orig_sr=rate, target_sr=sampling_rate), dtype=np.float32)

@@ -589,21 +589,7 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        # An empty value unsets a source given by a YAML recipe: --librispeech_root "" --dataset_name X
-        self.librispeech_root = self.librispeech_root or None
-        self.dataset_name = self.dataset_name or None
-        if (self.librispeech_root is None) == (self.dataset_name is None):
-            raise ValueError(
-                "Give exactly one data source: --librispeech_root (a local LibriSpeech folder) or "
-                f"--dataset_name (a `datasets` dataset); got librispeech_root={self.librispeech_root!r}, "
-                f"dataset_name={self.dataset_name!r}."
-            )
-        # The defaults depend on the source: LibriSpeech names its splits by folder, `datasets` by role.
-        librispeech = self.librispeech_root is not None
-        if self.train_splits is None:
-            self.train_splits = ["train-clean-100"] if librispeech else ["train"]
-        if self.eval_splits is None:
-            self.eval_splits = ["dev-clean"] if librispeech else ["validation"]
+        self._check_source_and_default_splits()
         if self.max_batch_seconds is not None and self.max_batch_seconds <= 0:
             raise ValueError(f"--max_batch_seconds must be positive, got {self.max_batch_seconds}.")
         for name in ("train_splits", "eval_splits"):
@@ -624,6 +610,24 @@ class DataArguments:
         for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}.")
+
+    def _check_source_and_default_splits(self) -> None:
+        """Exactly one data source; split names default by source. Scripts with other sources override this."""
+        # An empty value unsets a source given by a YAML recipe: --librispeech_root "" --dataset_name X
+        self.librispeech_root = self.librispeech_root or None
+        self.dataset_name = self.dataset_name or None
+        if (self.librispeech_root is None) == (self.dataset_name is None):
+            raise ValueError(
+                "Give exactly one data source: --librispeech_root (a local LibriSpeech folder) or "
+                f"--dataset_name (a `datasets` dataset); got librispeech_root={self.librispeech_root!r}, "
+                f"dataset_name={self.dataset_name!r}."
+            )
+        # The defaults depend on the source: LibriSpeech names its splits by folder, `datasets` by role.
+        librispeech = self.librispeech_root is not None
+        if self.train_splits is None:
+            self.train_splits = ["train-clean-100"] if librispeech else ["train"]
+        if self.eval_splits is None:
+            self.eval_splits = ["dev-clean"] if librispeech else ["validation"]
 
     @property
     def min_audio_samples(self) -> int:

@@ -15,7 +15,13 @@ from transformers import AutoModel, AutoModelForCTC
 
 from conftest import REPO, bundled_waveforms, pad_batch, run_in_fresh_process, tiny_config
 from configuration_armhubert import ArmHubertConfig
-from modeling_armhubert import ArmHubertAttention, ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertModel
+from modeling_armhubert import (
+    ArmHubertAttention,
+    ArmHubertForCTC,
+    ArmHubertForSequenceClassification,
+    ArmHubertForSuperbCTC,
+    ArmHubertModel,
+)
 
 # docs/method.md §1: exact parameter counts (with heads, without heads).
 PARAMETER_COUNTS = {
@@ -326,7 +332,9 @@ def test_auto_classes_in_process(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["auto_map"] == {"AutoConfig": "configuration_armhubert.ArmHubertConfig",
                                   "AutoModel": "modeling_armhubert.ArmHubertModel",
-                                  "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC"}
+                                  "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC",
+                                  "AutoModelForAudioClassification":
+                                      "modeling_armhubert.ArmHubertForSequenceClassification"}
     # What push_to_hub uploads: the code files travel with the weights.
     for code_file in ("modeling_armhubert.py", "configuration_armhubert.py"):
         assert (tmp_path / code_file).read_text() == (REPO / code_file).read_text()
@@ -365,6 +373,11 @@ MODEL_CASES = {
     "ctc": (ArmHubertForCTC, lambda: tiny_config(vocab_size=12, projection_dim=0, mask_time_prob=0.3)),
     "superb-projected": (ArmHubertForSuperbCTC, lambda: _superb_config()),
     "superb-hidden": (ArmHubertForSuperbCTC, lambda: _superb_config(projection_dim=0, superb_features="hidden_states")),
+    "classifier-superb": (ArmHubertForSequenceClassification,
+                          lambda: tiny_config(num_labels=40, classifier_mode="superb", classifier_proj_size=64)),
+    "classifier-fine-tune-slots": (ArmHubertForSequenceClassification, lambda: tiny_config(
+        num_labels=40, classifier_slot_names=["a", "b"], classifier_slot_sizes=[30, 10], classifier_mode="fine_tune",
+        use_weighted_layer_sum=True, superb_features="hidden_states", classifier_proj_size=64, mask_time_prob=0.3)),
 }
 
 
@@ -564,8 +577,11 @@ def test_output_shapes_with_and_without_return_dict(case):
         as_tuple = model(values, attention_mask=mask, output_hidden_states=True, output_attentions=True,
                          return_dict=False)
     assert isinstance(as_tuple, tuple)
-    width = config.hidden_size if model_class is ArmHubertModel else config.vocab_size
-    assert out[0].shape == (2, frames, width)
+    if model_class is ArmHubertForSequenceClassification:
+        assert out[0].shape == (2, config.num_labels)  # one row of logits per utterance
+    else:
+        width = config.hidden_size if model_class is ArmHubertModel else config.vocab_size
+        assert out[0].shape == (2, frames, width)
     assert len(out.hidden_states) == config.num_hidden_layers + 1
     assert all(h.shape == (2, frames, config.hidden_size) for h in out.hidden_states)
     assert len(out.attentions) == config.num_hidden_layers

@@ -1,0 +1,258 @@
+"""`ClassificationTrainer`: trains, evaluates and runs utterance classifiers on `classification_data` batches.
+
+Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction (`classify`)
+collect per utterance its id, reference label and predicted label (the best value of every slot,
+joined with "|" for intent classification), write them to `<name>_predictions.tsv` and score
+accuracy: the share of utterances whose every slot is right (plus `accuracy_<slot>` per slot for a
+model with several). The Trainer's `save_metrics` writes the `<name>_results.json` summary.
+
+Speech Commands' train and validation data are sampled class-balanced, with replacement, as SUPERB
+does (`sample_weights` of the dataset): training draws anew each epoch (seeded by seed and epoch),
+evaluation draws the same resample every time, so that successive evaluations are comparable.
+
+`classification_model_card` describes a fine-tuned model for its README.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import torch
+from huggingface_hub import ModelCard, ModelCardData
+from torch.utils.data import WeightedRandomSampler
+from transformers import TrainingArguments
+
+from modeling_armhubert import ArmHubertForSequenceClassification
+
+from .classification_data import LabelSet
+from .speech_data import AudioCollator, skip_metrics
+from .speech_trainer import SpeechTrainer
+
+if TYPE_CHECKING:  # only for type hints: run_audio_classification imports this module
+    from run_audio_classification import ModelArguments
+
+    from .classification_data import ClassificationDataArguments
+
+# Saved next to every model: the pipeline class named in its config.custom_pipelines, and what it imports.
+PIPELINE_MODULES = [Path(__file__).resolve().parent / name for name in ("classification_pipeline.py",
+                                                                         "asr_pipeline.py")]
+PREDICTION_COLUMNS = ("id", "label", "prediction")
+
+
+@dataclass
+class ClassificationCollator:
+    """`AudioCollator`'s batch plus ``label`` (the B label strings) and ``labels``: long (B,), or (B, slots)
+    for a several-slot task; no ``labels`` when an item has no label (unlabelled prediction data)."""
+
+    label_set: LabelSet
+    audio: AudioCollator = field(default_factory=AudioCollator)
+
+    def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
+        batch = self.audio(items)
+        labels = [item["label"] for item in items if item is not None]
+        batch["label"] = labels
+        if labels and all(labels):
+            encoded = torch.tensor([self.label_set.encode(label) for label in labels], dtype=torch.long)
+            batch["labels"] = encoded if self.label_set.is_multi_slot else encoded[:, 0]
+        return batch
+
+
+class BalancedEpochSampler(WeightedRandomSampler):
+    """`len(weights)` draws with replacement in proportion to `weights`, redrawn by (seed, epoch)."""
+
+    def __init__(self, weights: Sequence[float], seed: int):
+        super().__init__(weights, num_samples=len(weights), replacement=True)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class ClassificationTrainer(SpeechTrainer):
+    """A Trainer for `ArmHubertForSequenceClassification` on batches from `ClassificationCollator`."""
+
+    def __init__(self, *args, label_set: LabelSet, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.label_set = label_set
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.count_skipped(inputs)
+        inputs.pop("id", None), inputs.pop("label", None)
+        if self.is_empty(inputs):
+            loss = self.zero_loss(model)
+            return (loss, None) if return_outputs else loss
+        outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
+                        labels=inputs["labels"])
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    @property
+    def _seed(self) -> int:
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if getattr(dataset, "sample_weights", None) is not None:
+            return BalancedEpochSampler(dataset.sample_weights, self._seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        if getattr(eval_dataset, "sample_weights", None) is not None:
+            return WeightedRandomSampler(eval_dataset.sample_weights, len(eval_dataset), replacement=True,
+                                         generator=torch.Generator().manual_seed(self._seed))
+        return super()._get_eval_sampler(eval_dataset)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+            for module in PIPELINE_MODULES:
+                (folder / module.name).write_text(module.read_text())
+
+    # -- evaluation and prediction ------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        metrics = self.classify(dataset, metric_key_prefix, self.get_eval_dataloader(dataset))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def classify(self, dataset, name: str, dataloader=None) -> dict[str, float]:
+        """Classify `dataset`; write `<name>_predictions.tsv` and return the metrics, prefixed "<name>_":
+        utterances, accuracy (and accuracy_<slot> with several slots) and loss when the data has labels,
+        and the `skipped_files*` counts."""
+        dataloader = dataloader if dataloader is not None else self.get_test_dataloader(dataset)
+        self.model.eval()
+        rows: list[tuple[str, str, str]] = []
+        loss_total, loss_items, undecodable = 0.0, 0, 0
+        for batch in dataloader:
+            ids, references = batch.pop("id", []), batch.pop("label", [])
+            undecodable += int(batch.pop("num_skipped", 0))  # counted per split, not into training's count
+            if self.is_empty(batch):
+                continue
+            batch = self._prepare_inputs(batch)
+            with torch.no_grad(), self.autocast_smart_context_manager():
+                logits = self.model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
+            predicted = [self.label_set.decode(row) for row in self.model.predict_slots(logits).tolist()]
+            if "labels" in batch:
+                with torch.no_grad():
+                    loss_total += float(self.model.classification_loss(logits.float(), batch["labels"])) * len(ids)
+                loss_items += len(ids)
+            batch_rows = list(zip(ids, references, predicted))
+            if self.accelerator.num_processes > 1:
+                batch_rows = self.accelerator.gather_for_metrics(batch_rows, use_gather_object=True)
+            rows.extend(batch_rows)
+        counts = torch.tensor([loss_total, loss_items, undecodable], device=self.args.device, dtype=torch.float64)
+        loss_total, loss_items, undecodable = self.accelerator.reduce(counts, "sum").tolist()
+
+        metrics: dict[str, float] = {"utterances": len(rows), **accuracies(rows, self.label_set),
+                                     **skip_metrics(dataset, int(undecodable))}
+        if loss_items:
+            metrics["loss"] = loss_total / loss_items
+        if self.is_world_process_zero():
+            write_predictions(Path(self.args.output_dir) / f"{name}_predictions.tsv", rows)
+        return {f"{name}_{key}": value for key, value in metrics.items()}
+
+
+def accuracies(rows: Sequence[tuple[str, str, str]], label_set: LabelSet) -> dict[str, float]:
+    """accuracy over the (id, reference, prediction) rows that have a reference: the share predicted
+    exactly (every slot right); with several slots also accuracy_<slot>. Empty without references."""
+    scored = [(reference, prediction) for _, reference, prediction in rows if reference]
+    if not scored:
+        return {}
+    result = {"accuracy": sum(reference == prediction for reference, prediction in scored) / len(scored)}
+    if label_set.is_multi_slot:
+        for i, (slot, _) in enumerate(label_set.slots):
+            right = sum(reference.split("|")[i] == prediction.split("|")[i] for reference, prediction in scored)
+            result[f"accuracy_{slot}"] = right / len(scored)
+    return result
+
+
+def write_predictions(path: Path, rows: Sequence[tuple[str, str, str]]) -> None:
+    """A TSV file with one "id, label, prediction" row per utterance, under a header row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(PREDICTION_COLUMNS)
+        writer.writerows(rows)
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a `*_predictions.tsv` file: [{"id", "label", "prediction"}, ...]."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def classification_model_card(model: ArmHubertForSequenceClassification, model_args: ModelArguments,
+                              data_args: ClassificationDataArguments, training_args: TrainingArguments,
+                              metrics: dict[str, float]) -> ModelCard:
+    """A model card for a fine-tuned classifier: what it is, how to use it, its results and recipe."""
+    name = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
+    source = model_args.model_name_or_path or f"preset {model_args.student_preset}"
+    is_hub_id = "/" in source and not os.path.exists(source) and not source.endswith(".ckpt")
+    config = model.config
+    superb = config.classifier_mode == "superb"
+    features = (f"a softmax-weighted sum of its {config.superb_features.replace('_', ' ')} features"
+                if model.featurizer is not None else "its last layer")
+    head = (f"SUPERB's utterance-level protocol: the student frozen, {features}, a frame-wise Linear("
+            f"{config.classifier_proj_size}), mean pooling over the real frames and a linear classifier" if superb
+            else f"the whole student fine-tuned on {features}, a frame-wise Linear({config.classifier_proj_size}), "
+                 "mean pooling and a linear classifier")
+    if config.classifier_slot_names:
+        classes = "; ".join(f"{slot}: {block.stop - block.start} values" for slot, block in config.slot_slices)
+        output = (f"Three single-label decisions ({classes}) from one output layer; the pipeline returns their "
+                  "best values joined with \"|\".")
+    else:
+        shown = ", ".join(config.id2label[i] for i in range(min(config.num_labels, 12)))
+        output = f"{config.num_labels} classes: {shown}{', ...' if config.num_labels > 12 else ''}."
+    data = (f"{data_args.corpus} ({' + '.join(data_args.train_splits)})" if data_args.corpus
+            else f"{data_args.dataset_name} ({' + '.join(data_args.train_splits)})")
+    length = (f"{training_args.max_steps} steps" if training_args.max_steps > 0
+              else f"{training_args.num_train_epochs:g} epochs")
+    batch = (f"{training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} "
+             f"accumulation x {training_args.world_size} processes")
+    optimizer = getattr(training_args.optim, "value", training_args.optim)
+    schedule = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
+    results = ["| split | accuracy | utterances |", "|---|---|---|"]
+    for prefix in sorted({key.removesuffix("_accuracy") for key in metrics if key.endswith("_accuracy")}):
+        split = " + ".join(data_args.eval_splits) if prefix == "eval" else prefix.removeprefix("predict_")
+        results.append(f"| {split} | {100 * metrics[prefix + '_accuracy']:.2f} % | {metrics[prefix + '_utterances']} |")
+    card_data = ModelCardData(library_name="transformers", pipeline_tag="audio-classification",
+                              tags=["audio", "speech", "audio-classification", "armhubert", "recycle-and-distill"]
+                              + (["superb"] if superb else []),
+                              base_model=source if is_hub_id else None, metrics=["accuracy"], license="mit")
+    return ModelCard(f"""---
+{card_data.to_yaml()}
+---
+
+# {name}
+
+Audio classification with an ArmHubert student (Recycle-and-Distill, [paper](https://arxiv.org/abs/2305.11685))
+from `{source}`, with {head}. {output}
+
+## Usage
+
+```python
+from transformers import pipeline
+
+classify = pipeline("audio-classification", model="{name}", trust_remote_code=True)
+classify("speech.wav")[0]["label"]          # or a 16 kHz float waveform
+```
+
+## Results
+
+{chr(10).join(results) if len(results) > 2 else "No evaluation was run."}
+
+## Training
+
+Fine-tuned with `run_audio_classification.py` of the armhubert project on {data}: {length}, batch {batch},
+{optimizer} lr {training_args.learning_rate:g} ({schedule} schedule), weight decay {training_args.weight_decay:g}.
+""")

@@ -1,0 +1,436 @@
+"""Audio classification: the corpus readers on tiny corpora written in each original layout,
+run_audio_classification.py (training, results against the written predictions, intent classification's
+all-three-slots accuracy, errors) and the pipeline of the models it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load_file
+
+from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch, tiny_config
+import run_audio_classification
+from armhubert_training.classification_data import (
+    IEMOCAP_CLASSES,
+    SPEECH_COMMANDS_CLASSES,
+    ClassificationDataArguments,
+    LabelSet,
+    build_classification_datasets,
+    speech_commands_hash_split,
+)
+from armhubert_training.classification_trainer import accuracies, read_predictions
+from configuration_armhubert import ArmHubertConfig
+from modeling_armhubert import ArmHubertForSequenceClassification, ArmHubertModel
+
+RATE = 16_000
+# Speaker parts of Speech Commands file names whose hash puts them in each part of the list-less split.
+SPEAKERS = {"train": ["00000001", "00000003"], "validation": ["00000000", "00000007"], "test": ["00000002"]}
+QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "3", "--logging_steps", "1",
+         "--save_strategy", "no", "--dataloader_num_workers", "0", "--dataloader_pin_memory", "false",
+         "--report_to", "none", "--classifier_proj_size", "32", "--seed", "0"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_caches(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("hf-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache / "datasets"))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield cache
+
+
+class Clips:
+    """Distinct short clips cut from the bundled audio, written as 16 kHz wav files."""
+
+    def __init__(self):
+        files = sorted((LIBRISPEECH / "train-clean-100").rglob("*.flac"))
+        self.sources = [soundfile.read(f, dtype="float32")[0] for f in files]
+        self.count = 0
+
+    def write(self, path: Path, seconds: float = 0.6) -> Path:
+        source = self.sources[self.count % len(self.sources)]
+        start = (self.count // len(self.sources)) * RATE // 2
+        self.count += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(path, source[start:start + round(seconds * RATE)], RATE, subtype="PCM_16")
+        return path
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory) -> dict[str, Path]:
+    """Tiny corpora in the four original layouts (and a class-folder one), from the bundled audio."""
+    root, clips = tmp_path_factory.mktemp("corpora"), Clips()
+    # Speech Commands v0.01: word folders (here 2 targets and 1 other word), background noise, a test archive.
+    sc = root / "speech_commands"
+    for word in ("yes", "no", "bed"):
+        for split, speakers in SPEAKERS.items():
+            for speaker in speakers:
+                clips.write(sc / word / f"{speaker}_nohash_0.wav", 1.0)
+    clips.write(sc / "_background_noise_" / "white_noise.wav", 2.5)
+    (sc / "_background_noise_" / "README.md").write_text("not audio")
+    for label in ("yes", "no", "_unknown_", "_silence_"):
+        for i in range(2):
+            clips.write(root / "speech_commands_test" / label / f"{i:08x}_nohash_0.wav", 1.0)
+    # Fluent Speech Commands: data/*.csv (with the original's leading index column) and wavs/speakers/.
+    fsc = root / "fluent"
+    intents = {"train": [("activate", "lights", "kitchen"), ("deactivate", "lights", "none"),
+                         ("increase", "heat", "washroom"), ("activate", "music", "none"),
+                         ("decrease", "volume", "none"), ("bring", "shoes", "none")],
+               "validation": [("activate", "lights", "none"), ("increase", "heat", "kitchen")],
+               "test": [("deactivate", "music", "none"), ("bring", "shoes", "none"), ("activate", "lights", "kitchen")]}
+    (fsc / "data").mkdir(parents=True)
+    for split, name in (("train", "train_data.csv"), ("validation", "valid_data.csv"), ("test", "test_data.csv")):
+        with open(fsc / "data" / name, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["", "path", "speakerId", "transcription", "action", "object", "location"])
+            for i, (action, obj, location) in enumerate(intents[split]):
+                relative = f"wavs/speakers/spk{i % 2}/{split}-{i}.wav"
+                clips.write(fsc / relative, 0.5 + 0.1 * i)
+                writer.writerow([i, relative, f"spk{i % 2}", "...", action, obj, location])
+    # VoxCeleb1: the dev and test archives side by side, and the identification split file.
+    vox = root / "voxceleb1"
+    lines = []
+    for code, archive, speaker, video, count in [("1", "dev", "id10001", "aaa", 3), ("1", "dev", "id10002", "bbb", 3),
+                                                 ("2", "dev", "id10001", "ccc", 1), ("2", "dev", "id10002", "ddd", 1),
+                                                 ("3", "test", "id10003", "eee", 1), ("3", "test", "id10001", "fff", 1)]:
+        for n in range(1, count + 1):
+            clips.write(vox / archive / "wav" / speaker / video / f"{n:05d}.wav", 0.7)
+            lines.append(f"{code} {speaker}/{video}/{n:05d}.wav")
+    lines.append("1 id10002/zzz/00001.wav")  # listed but not on disk: skipped and counted
+    (vox / "iden_split.txt").write_text("\n".join(lines) + "\n")
+    # IEMOCAP: per session, EmoEvaluation label files and sentences/wav/<dialog>/<utterance>.wav.
+    iemocap = root / "IEMOCAP_full_release"
+    emotions = ["neu", "exc", "ang", "sad", "hap", "fru", "xxx"]
+    for session in range(1, 6):
+        dialog = f"Ses0{session}F_impro01"
+        rows = []
+        for i, emotion in enumerate(emotions):
+            name = f"{dialog}_F{i:03d}"
+            clips.write(iemocap / f"Session{session}" / "sentences" / "wav" / dialog / f"{name}.wav", 0.5)
+            rows.append(f"[{i}.0 - {i}.5]\t{name}\t{emotion}\t[2.5, 2.5, 2.5]")
+        text = "% header\n\n" + "\n".join(f"{row}\nC-E1:\tNeutral;\t()" for row in rows) + "\n"
+        (iemocap / f"Session{session}" / "dialog" / "EmoEvaluation").mkdir(parents=True)
+        (iemocap / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt").write_text(text)
+    return {"speech_commands": sc, "speech_commands_test": root / "speech_commands_test", "fluent": fsc,
+            "voxceleb1": vox, "iemocap": iemocap}
+
+
+def data_args(**values) -> ClassificationDataArguments:
+    return ClassificationDataArguments(**values)
+
+
+def labels_by_id(dataset) -> dict[str, str]:
+    return dict(zip(dataset.index["id"], dataset.labels))
+
+
+# ----------------------------------------------------------------------------------------------
+# ArmHubertForSequenceClassification
+# ----------------------------------------------------------------------------------------------
+
+SLOTS = dict(num_labels=9, classifier_slot_names=["action", "object", "location"], classifier_slot_sizes=[3, 4, 2])
+MODES = {
+    "superb": dict(classifier_mode="superb", classifier_proj_size=32),
+    "fine-tune": dict(classifier_mode="fine_tune", classifier_proj_size=32, projection_dim=0),
+    "fine-tune-weighted": dict(classifier_mode="fine_tune", use_weighted_layer_sum=True, classifier_proj_size=32,
+                               superb_features="hidden_states", mask_time_prob=0.3, hidden_dropout=0.0),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_padded_batch_equals_each_item_alone(mode):
+    torch.manual_seed(0)
+    model = ArmHubertForSequenceClassification(tiny_config(**SLOTS, **MODES[mode])).eval()
+    waveforms = bundled_waveforms(count=3)
+    values, mask = pad_batch(waveforms)
+    with torch.no_grad():
+        batch = model(values, attention_mask=mask).logits
+        for i, waveform in enumerate(waveforms):
+            torch.testing.assert_close(batch[i], model(waveform[None]).logits[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_trainable_parameter_gets_a_gradient_and_the_loss_sums_the_slots(mode):
+    torch.manual_seed(0)
+    model = ArmHubertForSequenceClassification(tiny_config(**SLOTS, **MODES[mode])).train()
+    values, mask = pad_batch(bundled_waveforms(count=2))
+    labels = torch.tensor([[2, 0, 1], [0, 3, 0]])
+    output = model(values, attention_mask=mask, labels=labels)
+    output.loss.backward()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert [name for name, p in trainable.items() if p.grad is None or not p.grad.abs().sum() > 0] == []
+    logits = output.logits.detach()
+    expected = sum(torch.nn.functional.cross_entropy(logits[:, a:b], labels[:, i])
+                   for i, (a, b) in enumerate([(0, 3), (3, 7), (7, 9)]))
+    torch.testing.assert_close(output.loss.detach(), expected)
+    torch.testing.assert_close(model.predict_slots(logits), torch.stack(
+        [logits[:, 0:3].argmax(-1), logits[:, 3:7].argmax(-1), logits[:, 7:9].argmax(-1)], -1))
+    frozen = mode == "superb"
+    assert all(not p.requires_grad for p in model.armhubert.parameters()) == frozen
+    assert any(m.training for m in model.armhubert.modules()) != frozen  # SUPERB's student stays in eval mode
+    assert (model.featurizer is None) == (mode == "fine-tune")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(num_labels=5, classifier_slot_names=["a", "b"], classifier_slot_sizes=[2, 2]), "sum to num_labels"),
+    (dict(num_labels=4, classifier_slot_names=["a"], classifier_slot_sizes=[2, 2]), "one per entry"),
+    (dict(num_labels=4, classifier_slot_names=["a", "b"]), "go together"),
+    (dict(classifier_mode="frozen"), "classifier_mode must be one of"),
+    (dict(classifier_proj_size=0), "classifier_proj_size must be a positive"),
+])
+def test_classifier_config_values_are_checked(bad, message):
+    with pytest.raises(ValueError, match=message):
+        ArmHubertConfig(**bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# Corpus readers
+# ----------------------------------------------------------------------------------------------
+
+
+def test_speech_commands_hash_split_classes_silence_and_balanced_sampling(corpora):
+    args = data_args(corpus="speech_commands", corpus_root=str(corpora["speech_commands"]),
+                     speech_commands_test_root=str(corpora["speech_commands_test"]))
+    data = build_classification_datasets(args, True, True, True, seed=0)
+    assert data.label_set == LabelSet.single(SPEECH_COMMANDS_CLASSES)
+    for split, dataset in (("train", data.train), ("validation", data.eval)):
+        expected = {f"{word}/{speaker}_nohash_0": word if word != "bed" else "_unknown_"
+                    for word in ("yes", "no", "bed") for speaker in SPEAKERS[split]}
+        expected["_background_noise_/white_noise"] = "_silence_"  # in train and validation alike
+        assert labels_by_id(dataset) == expected, split
+        # Class-balanced: each item weighs N / count of its class.
+        counts = {label: list(expected.values()).count(label) for label in expected.values()}
+        assert dataset.sample_weights == [len(expected) / counts[label] for label in dataset.labels]
+        silence = dataset[dataset.labels.index("_silence_")]
+        assert silence["input_values"].shape == (RATE,)  # a 1 s crop of the 2.5 s noise file
+    assert all(speech_commands_hash_split(f"{s}_nohash_0.wav") == "test" for s in SPEAKERS["test"])
+    test = data.predict["test"]
+    assert labels_by_id(test) == {f"{label}/{i:08x}_nohash_0": label for label in ("yes", "no", "_unknown_", "_silence_")
+                                  for i in range(2)}
+    assert test.sample_weights is None and test[0]["input_values"].shape == (RATE,)
+
+
+def test_fluent_commands_slots_in_order_of_first_appearance(corpora):
+    data = build_classification_datasets(data_args(corpus="fluent_commands", corpus_root=str(corpora["fluent"])),
+                                         True, True, True, seed=0)
+    assert data.label_set.slots == (("action", ("activate", "deactivate", "increase", "decrease", "bring")),
+                                    ("object", ("lights", "heat", "music", "volume", "shoes")),
+                                    ("location", ("kitchen", "none", "washroom")))
+    assert labels_by_id(data.eval) == {"validation-0": "activate|lights|none", "validation-1": "increase|heat|kitchen"}
+    assert len(data.train) == 6 and len(data.predict["test"]) == 3
+    fields = data.label_set.config_fields()
+    assert fields["classifier_slot_sizes"] == [5, 5, 3] and fields["id2label"][5] == "object=lights"
+
+
+def test_voxceleb1_split_file_speakers_and_missing_files(corpora):
+    args = data_args(corpus="voxceleb1", corpus_root=str(corpora["voxceleb1"]), max_duration_seconds=0.5)
+    data = build_classification_datasets(args, True, True, True, seed=0)
+    assert data.label_set == LabelSet.single(["id10001", "id10002", "id10003"])
+    assert sorted(labels_by_id(data.train)) == [f"id1000{s}/{v}/0000{n}" for s, v in ((1, "aaa"), (2, "bbb"))
+                                                for n in (1, 2, 3)]
+    assert data.train.skipped["unreadable"] == ["id10002/zzz/00001"]
+    assert labels_by_id(data.eval) == {"id10001/ccc/00001": "id10001", "id10002/ddd/00001": "id10002"}
+    assert labels_by_id(data.predict["test"]) == {"id10003/eee/00001": "id10003", "id10001/fff/00001": "id10001"}
+    # Training crops to --max_duration_seconds; evaluation keeps whole utterances.
+    assert data.train[0]["input_values"].shape == (RATE // 2,)
+    assert data.eval[0]["input_values"].shape == (round(0.7 * RATE),)
+
+
+@pytest.mark.parametrize("fold", [1, 4])
+def test_iemocap_four_classes_held_out_session_and_dev_split(corpora, fold):
+    args = data_args(corpus="iemocap", corpus_root=str(corpora["iemocap"]), fold=fold)
+    data = build_classification_datasets(args, True, True, True, seed=0)
+    assert data.label_set == LabelSet.single(IEMOCAP_CLASSES)
+    kept = {0: "neu", 1: "hap", 2: "ang", 3: "sad", 4: "hap"}  # exc -> hap; fru and xxx dropped
+    test = labels_by_id(data.predict["test"])
+    assert test == {f"Ses0{fold}F_impro01_F{i:03d}": label for i, label in kept.items()}
+    train, dev = labels_by_id(data.train), labels_by_id(data.eval)
+    others = {f"Ses0{s}F_impro01_F{i:03d}": label for s in range(1, 6) if s != fold for i, label in kept.items()}
+    assert {**train, **dev} == others and not set(train) & set(dev)
+    assert (len(train), len(dev)) == (16, 4)  # 80 % / 20 % of the other four sessions
+
+
+def test_a_datasets_dataset_with_a_class_label_column(tmp_path, corpora):
+    files = sorted(corpora["voxceleb1"].rglob("*.wav"))[:4]
+    feature = datasets.ClassLabel(names=["down", "up"])
+    for split in ("train", "test"):
+        dataset = datasets.Dataset.from_dict({"audio": [str(f) for f in files], "intent": [0, 1, 1, 0]},
+                                             features=datasets.Features({"audio": datasets.Value("string"),
+                                                                         "intent": feature}))
+        dataset.to_parquet(str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"))
+    args = data_args(dataset_name=str(tmp_path), label_column="intent")
+    data = build_classification_datasets(args, True, False, True, seed=0)
+    assert data.label_set == LabelSet.single(["down", "up"])
+    assert data.train.labels == ["down", "up", "up", "down"]
+    with pytest.raises(ValueError, match="no label column 'label'.*--label_column"):
+        build_classification_datasets(data_args(dataset_name=str(tmp_path)), True, False, False, seed=0)
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        build_classification_datasets(args, False, True, False, seed=0)
+
+
+def test_labels_outside_the_label_set_are_refused_before_training(corpora, tmp_path):
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "test" / "dog").mkdir(parents=True)
+    source = next(corpora["voxceleb1"].rglob("*.wav"))
+    for target in (tmp_path / "train" / "cat" / "a.wav", tmp_path / "test" / "dog" / "b.wav"):
+        target.write_bytes(source.read_bytes())
+    with pytest.raises(ValueError, match=r"outside the label set: 'dog' \(1x\).*\['cat'\]"):
+        build_classification_datasets(data_args(corpus="folder", corpus_root=str(tmp_path)), True, False, True, seed=0)
+    with pytest.raises(FileNotFoundError, match="test_data.csv"):
+        build_classification_datasets(data_args(corpus="fluent_commands", corpus_root=str(tmp_path)),
+                                      True, False, False, seed=0)
+    with pytest.raises(ValueError, match="--speech_commands_test_root"):
+        build_classification_datasets(data_args(corpus="speech_commands", corpus_root=str(corpora["speech_commands"])),
+                                      False, False, True, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# run_audio_classification.py
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("student") / "tiny-student"
+    ArmHubertModel(tiny_config()).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ic_run(student_dir, corpora, tmp_path_factory) -> Path:
+    """SUPERB's protocol on the tiny Fluent Speech Commands; also predicts its own training split."""
+    output = tmp_path_factory.mktemp("runs") / "ic"
+    run_audio_classification.main([
+        str(REPO / "configs" / "superb-ic.yaml"), "--model_name_or_path", str(student_dir), "--output_dir", str(output),
+        "--corpus_root", str(corpora["fluent"]), "--predict_splits", "test", "train", "--max_steps", "30",
+        # A random student's distillation heads give near-zero features: its layers make the toy task learnable.
+        "--superb_features", "hidden_states", "--learning_rate", "2e-2", "--eval_strategy", "no",
+        "--load_best_model_at_end", "false", *QUICK])
+    return output
+
+
+@pytest.fixture(scope="module")
+def ks_run(student_dir, corpora, tmp_path_factory) -> Path:
+    """Full fine-tuning with a weighted layer sum on the tiny Speech Commands."""
+    output = tmp_path_factory.mktemp("runs") / "ks"
+    run_audio_classification.main([
+        "--model_name_or_path", str(student_dir), "--output_dir", str(output), "--corpus", "speech_commands",
+        "--corpus_root", str(corpora["speech_commands"]), "--speech_commands_test_root",
+        str(corpora["speech_commands_test"]), "--classifier_mode", "fine_tune", "--use_weighted_layer_sum", "true",
+        "--do_train", "--do_eval", "--do_predict", "--max_steps", "2", "--learning_rate", "1e-3", *QUICK])
+    return output
+
+
+def test_superb_training_lowers_the_loss_memorises_the_train_set_and_keeps_the_student(ic_run, student_dir):
+    history = json.loads((ic_run / "trainer_state.json").read_text())["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
+    assert json.loads((ic_run / "predict_train_results.json").read_text())["predict_train_accuracy"] == 1.0
+    student, tuned = load_file(student_dir / "model.safetensors"), load_file(ic_run / "model.safetensors")
+    kept = {key for key in student if not key.startswith("projection_heads.")}  # unused heads are left out
+    assert {key for key in tuned if key.startswith("armhubert.")} == {f"armhubert.{key}" for key in kept}
+    assert all(torch.equal(tuned[f"armhubert.{key}"], student[key]) for key in kept)
+    config = json.loads((ic_run / "config.json").read_text())
+    assert config["architectures"] == ["ArmHubertForSequenceClassification"]
+    assert (config["classifier_mode"], config["superb_features"], config["classifier_slot_sizes"]) == (
+        "superb", "hidden_states", [5, 5, 3])
+    assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_armhubert.ArmHubertForSequenceClassification"
+    card = (ic_run / "README.md").read_text()
+    assert "pipeline_tag: audio-classification" in card and "| test |" in card
+
+
+@pytest.mark.parametrize("run_name, name", [("ic_run", "eval"), ("ic_run", "predict_test"), ("ks_run", "eval"),
+                                            ("ks_run", "predict_test")])
+def test_results_json_equals_accuracy_recomputed_from_the_predictions(request, run_name, name):
+    run = request.getfixturevalue(run_name)
+    rows = read_predictions(run / f"{name}_predictions.tsv")
+    summary = json.loads((run / f"{name}_results.json").read_text())
+    assert summary[f"{name}_utterances"] == len(rows) > 0
+    assert summary[f"{name}_accuracy"] == sum(row["label"] == row["prediction"] for row in rows) / len(rows)
+    if run_name == "ic_run":  # right only when all three slots are
+        slots = [[r == p for r, p in zip(row["label"].split("|"), row["prediction"].split("|"))] for row in rows]
+        assert summary[f"{name}_accuracy"] == sum(all(s) for s in slots) / len(rows)
+        for i, slot in enumerate(("action", "object", "location")):
+            assert summary[f"{name}_accuracy_{slot}"] == sum(s[i] for s in slots) / len(rows)
+
+
+def test_intent_accuracy_counts_only_utterances_with_all_three_slots_right():
+    label_set = LabelSet((("action", ("a", "b")), ("object", ("x", "y")), ("location", ("k", "n"))))
+    rows = [("1", "a|x|k", "a|x|k"), ("2", "a|x|k", "a|x|n"), ("3", "b|y|n", "a|y|n"), ("4", "b|y|n", "b|y|n")]
+    assert accuracies(rows, label_set) == {"accuracy": 0.5, "accuracy_action": 0.75, "accuracy_object": 1.0,
+                                           "accuracy_location": 0.75}
+
+
+def test_fine_tuning_trains_the_student_and_samples_speech_commands_balanced(ks_run, student_dir):
+    config = json.loads((ks_run / "config.json").read_text())
+    assert (config["classifier_mode"], config["use_weighted_layer_sum"], len(config["id2label"])) == ("fine_tune", True, 12)
+    student, tuned = load_file(student_dir / "model.safetensors"), load_file(ks_run / "model.safetensors")
+    key = "encoder.layers.0.attention.q_proj.weight"
+    assert not torch.equal(tuned[f"armhubert.{key}"], student[key])
+    # Validation is a class-balanced resample with replacement (as many draws as items).
+    rows = read_predictions(ks_run / "eval_predictions.tsv")
+    assert len(rows) == 7 and {row["id"] for row in rows} <= {
+        f"{w}/{s}_nohash_0" for w in ("yes", "no", "bed") for s in SPEAKERS["validation"]} | {
+        "_background_noise_/white_noise"}
+
+
+PIPELINE_SCRIPT = r"""
+import json, sys
+import soundfile
+from transformers import pipeline
+runs, result_file = json.loads(sys.argv[1]), sys.argv[2]
+results = {}
+for model_dir, files in runs.items():
+    classify = pipeline("audio-classification", model=model_dir, trust_remote_code=True)
+    results[model_dir] = {"class": type(classify).__name__,
+                          "file": [classify(path)[0]["label"] for path in files],
+                          "array": [classify(soundfile.read(path, dtype="float32")[0])[0]["label"] for path in files]}
+assert "modeling_armhubert" not in sys.modules and "classification_pipeline" not in sys.modules
+json.dump(results, open(result_file, "w"))
+"""
+
+
+def test_pipeline_gives_the_labels_do_predict_wrote(ic_run, ks_run, corpora, tmp_path):
+    files = {}
+    expected = {}
+    for run, folder, path_of in ((ic_run, corpora["fluent"], lambda row: corpora["fluent"] / "wavs" / "speakers"
+                                  / f"spk{int(row['id'].split('-')[1]) % 2}" / f"{row['id']}.wav"),
+                                 (ks_run, corpora["speech_commands_test"],
+                                  lambda row: corpora["speech_commands_test"] / f"{row['id']}.wav")):
+        rows = read_predictions(run / "predict_test_predictions.tsv")
+        files[str(run)] = [str(path_of(row)) for row in rows]
+        expected[str(run)] = [row["prediction"] for row in rows]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
+    subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, json.dumps(files), str(tmp_path / "out.json")],
+                   cwd=tmp_path, env=env, check=True, timeout=300)
+    results = json.loads((tmp_path / "out.json").read_text())
+    for run, labels in expected.items():
+        assert results[run]["class"] == "ArmHubertAudioClassificationPipeline"
+        assert results[run]["file"] == labels and results[run]["array"] == labels, run
+    assert all(label.count("|") == 2 for label in expected[str(ic_run)])
+
+
+def test_evaluation_only_run_reuses_the_models_classes_and_refuses_unknown_labels(ic_run, corpora, tmp_path):
+    output = tmp_path / "again"
+    metrics = run_audio_classification.main([
+        "--model_name_or_path", str(ic_run), "--output_dir", str(output), "--corpus", "fluent_commands",
+        "--corpus_root", str(corpora["fluent"]), "--do_predict", *QUICK])
+    assert metrics["predict_test_accuracy"] == json.loads(
+        (ic_run / "predict_test_results.json").read_text())["predict_test_accuracy"]
+    assert read_predictions(output / "predict_test_predictions.tsv") == read_predictions(
+        ic_run / "predict_test_predictions.tsv")
+    with pytest.raises(ValueError, match="student without a classifier"):
+        run_audio_classification.main(["--student_preset", "armhubert", "--output_dir", str(tmp_path / "x"),
+                                       "--corpus", "fluent_commands", "--corpus_root", str(corpora["fluent"]),
+                                       "--do_predict", *QUICK])
