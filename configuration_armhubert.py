@@ -14,7 +14,8 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
   (0 or None = no heads; equal to `hidden_size` = identity heads, as in the authors' code).
 - `layer_grad_scale`: per-layer gradient scaling used when distilling (forward unchanged).
 - `superb_*`: the downstream model of SUPERB's ASR task, used by [`ArmHubertForSuperbCTC`]
-  (frozen student, softmax-weighted sum of its layers, BiLSTM, character CTC).
+  (frozen student, softmax-weighted sum of its layers, BiLSTM, character CTC), and SUPERB's
+  SpecAugment on the weighted-sum features (`superb_spec_augment` and the fields after it).
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ class ArmHubertConfig(PretrainedConfig):
         superb_lstm_hidden_size: Hidden size of each direction of each BiLSTM layer (SUPERB: 1024).
         superb_lstm_layers: Number of BiLSTM layers (SUPERB: 2).
         superb_lstm_dropout: Dropout after each BiLSTM layer (SUPERB: 0.2).
+        superb_spec_augment: Apply SUPERB's SpecAugment ([`SuperbSpecAugment`]) to the weighted-sum
+            features while training (SUPERB's ASR and slot-filling recipes do); never in eval mode.
+        superb_time_warp_window: Time warp: the warp point moves by fewer than this many frames; 0 = no
+            warp (SUPERB: 5).
+        superb_num_freq_masks: Bands of feature channels zeroed per utterance (SUPERB: 4).
+        superb_freq_mask_width_limit: Each channel band is 0 .. limit - 1 channels wide (SUPERB: 50).
+        superb_num_time_masks: Bands of frames zeroed per utterance (SUPERB: 2).
+        superb_time_mask_width_limit: Each frame band is 0 .. limit - 1 frames wide (SUPERB: 40).
     """
 
     model_type = "armhubert"
@@ -147,6 +156,12 @@ class ArmHubertConfig(PretrainedConfig):
     superb_lstm_hidden_size: int = 1024
     superb_lstm_layers: int = 2
     superb_lstm_dropout: float = 0.2
+    superb_spec_augment: bool = False
+    superb_time_warp_window: int = 5
+    superb_num_freq_masks: int = 4
+    superb_freq_mask_width_limit: int = 50
+    superb_num_time_masks: int = 2
+    superb_time_mask_width_limit: int = 40
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
@@ -193,6 +208,14 @@ class ArmHubertConfig(PretrainedConfig):
         for name in ("superb_projection_dim", "superb_lstm_hidden_size", "superb_lstm_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        for name in ("superb_time_warp_window", "superb_num_freq_masks", "superb_num_time_masks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 switches that part of SpecAugment off), got "
+                                 f"{getattr(self, name)}.")
+        for name in ("superb_freq_mask_width_limit", "superb_time_mask_width_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (widths are drawn from 0 .. limit - 1), got "
+                                 f"{getattr(self, name)}.")
         for name in ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
                      "final_dropout", "mask_time_prob", "mask_feature_prob", "superb_lstm_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
