@@ -380,22 +380,26 @@ def test_authors_checkpoint_is_converted_and_keeps_its_heads_for_superb(tmp_path
     assert (linear.projection_dim, linear.layer_grad_scale, linear.vocab_size) == (0, False, len(tokenizer))
 
 
-def test_superb_librispeech_recipe_is_superbs_asr_setting():
+@pytest.mark.parametrize("recipe, schedule, warmup", [("superb-asr-librispeech.yaml", "constant", 0),
+                                                      ("superb-asr-librispeech-paper.yaml", "linear", 1400)])
+def test_superb_librispeech_recipes_are_superbs_asr_setting(recipe, schedule, warmup):
     model, data, training = run_asr_ctc.parse_args([
-        str(REPO / "configs" / "superb-asr-librispeech.yaml"), "--model_name_or_path", "armhubert-hf",
+        str(REPO / "configs" / recipe), "--model_name_or_path", "armhubert-hf",
         "--librispeech_root", "/data", "--report_to", "none"])
     assert (model.head, model.superb_features, model.superb_projection_dim, model.superb_lstm_hidden_size,
             model.superb_lstm_layers, model.superb_lstm_dropout) == ("superb", "auto", 1024, 1024, 2, 0.2)
+    assert model.superb_spec_augment is True
     assert (model.ctc_loss_reduction, model.ctc_zero_infinity) == ("mean", True)
     assert (data.train_splits, data.eval_splits, data.predict_splits) == (["train-clean-100"], ["dev-clean"],
                                                                           ["test-clean"])
     assert data.max_duration_seconds is None and not data.crop_to_max_duration and data.chars_to_ignore == ""
     assert (training.learning_rate, training.weight_decay, training.warmup_steps, training.max_grad_norm) == (
-        1e-4, 0.0, 0, 1.0)
+        1e-4, 0.0, warmup, 1.0)
     assert (training.adam_beta1, training.adam_beta2, training.adam_epsilon) == (0.9, 0.999, 1e-8)
-    assert getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type) == "constant"
-    assert training.per_device_train_batch_size * training.gradient_accumulation_steps == 32
+    assert getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type) == schedule
+    assert training.per_device_train_batch_size * training.gradient_accumulation_steps == 16
     assert training.max_steps == 200_000 and training.eval_steps == training.save_steps == 2000
+    assert getattr(training.eval_strategy, "value", training.eval_strategy) == "steps"
     assert training.load_best_model_at_end and training.metric_for_best_model.endswith("wer")
     assert training.greater_is_better is False
     assert (training.do_train, training.do_eval, training.do_predict) == (True, True, True)
