@@ -83,10 +83,14 @@ def linear_run(student_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def superb_run(student_dir, tmp_path_factory) -> Path:
+    """The SUPERB demo (SpecAugment on) for 16 steps, dev WER every 8 steps, the best checkpoint kept.
+    The tiny student's features have 48 channels, so channel bands are scaled down from SUPERB's 50 to 4."""
     output = tmp_path_factory.mktemp("runs") / "superb"
     run_asr_ctc.main([str(SUPERB_DEMO), "--model_name_or_path", str(student_dir), "--output_dir", str(output),
-                      *QUICK, "--max_steps", "2", "--learning_rate", "1e-3", "--superb_projection_dim", "32",
-                      "--superb_lstm_hidden_size", "24"])
+                      *QUICK, "--max_steps", "16", "--learning_rate", "3e-3", "--superb_projection_dim", "32",
+                      "--superb_lstm_hidden_size", "24", "--config_overrides", '{"superb_freq_mask_width_limit": 4}',
+                      "--eval_strategy", "steps", "--eval_steps", "8", "--save_strategy", "steps", "--save_steps", "8",
+                      "--load_best_model_at_end", "true", "--metric_for_best_model", "wer"])
     return output
 
 
@@ -185,6 +189,30 @@ def test_local_metric_modules_load_offline_and_match_hand_counts():
     assert wer.compute(predictions=hypotheses, references=references) == pytest.approx(2 / 6)
     assert cer.compute(predictions=hypotheses, references=references) == pytest.approx(9 / 21)
     assert wer.compute(predictions=["", "X"], references=["A B", "A"]) == pytest.approx(1.0)
+
+
+def word_edits(hypothesis: list[str], reference: list[str]) -> int:
+    """Levenshtein distance between two word lists (substitutions, insertions, deletions all cost 1)."""
+    row = list(range(len(reference) + 1))
+    for i, word in enumerate(hypothesis, 1):
+        previous, row[0] = row[0], i
+        for j, ref_word in enumerate(reference, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != ref_word))
+    return row[-1]
+
+
+def test_wer_is_corpus_level_as_superb_computes_it():
+    """SUPERB's WER: the word edits of all utterances summed, over the reference words summed (words split
+    on whitespace), not the mean of per-utterance rates; empty hypotheses and references count too."""
+    references = ["THE CAT SAT ON THE MAT", "A DOG", "HELLO WORLD AGAIN", "", "ONE"]
+    hypotheses = ["THE CAT SAT ON MAT", " A  DOG BARKED ", "", "UH", "ONE"]
+    edits = sum(word_edits(h.split(), r.split()) for h, r in zip(hypotheses, references))
+    words = sum(len(r.split()) for r in references)
+    assert (edits, words) == (6, 12)
+    wer = evaluate.load(str(REPO / "metrics" / "wer"), keep_in_memory=True)
+    assert wer.compute(predictions=hypotheses, references=references) == pytest.approx(edits / words, abs=1e-12)
+    # The mean of per-utterance rates would differ (1/6, 1/2, 1, -, 0).
+    assert not np.isclose(np.mean([1 / 6, 1 / 2, 1, 0]), edits / words)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,6 +330,20 @@ def test_superb_run_keeps_the_student_weights(superb_run, student_dir):
     assert tuned["featurizer.layer_weights"].abs().min() > 0  # trained from zeros
     config = json.loads((superb_run / "config.json").read_text())
     assert config["architectures"] == ["ArmHubertForSuperbCTC"] and config["superb_features"] == "projected"
+
+
+def test_superb_run_with_spec_augment_lowers_the_loss_and_keeps_the_lowest_dev_wer(superb_run):
+    run = superb_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["superb_spec_augment"] is True and config["superb_freq_mask_width_limit"] == 4
+    losses = logged_losses(run)
+    assert len(losses) == 16 and np.mean(losses[-4:]) < 0.75 * np.mean(losses[:4]), losses  # measured: 0.61
+    # Selection as SUPERB's: the checkpoint of the lowest dev WER (the first one, on a tie).
+    state = json.loads((run / "trainer_state.json").read_text())
+    evaluations = [(entry["step"], entry["eval_wer"]) for entry in state["log_history"] if "eval_wer" in entry]
+    assert [step for step, _ in evaluations][:2] == [8, 16]
+    best_step, best_wer = min(evaluations, key=lambda row: row[1])
+    assert state["best_metric"] == best_wer and state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
 
 
 @pytest.mark.parametrize("run_name", ["linear_run", "superb_run", "predict_only_run"])
