@@ -1100,8 +1100,8 @@ class SuperbSpecAugment(nn.Module):
     3. `superb_num_time_masks` bands of frames, each 0 .. `superb_time_mask_width_limit` - 1 wide,
        set to 0.
 
-    A band's start is drawn from [0, max(1, size - widest band of its kind)), as s3prl does, but per
-    utterance over its own frames, so that bands fall on real frames only. Padded frames pass unchanged,
+    A band's start is drawn from [0, max(1, size - the utterance's widest band of that kind)), as s3prl
+    does, but per utterance over its own frames, so that bands fall on real frames only. Padded frames pass unchanged,
     which keeps every utterance's augmentation independent of its batch-mates' padding. The random
     numbers come from torch's default CPU generator, utterance after utterance: a seeded run repeats
     exactly, on any device. In eval mode the features pass unchanged.
@@ -1123,7 +1123,7 @@ class SuperbSpecAugment(nn.Module):
         """`features` (B, T, D) with `frame_lengths` (B,) real frames each -> augmented features (B, T, D)."""
         if not self.training:
             return features
-        batch, frames, channels = features.shape
+        _, frames, channels = features.shape
         warped, freq_bands, time_bands = [], [], []
         for item, length in zip(features, frame_lengths.tolist()):
             warped.append(torch.cat([self._time_warp(item[:length]), item[length:]]))
@@ -1172,8 +1172,8 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
     The N features are the L distillation-head outputs (`superb_features="projected"`, the features
     the authors evaluated) or the encoder input plus the L layer outputs (`"hidden_states"`). Only
     the layer weights, the projection, the BiLSTM and the output layer are trained: the student runs
-    without autograd, so it never receives gradients, and it stays in eval mode (no dropout, no
-    SpecAugment) even while the model trains, so its outputs are fixed features as in SUPERB.
+    without autograd, so it never receives gradients, and it stays in eval mode (no dropout, none of
+    its own masking) even while the model trains, so its outputs are fixed features as in SUPERB.
     With `superb_spec_augment`, SUPERB's SpecAugment ([`SuperbSpecAugment`]) changes the weighted sum
     while training, as SUPERB's ASR and slot-filling recipes do.
     """
