@@ -14,7 +14,8 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
   (0 or None = no heads; equal to `hidden_size` = identity heads, as in the authors' code).
 - `layer_grad_scale`: per-layer gradient scaling used when distilling (forward unchanged).
 - `superb_*`: the downstream model of SUPERB's ASR task, used by [`ArmHubertForSuperbCTC`]
-  (frozen student, softmax-weighted sum of its layers, BiLSTM, character CTC).
+  (frozen student, softmax-weighted sum of its layers, BiLSTM, character CTC), and SUPERB's
+  SpecAugment on the weighted-sum features (`superb_spec_augment` and the fields after it).
 - `classifier_*`, `use_weighted_layer_sum`: the utterance classifier [`ArmHubertForSequenceClassification`]
   (SUPERB's KS/IC/SID/ER protocol, or full fine-tuning like `HubertForSequenceClassification`).
 """
@@ -127,6 +128,14 @@ class ArmHubertConfig(PretrainedConfig):
             (SUPERB's intent classification: action, object, location): the logits are sliced into
             consecutive blocks of these sizes, one softmax each; `id2label` names each logit "slot=value".
             None = one decision over all `num_labels`.
+        superb_spec_augment: Apply SUPERB's SpecAugment ([`SuperbSpecAugment`]) to the weighted-sum
+            features while training (SUPERB's ASR and slot-filling recipes do); never in eval mode.
+        superb_time_warp_window: Time warp: the warp point moves by fewer than this many frames; 0 = no
+            warp (SUPERB: 5).
+        superb_num_freq_masks: Bands of feature channels zeroed per utterance (SUPERB: 4).
+        superb_freq_mask_width_limit: Each channel band is 0 .. limit - 1 channels wide (SUPERB: 50).
+        superb_num_time_masks: Bands of frames zeroed per utterance (SUPERB: 2).
+        superb_time_mask_width_limit: Each frame band is 0 .. limit - 1 frames wide (SUPERB: 40).
     """
 
     model_type = "armhubert"
@@ -174,6 +183,12 @@ class ArmHubertConfig(PretrainedConfig):
     use_weighted_layer_sum: bool = False
     classifier_slot_names: list[str] | tuple[str, ...] | None = None
     classifier_slot_sizes: list[int] | tuple[int, ...] | None = None
+    superb_spec_augment: bool = False
+    superb_time_warp_window: int = 5
+    superb_num_freq_masks: int = 4
+    superb_freq_mask_width_limit: int = 50
+    superb_num_time_masks: int = 2
+    superb_time_mask_width_limit: int = 40
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
@@ -225,6 +240,14 @@ class ArmHubertConfig(PretrainedConfig):
         for name in ("superb_projection_dim", "superb_lstm_hidden_size", "superb_lstm_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        for name in ("superb_time_warp_window", "superb_num_freq_masks", "superb_num_time_masks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 switches that part of SpecAugment off), got "
+                                 f"{getattr(self, name)}.")
+        for name in ("superb_freq_mask_width_limit", "superb_time_mask_width_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (widths are drawn from 0 .. limit - 1), got "
+                                 f"{getattr(self, name)}.")
         for name in ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
                      "final_dropout", "mask_time_prob", "mask_feature_prob", "superb_lstm_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:

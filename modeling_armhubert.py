@@ -1079,6 +1079,81 @@ class ArmHubertSuperbFeaturizer(nn.Module):
         return torch.softmax(self.layer_weights.detach(), dim=0)
 
 
+class SuperbSpecAugment(nn.Module):
+    """SpecAugment as SUPERB applies it to the weighted-sum features of a downstream model, in training only.
+
+    Each utterance is augmented on its own frames, in this order (s3prl's `downstream/specaug.py`):
+
+    1. time warp (`superb_time_warp_window` = W > 0, utterances of more than 2W frames): a point
+       `c` drawn from [W, T - W) moves to `w` drawn from [c - W + 1, c + W]; frames [0, c) are
+       resized to w frames and [c, T) to T - w frames by bicubic interpolation along time;
+    2. `superb_num_freq_masks` bands of channels, each 0 .. `superb_freq_mask_width_limit` - 1 wide,
+       set to 0;
+    3. `superb_num_time_masks` bands of frames, each 0 .. `superb_time_mask_width_limit` - 1 wide,
+       set to 0.
+
+    A band's start is drawn from [0, max(1, size - the utterance's widest band of that kind)), as s3prl
+    does, but per utterance over its own frames, so that bands fall on real frames only. Padded frames pass unchanged,
+    which keeps every utterance's augmentation independent of its batch-mates' padding. The random
+    numbers come from torch's default CPU generator, utterance after utterance: a seeded run repeats
+    exactly, on any device. In eval mode the features pass unchanged.
+    """
+
+    def __init__(self, config: ArmHubertConfig):
+        super().__init__()
+        self.time_warp_window = config.superb_time_warp_window
+        self.num_freq_masks = config.superb_num_freq_masks
+        self.freq_mask_width_limit = config.superb_freq_mask_width_limit
+        self.num_time_masks = config.superb_num_time_masks
+        self.time_mask_width_limit = config.superb_time_mask_width_limit
+
+    def extra_repr(self) -> str:
+        return (f"time_warp_window={self.time_warp_window}, freq_masks={self.num_freq_masks} x [0, "
+                f"{self.freq_mask_width_limit}), time_masks={self.num_time_masks} x [0, {self.time_mask_width_limit})")
+
+    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """`features` (B, T, D) with `frame_lengths` (B,) real frames each -> augmented features (B, T, D)."""
+        if not self.training:
+            return features
+        _, frames, channels = features.shape
+        warped, freq_bands, time_bands = [], [], []
+        for item, length in zip(features, frame_lengths.tolist()):
+            warped.append(torch.cat([self._time_warp(item[:length]), item[length:]]))
+            freq_bands.append(self._bands(channels, channels, self.num_freq_masks, self.freq_mask_width_limit))
+            time_bands.append(self._bands(length, frames, self.num_time_masks, self.time_mask_width_limit))
+        real_frames = torch.arange(frames)[None, :] < frame_lengths.cpu()[:, None]  # (B, T)
+        # (B, T, D): a channel band covers the utterance's real frames; a frame band every channel.
+        zeroed = (torch.stack(freq_bands)[:, None, :] & real_frames[:, :, None]) | torch.stack(time_bands)[:, :, None]
+        return torch.stack(warped).masked_fill(zeroed.to(features.device), 0.0)
+
+    def _time_warp(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, D) real frames of one utterance -> (T, D), warped in time."""
+        window, length = self.time_warp_window, frames.shape[0]
+        if window == 0 or length <= 2 * window:
+            return frames
+        center = int(torch.randint(window, length - window, ()))
+        moved_to = int(torch.randint(center - window, center + window, ())) + 1
+        # Bicubic over (time, channels) with the channel count unchanged interpolates along time only.
+        image = frames[None, None]  # (1, 1, T, D)
+        left = F.interpolate(image[:, :, :center], size=(moved_to, frames.shape[1]), mode="bicubic",
+                             align_corners=False)
+        right = F.interpolate(image[:, :, center:], size=(length - moved_to, frames.shape[1]), mode="bicubic",
+                              align_corners=False)
+        return torch.cat([left, right], dim=2)[0, 0]
+
+    @staticmethod
+    def _bands(size: int, padded_size: int, count: int, width_limit: int) -> torch.Tensor:
+        """(padded_size,) bool: `count` random bands of widths 0 .. width_limit - 1 within the first `size` places."""
+        bands = torch.zeros(padded_size, dtype=torch.bool)
+        if count == 0:
+            return bands
+        widths = torch.randint(0, width_limit, (count,))
+        starts = torch.randint(0, max(1, size - int(widths.max())), (count,))
+        places = torch.arange(size)
+        bands[:size] = ((places >= starts[:, None]) & (places < (starts + widths)[:, None])).any(0)
+        return bands
+
+
 class _FrozenStudentMixin:
     """SUPERB's frozen student, shared by the SUPERB task models: `freeze_base_model` and a `train` that
     keeps the student in eval mode (no dropout, no masking), so that its outputs are fixed features.
@@ -1107,13 +1182,16 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
     """SUPERB's ASR downstream model on a frozen student.
 
         student (frozen, eval mode) -> N feature sequences (B, T, D) -> softmax(layer_weights)-weighted sum
-          -> Linear(D, superb_projection_dim) -> superb_lstm_layers x { BiLSTM -> dropout } -> Linear -> logits
+          [-> SpecAugment, training only] -> Linear(D, superb_projection_dim)
+          -> superb_lstm_layers x { BiLSTM -> dropout } -> Linear -> logits
 
     The N features are the L distillation-head outputs (`superb_features="projected"`, the features
     the authors evaluated) or the encoder input plus the L layer outputs (`"hidden_states"`). Only
     the layer weights, the projection, the BiLSTM and the output layer are trained: the student runs
-    without autograd, so it never receives gradients, and it stays in eval mode (no dropout, no
-    SpecAugment) even while the model trains, so its outputs are fixed features as in SUPERB.
+    without autograd, so it never receives gradients, and it stays in eval mode (no dropout, none of
+    its own masking) even while the model trains, so its outputs are fixed features as in SUPERB.
+    With `superb_spec_augment`, SUPERB's SpecAugment ([`SuperbSpecAugment`]) changes the weighted sum
+    while training, as SUPERB's ASR and slot-filling recipes do.
     """
 
     def __init__(self, config: ArmHubertConfig):
@@ -1134,6 +1212,7 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         self._keys_to_ignore_on_load_unexpected = ignored
         self.armhubert = ArmHubertModel(config)
         self.featurizer = ArmHubertSuperbFeaturizer(config)
+        self.spec_augment = SuperbSpecAugment(config) if config.superb_spec_augment else None
         self.projector = nn.Linear(self.featurizer.feature_dim, config.superb_projection_dim)
         # One single-layer LSTM per layer, so that dropout also follows the last one (as in SUPERB).
         width = config.superb_lstm_hidden_size
@@ -1172,10 +1251,13 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         with torch.no_grad():
             outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=True,
                                      output_attentions=output_attentions, return_dict=True)
-        hidden_states = self.projector(self.featurizer(outputs))
+        lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long()).cpu()
+        features = self.featurizer(outputs)
+        if self.spec_augment is not None:  # changes nothing in eval mode
+            features = self.spec_augment(features, lengths)
+        hidden_states = self.projector(features)
 
         batch, frames, _ = hidden_states.shape
-        lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long()).cpu()
         for lstm in self.lstm_layers:
             # Packing keeps padded frames out of the recurrence, so padding cannot change any output.
             packed = pack_padded_sequence(hidden_states, lengths, batch_first=True, enforce_sorted=False)
@@ -1320,4 +1402,5 @@ ArmHubertForSequenceClassification.register_for_auto_class("AutoModelForAudioCla
 AutoModelForAudioClassification.register(ArmHubertConfig, ArmHubertForSequenceClassification, exist_ok=True)
 
 __all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertForSequenceClassification", "ArmHubertForSuperbCTC",
-           "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel", "compute_span_mask"]
+           "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel", "SuperbSpecAugment",
+           "compute_span_mask"]

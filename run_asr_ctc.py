@@ -11,7 +11,8 @@ Two heads (--head):
   linear  full fine-tuning, as Transformers' run_speech_recognition_ctc.py does: a Linear CTC layer on
           the last layer, the conv feature encoder frozen, SpecAugment-style masking of the frames.
   superb  the SUPERB ASR protocol the paper reports: the student frozen (and in eval mode), a learned
-          softmax-weighted sum of its layers, Linear(1024), 2 BiLSTM layers of 1024 units, CTC.
+          softmax-weighted sum of its layers (with --superb_spec_augment, SUPERB's SpecAugment on it
+          while training), Linear(1024), 2 BiLSTM layers of 1024 units, CTC.
 
 STUDENT is a directory or hub id written by run_distill.py or by the checkpoint converter
 (armhubert_training.convert_original_checkpoint), or an authors' .ckpt file, converted on the
@@ -112,6 +113,11 @@ class ModelArguments:
     superb_lstm_layers: int = field(default=2, metadata={"help": "--head superb: BiLSTM layers (SUPERB: 2)."})
     superb_lstm_dropout: float = field(default=0.2, metadata={
         "help": "--head superb: dropout after each BiLSTM layer (SUPERB: 0.2)."})
+    superb_spec_augment: bool = field(default=False, metadata={
+        "help": "--head superb: SUPERB's SpecAugment on the weighted-sum features while training (time warp "
+                "window 5, 4 channel bands < 50 wide, 2 frame bands < 40 wide, zeroed), as SUPERB's ASR recipe "
+                "does. Its sizes are ArmHubertConfig fields (superb_time_warp_window, ...): change them with "
+                "--config_overrides."})
     ctc_loss_reduction: Literal["mean", "sum"] = field(default="mean", metadata={
         "help": "'mean': each utterance's CTC loss divided by its label length, averaged over the batch "
                 "(PyTorch's and SUPERB's default); 'sum': summed over the batch."})
@@ -270,7 +276,8 @@ def head_config(model_args: ModelArguments, config: ArmHubertConfig, head: str, 
         changes.update(superb_features=features, superb_projection_dim=model_args.superb_projection_dim,
                        superb_lstm_hidden_size=model_args.superb_lstm_hidden_size,
                        superb_lstm_layers=model_args.superb_lstm_layers,
-                       superb_lstm_dropout=model_args.superb_lstm_dropout)
+                       superb_lstm_dropout=model_args.superb_lstm_dropout,
+                       superb_spec_augment=model_args.superb_spec_augment)
         if features == "hidden_states":
             changes["projection_dim"] = 0  # unused heads would only cost memory and time
     return config.with_overrides(model_args.config_overrides, "--config_overrides", **changes)

@@ -244,7 +244,9 @@ def asr_model_card(model: ArmHubertPreTrainedModel, model_args: ModelArguments, 
     is_hub_id = "/" in source and not os.path.exists(source) and not source.endswith(".ckpt")
     superb = isinstance(model, ArmHubertForSuperbCTC)
     head = (f"the SUPERB ASR protocol: the student frozen, a softmax-weighted sum of its "
-            f"{model.config.superb_features.replace('_', ' ')} features, {model.config.superb_lstm_layers} BiLSTM "
+            f"{model.config.superb_features.replace('_', ' ')} features"
+            f"{' (SUPERB SpecAugment in training)' if model.config.superb_spec_augment else ''}, "
+            f"{model.config.superb_lstm_layers} BiLSTM "
             f"layers of {model.config.superb_lstm_hidden_size} units and a character CTC layer" if superb
             else "a character CTC layer on the last layer, the whole student fine-tuned (conv encoder frozen)")
     train_splits = " + ".join(data_args.train_splits)

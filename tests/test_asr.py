@@ -83,10 +83,14 @@ def linear_run(student_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def superb_run(student_dir, tmp_path_factory) -> Path:
+    """The SUPERB demo (SpecAugment on) for 16 steps, dev WER every 8 steps, the best checkpoint kept.
+    The tiny student's features have 48 channels, so channel bands are scaled down from SUPERB's 50 to 4."""
     output = tmp_path_factory.mktemp("runs") / "superb"
     run_asr_ctc.main([str(SUPERB_DEMO), "--model_name_or_path", str(student_dir), "--output_dir", str(output),
-                      *QUICK, "--max_steps", "2", "--learning_rate", "1e-3", "--superb_projection_dim", "32",
-                      "--superb_lstm_hidden_size", "24"])
+                      *QUICK, "--max_steps", "16", "--learning_rate", "3e-3", "--superb_projection_dim", "32",
+                      "--superb_lstm_hidden_size", "24", "--config_overrides", '{"superb_freq_mask_width_limit": 4}',
+                      "--eval_strategy", "steps", "--eval_steps", "8", "--save_strategy", "steps", "--save_steps", "8",
+                      "--load_best_model_at_end", "true", "--metric_for_best_model", "wer"])
     return output
 
 
@@ -185,6 +189,30 @@ def test_local_metric_modules_load_offline_and_match_hand_counts():
     assert wer.compute(predictions=hypotheses, references=references) == pytest.approx(2 / 6)
     assert cer.compute(predictions=hypotheses, references=references) == pytest.approx(9 / 21)
     assert wer.compute(predictions=["", "X"], references=["A B", "A"]) == pytest.approx(1.0)
+
+
+def word_edits(hypothesis: list[str], reference: list[str]) -> int:
+    """Levenshtein distance between two word lists (substitutions, insertions, deletions all cost 1)."""
+    row = list(range(len(reference) + 1))
+    for i, word in enumerate(hypothesis, 1):
+        previous, row[0] = row[0], i
+        for j, ref_word in enumerate(reference, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != ref_word))
+    return row[-1]
+
+
+def test_wer_is_corpus_level_as_superb_computes_it():
+    """SUPERB's WER: the word edits of all utterances summed, over the reference words summed (words split
+    on whitespace), not the mean of per-utterance rates; empty hypotheses and references count too."""
+    references = ["THE CAT SAT ON THE MAT", "A DOG", "HELLO WORLD AGAIN", "", "ONE"]
+    hypotheses = ["THE CAT SAT ON MAT", " A  DOG BARKED ", "", "UH", "ONE"]
+    edits = sum(word_edits(h.split(), r.split()) for h, r in zip(hypotheses, references))
+    words = sum(len(r.split()) for r in references)
+    assert (edits, words) == (6, 12)
+    wer = evaluate.load(str(REPO / "metrics" / "wer"), keep_in_memory=True)
+    assert wer.compute(predictions=hypotheses, references=references) == pytest.approx(edits / words, abs=1e-12)
+    # The mean of per-utterance rates would differ (1/6, 1/2, 1, -, 0).
+    assert not np.isclose(np.mean([1 / 6, 1 / 2, 1, 0]), edits / words)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,6 +332,20 @@ def test_superb_run_keeps_the_student_weights(superb_run, student_dir):
     assert config["architectures"] == ["ArmHubertForSuperbCTC"] and config["superb_features"] == "projected"
 
 
+def test_superb_run_with_spec_augment_lowers_the_loss_and_keeps_the_lowest_dev_wer(superb_run):
+    run = superb_run
+    config = json.loads((run / "config.json").read_text())
+    assert config["superb_spec_augment"] is True and config["superb_freq_mask_width_limit"] == 4
+    losses = logged_losses(run)
+    assert len(losses) == 16 and np.mean(losses[-4:]) < 0.75 * np.mean(losses[:4]), losses  # measured: 0.61
+    # Selection as SUPERB's: the checkpoint of the lowest dev WER (the first one, on a tie).
+    state = json.loads((run / "trainer_state.json").read_text())
+    evaluations = [(entry["step"], entry["eval_wer"]) for entry in state["log_history"] if "eval_wer" in entry]
+    assert [step for step, _ in evaluations][:2] == [8, 16]
+    best_step, best_wer = min(evaluations, key=lambda row: row[1])
+    assert state["best_metric"] == best_wer and state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+
+
 @pytest.mark.parametrize("run_name", ["linear_run", "superb_run", "predict_only_run"])
 @pytest.mark.parametrize("name, split, count", [("eval", "dev-clean", 3), ("predict_test-clean", "test-clean", 4)])
 def test_summaries_match_a_direct_computation_on_the_written_hypotheses(request, run_name, name, split, count):
@@ -380,22 +422,26 @@ def test_authors_checkpoint_is_converted_and_keeps_its_heads_for_superb(tmp_path
     assert (linear.projection_dim, linear.layer_grad_scale, linear.vocab_size) == (0, False, len(tokenizer))
 
 
-def test_superb_librispeech_recipe_is_superbs_asr_setting():
+@pytest.mark.parametrize("recipe, schedule, warmup", [("superb-asr-librispeech.yaml", "constant", 0),
+                                                      ("superb-asr-librispeech-paper.yaml", "linear", 1400)])
+def test_superb_librispeech_recipes_are_superbs_asr_setting(recipe, schedule, warmup):
     model, data, training = run_asr_ctc.parse_args([
-        str(REPO / "configs" / "superb-asr-librispeech.yaml"), "--model_name_or_path", "armhubert-hf",
+        str(REPO / "configs" / recipe), "--model_name_or_path", "armhubert-hf",
         "--librispeech_root", "/data", "--report_to", "none"])
     assert (model.head, model.superb_features, model.superb_projection_dim, model.superb_lstm_hidden_size,
             model.superb_lstm_layers, model.superb_lstm_dropout) == ("superb", "auto", 1024, 1024, 2, 0.2)
+    assert model.superb_spec_augment is True
     assert (model.ctc_loss_reduction, model.ctc_zero_infinity) == ("mean", True)
     assert (data.train_splits, data.eval_splits, data.predict_splits) == (["train-clean-100"], ["dev-clean"],
                                                                           ["test-clean"])
     assert data.max_duration_seconds is None and not data.crop_to_max_duration and data.chars_to_ignore == ""
     assert (training.learning_rate, training.weight_decay, training.warmup_steps, training.max_grad_norm) == (
-        1e-4, 0.0, 0, 1.0)
+        1e-4, 0.0, warmup, 1.0)
     assert (training.adam_beta1, training.adam_beta2, training.adam_epsilon) == (0.9, 0.999, 1e-8)
-    assert getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type) == "constant"
-    assert training.per_device_train_batch_size * training.gradient_accumulation_steps == 32
+    assert getattr(training.lr_scheduler_type, "value", training.lr_scheduler_type) == schedule
+    assert training.per_device_train_batch_size * training.gradient_accumulation_steps == 16
     assert training.max_steps == 200_000 and training.eval_steps == training.save_steps == 2000
+    assert getattr(training.eval_strategy, "value", training.eval_strategy) == "steps"
     assert training.load_best_model_at_end and training.metric_for_best_model.endswith("wer")
     assert training.greater_is_better is False
     assert (training.do_train, training.do_eval, training.do_predict) == (True, True, True)
