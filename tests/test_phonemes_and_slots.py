@@ -3,6 +3,7 @@ without BiLSTM, <eos> targets, and run_asr_ctc.py on a tiny lexicon and a tiny A
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections import Counter
@@ -56,6 +57,18 @@ def student_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("student") / "tiny-student"
     ArmHubertModel(tiny_config()).save_pretrained(path)
     return path
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Models this small spend their time synchronising threads, badly so on a busy CPU (a tiny BiLSTM
+    step: seconds with two threads, a fraction of a second with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def transcripts(split: str) -> dict[str, str]:
@@ -228,11 +241,12 @@ def phoneme_run(student_dir, tmp_path_factory) -> tuple[Path, dict[str, list[str
     lexicon = {w: pronunciation(w) for w in sorted(words - {word for word, _, _ in missing.values()})}
     (folder / "lexicon.txt").write_text("".join(f"{w} {' '.join(p)}\n" for w, p in lexicon.items()))
     output = folder / "run"
-    run_asr_ctc.main([str(REPO / "configs" / "superb-pr-librispeech.yaml"), "--model_name_or_path", str(student_dir),
-                      "--output_dir", str(output), "--librispeech_root", str(LIBRISPEECH.parent),
-                      "--lexicon", str(folder / "lexicon.txt"), *QUICK, "--max_steps", "30",
-                      "--gradient_accumulation_steps", "1", "--superb_projection_dim", "32",
-                      "--load_best_model_at_end", "false"])
+    with one_torch_thread():
+        run_asr_ctc.main([str(REPO / "configs" / "superb-pr-librispeech.yaml"), "--model_name_or_path",
+                          str(student_dir), "--output_dir", str(output), "--librispeech_root", str(LIBRISPEECH.parent),
+                          "--lexicon", str(folder / "lexicon.txt"), *QUICK, "--max_steps", "16",
+                          "--gradient_accumulation_steps", "1", "--superb_projection_dim", "32",
+                          "--load_best_model_at_end", "false"])
     return output, lexicon, missing
 
 
@@ -246,8 +260,8 @@ def test_phoneme_recognition_scores_per_and_counts_words_missing_from_the_lexico
     train = json.loads((run / "train_results.json").read_text())
     word, utterances, occurrences = missing["train"]
     assert train["train_out_of_lexicon_words"] == occurrences and train["train_skipped_files_no_targets"] == utterances
-    losses = logged_losses(run)
-    assert len(losses) == 30 and np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    losses = logged_losses(run)  # 7 short utterances: one epoch = 2 batches
+    assert len(losses) == 16 and np.mean(losses[-2:]) < 0.7 * np.mean(losses[:2]), losses
 
     for name, split, count in [("eval", "dev-clean", 3), ("predict_test-clean", "test-clean", 4)]:
         summary = json.loads((run / f"{name}_results.json").read_text())
@@ -267,14 +281,30 @@ def test_phoneme_recognition_scores_per_and_counts_words_missing_from_the_lexico
     assert "| PER |" in (run / "README.md").read_text()
 
 
-def test_pipeline_of_a_phoneme_model_returns_the_phones(phoneme_run):
+def test_pipeline_of_a_phoneme_model_returns_the_phones(phoneme_run, tmp_path):
     run, _, _ = phoneme_run
-    rows = read_predictions(run / "predict_test-clean_predictions.tsv")
-    recognizer = pipeline("automatic-speech-recognition", model=str(run), trust_remote_code=True)
-    for row in rows:
-        speaker, chapter, _ = row["id"].split("-")
-        path = LIBRISPEECH / "test-clean" / speaker / chapter / f"{row['id']}.flac"
-        assert recognizer(str(path))["text"] == row["hypothesis"]
+    # A trained toy model says little but blanks: give the saved model an output layer that emits many
+    # phones and <eos>, so that the comparison means something.
+    model_dir = tmp_path / "model"
+    shutil.copytree(run, model_dir)
+    model = ArmHubertForSuperbCTC.from_pretrained(model_dir).eval()
+    vocab = json.loads((model_dir / "vocab.json").read_text())
+    path = sorted((LIBRISPEECH / "test-clean").rglob("*.flac"))[0]
+    waveform = torch.from_numpy(soundfile.read(path, dtype="float32")[0])[None]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        features = model.projector(model.featurizer(model.armhubert(waveform, output_hidden_states=True)))
+        model.lm_head.weight.normal_(0.0, 30.0)  # centred on this utterance: its frames' small differences decide
+        model.lm_head.bias.copy_(-model.lm_head.weight @ features[0].mean(0))
+        best = model(waveform).logits.argmax(-1)[0].tolist()
+    model.save_pretrained(model_dir)
+    names = {index: token for token, index in vocab.items()}
+    recognizer = pipeline("automatic-speech-recognition", model=str(model_dir), trust_remote_code=True)
+    # SUPERB's decoding: collapse repeats, then drop the blank and <eos>.
+    collapsed = [index for n, index in enumerate(best) if n == 0 or index != best[n - 1]]
+    expected = " ".join(names[i] for i in collapsed if i not in (vocab["<pad>"], vocab["<eos>"]))
+    assert vocab["<eos>"] in collapsed and len(expected.split()) >= 5
+    assert recognizer(str(path))["text"] == expected
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,10 +348,11 @@ def snips_run(student_dir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (corpus / "all.iob.snips.txt").write_text("\n".join(lines) + "\n")
     (corpus / "slots.txt").write_text("O\nartist\ncity")
     output = root / "run"
-    run_asr_ctc.main([str(REPO / "configs" / "superb-sf.yaml"), "--model_name_or_path", str(student_dir),
-                      "--output_dir", str(output), "--snips_root", str(root), *QUICK, "--max_steps", "20",
-                      "--learning_rate", "2e-3", "--superb_projection_dim", "32", "--superb_lstm_hidden_size", "24",
-                      "--load_best_model_at_end", "false"])
+    with one_torch_thread():
+        run_asr_ctc.main([str(REPO / "configs" / "superb-sf.yaml"), "--model_name_or_path", str(student_dir),
+                          "--output_dir", str(output), "--snips_root", str(root), *QUICK, "--max_steps", "10",
+                          "--learning_rate", "5e-3", "--superb_projection_dim", "32", "--superb_lstm_hidden_size",
+                          "24", "--load_best_model_at_end", "false"])
     return output, references
 
 
@@ -332,8 +363,8 @@ def test_slot_filling_on_a_tiny_snips_folder(snips_run):
     assert tokens[:4] == ["<pad>", "<unk>", "<eos>", "|"] and tokens[-4:] == ["B-artist ", " E-artist", "B-city ", " E-city"]
     train = json.loads((run / "train_results.json").read_text())
     assert train["train_skipped_files_no_targets"] == 1  # Joey-snips-train-99 has no line; Brian is not a train voice
-    losses = logged_losses(run)
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    losses = logged_losses(run)  # 7 short utterances: one epoch = 2 batches
+    assert len(losses) == 10 and np.mean(losses[-2:]) < 0.9 * np.mean(losses[:2]), losses
 
     for name, voices in [("eval", SNIPS_SPEAKERS["valid"]), ("predict_test", SNIPS_SPEAKERS["test"])]:
         summary = json.loads((run / f"{name}_results.json").read_text())
@@ -344,3 +375,19 @@ def test_slot_filling_on_a_tiny_snips_folder(snips_run):
         expected = slot_metrics([row["hypothesis"] for row in rows], [row["reference"] for row in rows])
         assert summary[f"{name}_slot_type_f1"] == pytest.approx(expected["slot_type_f1"])
         assert summary[f"{name}_slot_value_cer"] == pytest.approx(expected["slot_value_cer"])
+
+
+def test_pr_and_sf_recipes_parse_and_ask_for_their_data():
+    pr, sf = str(REPO / "configs" / "superb-pr-librispeech.yaml"), str(REPO / "configs" / "superb-sf.yaml")
+    common = ["--model_name_or_path", "armhubert-hf", "--report_to", "none"]
+    model, data, training = run_asr_ctc.parse_args([pr, *common, "--librispeech_root", "/data", "--lexicon", "a", "b"])
+    assert (data.targets, data.lexicon, data.append_eos, model.superb_lstm_layers) == ("phonemes", ["a", "b"], True, 0)
+    assert training.metric_for_best_model.endswith("per") and training.greater_is_better is False
+    model, data, training = run_asr_ctc.parse_args([sf, *common, "--snips_root", "/data"])
+    assert (data.targets, data.train_splits, data.eval_splits, data.predict_splits) == (
+        "slots", ["train"], ["valid"], ["test"])
+    assert training.metric_for_best_model.endswith("slot_type_f1") and training.greater_is_better is True
+    with pytest.raises(ValueError, match="needs --lexicon"):
+        run_asr_ctc.parse_args([pr, *common, "--librispeech_root", "/data"])
+    with pytest.raises(ValueError, match="needs --snips_root"):
+        run_asr_ctc.parse_args([sf, *common, "--snips_root", "", "--librispeech_root", "/data"])
