@@ -1124,7 +1124,8 @@ class ArmHubertForSuperbCTC(ArmHubertPreTrainedModel):
         self.projector = nn.Linear(self.featurizer.feature_dim, config.superb_projection_dim)
         # One single-layer LSTM per layer, so that dropout also follows the last one (as in SUPERB).
         width = config.superb_lstm_hidden_size
-        inputs = [config.superb_projection_dim, *[2 * width] * (config.superb_lstm_layers - 1)][: config.superb_lstm_layers]
+        layers = config.superb_lstm_layers
+        inputs = [config.superb_projection_dim, *[2 * width] * (layers - 1)][:layers]  # none for 0 layers
         self.lstm_layers = nn.ModuleList(nn.LSTM(size, width, batch_first=True, bidirectional=True) for size in inputs)
         self.dropout = nn.Dropout(config.superb_lstm_dropout)
         head_input = 2 * width if config.superb_lstm_layers else config.superb_projection_dim

@@ -169,6 +169,11 @@ class AsrDataArguments(DataArguments):
     # Not an option: a cropped utterance no longer matches its transcript, so training drops
     # utterances longer than --max_duration_seconds instead (init=False hides it from the parser).
     crop_to_max_duration: bool = field(default=False, init=False)
+    snips_root: str | None = field(default=None, metadata={
+        "help": "Local Audio SNIPS corpus (SUPERB's slot filling) as s3prl's preparation writes it: the folder "
+                "containing SNIPS/ (or SNIPS/ itself), with all.iob.snips.txt, slots.txt and train/ valid/ test/ wav "
+                "folders. Splits: train, valid (default for evaluation), test, each read by its own voices. Use this "
+                "instead of --librispeech_root or --dataset_name."})
     predict_splits: list[str] | None = field(default=None, metadata={
         "help": "What --do_predict transcribes, each split scored on its own. With --librispeech_root: split "
                 "folders (default: test-clean). With --dataset_name: split names or expressions, e.g. "
@@ -205,6 +210,9 @@ class AsrDataArguments(DataArguments):
                 "module in metrics/slot_filling)."})
 
     def __post_init__(self) -> None:
+        self.snips_root = self.snips_root or None
+        if self.snips_root is not None and self.eval_splits is None:
+            self.eval_splits = ["valid"]
         super().__post_init__()
         if self.predict_splits is None:
             self.predict_splits = ["test-clean"] if self.librispeech_root is not None else ["test"]
@@ -225,6 +233,9 @@ class AsrDataArguments(DataArguments):
         if self.streaming and (self.lexicon or self.targets == "phonemes"):
             raise ValueError("--targets phonemes reads every transcript up front to leave out the utterances with "
                              "words missing from the lexicon, which --streaming cannot; drop --streaming.")
+
+    def data_sources(self) -> dict[str, tuple[str, str | None]]:
+        return {**super().data_sources(), "--snips_root": ("a local Audio SNIPS folder", self.snips_root)}
 
     def default_targets(self) -> str:
         """The targets the data implies when neither --targets nor a fine-tuned model says."""

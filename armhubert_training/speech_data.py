@@ -437,7 +437,8 @@ def _snips_index(root: str | os.PathLike, splits: Sequence[str],
         paths += [path for path in sorted(split_dir.rglob("*.wav"))
                   if voices is None or path.stem.split("-", 1)[0] in voices]
     skipped: Skipped = {"unreadable": [], "no_targets": [path.stem for path in paths if path.stem not in transcripts]}
-    _warn_skipped(skipped["no_targets"], len(paths), f"{corpus} {list(splits)}", f"without a line in {SNIPS_TRANSCRIPTS}")
+    _warn_skipped(skipped["no_targets"], len(paths), f"{corpus} {list(splits)}",
+                  f"without a line in {SNIPS_TRANSCRIPTS}")
     paths = [path for path in paths if path.stem in transcripts]
     if num_workers and num_workers > 1:
         with ThreadPoolExecutor(max_workers=num_workers) as pool:
@@ -607,13 +608,6 @@ class DataArguments:
         metadata={"help": "A `datasets` dataset to read instead of a LibriSpeech folder: a hub name or a local "
                           "path (parquet/arrow/CSV/JSON files). Use this or --librispeech_root."},
     )
-    snips_root: str | None = field(
-        default=None,
-        metadata={"help": "Local Audio SNIPS corpus (SUPERB's slot filling) as s3prl's preparation writes it: the "
-                          "folder containing SNIPS/ (or SNIPS/ itself), with all.iob.snips.txt, slots.txt and "
-                          "train/ valid/ test/ wav folders. Splits: train, valid, test, each read by its own voices. "
-                          "Use this instead of --librispeech_root or --dataset_name."},
-    )
     dataset_config: str | None = field(
         default=None, metadata={"help": "Configuration name of --dataset_name, if it has several."}
     )
@@ -673,20 +667,18 @@ class DataArguments:
         # An empty value unsets a source given by a YAML recipe: --librispeech_root "" --dataset_name X
         self.librispeech_root = self.librispeech_root or None
         self.dataset_name = self.dataset_name or None
-        self.snips_root = self.snips_root or None
-        sources = (self.librispeech_root, self.dataset_name, self.snips_root)
-        if sum(source is not None for source in sources) != 1:
+        sources = self.data_sources()
+        if sum(value is not None for _, value in sources.values()) != 1:
             raise ValueError(
-                "Give exactly one data source: --librispeech_root (a local LibriSpeech folder), --dataset_name "
-                f"(a `datasets` dataset) or --snips_root (a local Audio SNIPS folder); got librispeech_root="
-                f"{self.librispeech_root!r}, dataset_name={self.dataset_name!r}, snips_root={self.snips_root!r}."
+                "Give exactly one data source: "
+                + ", ".join(f"{option} ({what})" for option, (what, _) in sources.items()) + "; got " + ", ".join(f"{option} {value!r}" for option, (_, value) in sources.items()) + "."
             )
         # The defaults depend on the source: LibriSpeech names its splits by folder, `datasets` by role.
         librispeech = self.librispeech_root is not None
         if self.train_splits is None:
             self.train_splits = ["train-clean-100"] if librispeech else ["train"]
         if self.eval_splits is None:
-            self.eval_splits = ["dev-clean"] if librispeech else ["valid"] if self.snips_root else ["validation"]
+            self.eval_splits = ["dev-clean"] if librispeech else ["validation"]
         for name in ("train_splits", "eval_splits"):
             if not getattr(self, name) or not all(getattr(self, name)):
                 raise ValueError(f"--{name} needs at least one split name, and no empty one; got {getattr(self, name)}.")
@@ -705,6 +697,11 @@ class DataArguments:
         for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}.")
+
+    def data_sources(self) -> dict[str, tuple[str, str | None]]:
+        """Option -> (what it reads, its value) for every data source; exactly one must be given."""
+        return {"--librispeech_root": ("a local LibriSpeech folder", self.librispeech_root),
+                "--dataset_name": ("a `datasets` dataset", self.dataset_name)}
 
     @property
     def min_audio_samples(self) -> int:
@@ -950,7 +947,7 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"], see
         index, skipped = _librispeech_index(data_args.librispeech_root, splits, data_args.preprocessing_num_workers)
         audio_column = "path"
         where = f"LibriSpeech {_librispeech_where(data_args.librispeech_root, splits)}"
-    elif data_args.snips_root is not None:
+    elif getattr(data_args, "snips_root", None) is not None:  # a source of run_asr_ctc.py's data arguments
         index, skipped = _snips_index(data_args.snips_root, splits, data_args.preprocessing_num_workers)
         audio_column = "path"
         where = f"Audio SNIPS {snips_folder(Path(data_args.snips_root))} {list(splits)}"

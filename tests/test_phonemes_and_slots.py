@@ -148,7 +148,8 @@ def test_slot_value_cer_is_corpus_level_and_f1_a_mean_over_utterances():
 
 def test_slot_targets_follow_superbs_encoding():
     encoder = SlotTargets(["artist", "playlist", "service"])
-    line = "BOS ADD ABBA & CO , TO MY ROCK LIST EOS\tO O artist artist artist O O playlist playlist playlist AddToPlaylist"
+    line = ("BOS ADD ABBA & CO , TO MY ROCK LIST EOS\t"
+            "O O artist artist artist O O playlist playlist playlist AddToPlaylist")
     target = encoder.encode(line)
     assert target.reference == "ADD B-artist ABBA AND CO E-artist TO B-playlist MY ROCK LIST E-playlist"
     expected = [*"ADD", "|", "B-artist ", *"ABBA", "|", *"AND", "|", *"CO", " E-artist", "|", *"TO", "|",
@@ -236,7 +237,8 @@ def rare_word(split: str) -> tuple[str, int, int]:
 @pytest.fixture(scope="module")
 def phoneme_run(student_dir, tmp_path_factory) -> tuple[Path, dict[str, list[str]], dict[str, tuple]]:
     folder = tmp_path_factory.mktemp("pr")
-    words = {w for s in ("train-clean-100", "dev-clean", "test-clean") for t in transcripts(s).values() for w in t.split()}
+    words = {w for split in ("train-clean-100", "dev-clean", "test-clean") for text in transcripts(split).values()
+             for w in text.split()}
     missing = {"train": rare_word("train-clean-100"), "eval": rare_word("dev-clean")}
     lexicon = {w: pronunciation(w) for w in sorted(words - {word for word, _, _ in missing.values()})}
     (folder / "lexicon.txt").write_text("".join(f"{w} {' '.join(p)}\n" for w, p in lexicon.items()))
@@ -360,7 +362,8 @@ def test_slot_filling_on_a_tiny_snips_folder(snips_run):
     run, references = snips_run
     vocab = json.loads((run / "vocab.json").read_text())
     tokens = sorted(vocab, key=vocab.get)
-    assert tokens[:4] == ["<pad>", "<unk>", "<eos>", "|"] and tokens[-4:] == ["B-artist ", " E-artist", "B-city ", " E-city"]
+    assert tokens[:4] == ["<pad>", "<unk>", "<eos>", "|"]
+    assert tokens[-4:] == ["B-artist ", " E-artist", "B-city ", " E-city"]
     train = json.loads((run / "train_results.json").read_text())
     assert train["train_skipped_files_no_targets"] == 1  # Joey-snips-train-99 has no line; Brian is not a train voice
     losses = logged_losses(run)  # 7 short utterances: one epoch = 2 batches
