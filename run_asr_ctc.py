@@ -22,8 +22,9 @@ Three kinds of target (--targets):
 Two heads (--head):
   linear  full fine-tuning, as Transformers' run_speech_recognition_ctc.py does: a Linear CTC layer on
           the last layer, the conv feature encoder frozen, SpecAugment-style masking of the frames.
-  superb  the SUPERB ASR protocol the paper reports: the student frozen (and in eval mode), a learned
-          softmax-weighted sum of its layers, Linear(1024), 2 BiLSTM layers of 1024 units, CTC.
+  superb  SUPERB's downstream protocol the paper reports: the student frozen (and in eval mode), a
+          learned softmax-weighted sum of its layers, Linear(1024), 2 BiLSTM layers of 1024 units, CTC
+          (ASR and SF; PR: Linear(256) and no BiLSTM).
 
 STUDENT is a directory or hub id written by run_distill.py or by the checkpoint converter
 (armhubert_training.convert_original_checkpoint), or an authors' .ckpt file, converted on the
@@ -182,9 +183,9 @@ class AsrDataArguments(DataArguments):
         "help": "Transcribe only the first N utterances of each prediction split, for quick runs."})
     targets: Literal["characters", "phonemes", "slots"] | None = field(default=None, metadata={
         "help": "What the CTC layer learns: 'characters' (speech recognition), 'phonemes' (phoneme recognition, "
-                "needs --lexicon) or 'slots' (slot filling, needs --snips_root). Default: those of a fine-tuned "
-                "--model_name_or_path, else 'phonemes' with --lexicon, 'slots' with --snips_root, 'characters' "
-                "otherwise."})
+                "needs --lexicon) or 'slots' (slot filling, needs --snips_root). Default: 'phonemes' with "
+                "--lexicon, 'slots' with --snips_root, else 'characters'. A fine-tuned --model_name_or_path must "
+                "have been trained on the same kind."})
     lexicon: list[str] | None = field(default=None, metadata={
         "help": "--targets phonemes: pronunciation lexicons in the LibriSpeech format ('WORD PH1 PH2 ...'), read in "
                 "order; a word takes its first pronunciation. SUPERB: librispeech-lexicon-200k-g2p.txt then "

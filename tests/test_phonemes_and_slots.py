@@ -281,6 +281,9 @@ def test_phoneme_recognition_scores_per_and_counts_words_missing_from_the_lexico
     assert evaluation["eval_out_of_lexicon_words"] == occurrences
     assert evaluation["eval_skipped_files_no_targets"] == utterances
     assert "| PER |" in (run / "README.md").read_text()
+    with pytest.raises(ValueError, match="vocabulary of phonemes.*--targets phonemes --lexicon"):
+        run_asr_ctc.main(["--model_name_or_path", str(run), "--librispeech_root", str(LIBRISPEECH.parent),
+                          "--do_eval", "--output_dir", str(run.parent / "no-lexicon"), "--report_to", "none"])
 
 
 def test_pipeline_of_a_phoneme_model_returns_the_phones(phoneme_run, tmp_path):
