@@ -116,7 +116,8 @@ class ArmHubertConfig(PretrainedConfig):
             for HuBERT-like models and the only choice for a student without heads.
         superb_projection_dim: Width of the Linear between the weighted sum and the BiLSTM (SUPERB: 1024).
         superb_lstm_hidden_size: Hidden size of each direction of each BiLSTM layer (SUPERB: 1024).
-        superb_lstm_layers: Number of BiLSTM layers (SUPERB: 2).
+        superb_lstm_layers: Number of BiLSTM layers (SUPERB ASR and slot filling: 2; phoneme recognition: 0,
+            the output layer then reads the projection directly).
         superb_lstm_dropout: Dropout after each BiLSTM layer (SUPERB: 0.2).
         classifier_mode: How [`ArmHubertForSequenceClassification`] uses the student. `"superb"`: SUPERB's
             utterance-level protocol, the student frozen and in eval mode, a learned softmax-weighted sum
@@ -237,7 +238,7 @@ class ArmHubertConfig(PretrainedConfig):
                              f"({self.num_conv_pos_embedding_groups}).")
         if self.superb_features not in SUPERB_FEATURES:
             raise ValueError(f"superb_features must be one of {SUPERB_FEATURES}, got {self.superb_features!r}.")
-        for name in ("superb_projection_dim", "superb_lstm_hidden_size", "superb_lstm_layers"):
+        for name in ("superb_projection_dim", "superb_lstm_hidden_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         for name in ("superb_time_warp_window", "superb_num_freq_masks", "superb_num_time_masks"):
@@ -248,6 +249,9 @@ class ArmHubertConfig(PretrainedConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (widths are drawn from 0 .. limit - 1), got "
                                  f"{getattr(self, name)}.")
+        if self.superb_lstm_layers < 0:
+            raise ValueError(f"superb_lstm_layers must be >= 0 (0 = no BiLSTM, as SUPERB's phoneme recognition "
+                             f"head), got {self.superb_lstm_layers}.")
         for name in ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
                      "final_dropout", "mask_time_prob", "mask_feature_prob", "superb_lstm_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:

@@ -1185,6 +1185,9 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
           [-> SpecAugment, training only] -> Linear(D, superb_projection_dim)
           -> superb_lstm_layers x { BiLSTM -> dropout } -> Linear -> logits
 
+    With `superb_lstm_layers=0` the output layer reads the projection directly: SUPERB's phoneme
+    recognition head, Linear(D, 256) -> Linear(256, vocab).
+
     The N features are the L distillation-head outputs (`superb_features="projected"`, the features
     the authors evaluated) or the encoder input plus the L layer outputs (`"hidden_states"`). Only
     the layer weights, the projection, the BiLSTM and the output layer are trained: the student runs
@@ -1216,10 +1219,12 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         self.projector = nn.Linear(self.featurizer.feature_dim, config.superb_projection_dim)
         # One single-layer LSTM per layer, so that dropout also follows the last one (as in SUPERB).
         width = config.superb_lstm_hidden_size
-        inputs = [config.superb_projection_dim] + [2 * width] * (config.superb_lstm_layers - 1)
+        layers = config.superb_lstm_layers
+        inputs = [config.superb_projection_dim, *[2 * width] * (layers - 1)][:layers]  # none for 0 layers
         self.lstm_layers = nn.ModuleList(nn.LSTM(size, width, batch_first=True, bidirectional=True) for size in inputs)
         self.dropout = nn.Dropout(config.superb_lstm_dropout)
-        self.lm_head = nn.Linear(2 * config.superb_lstm_hidden_size, config.vocab_size)
+        head_input = 2 * width if config.superb_lstm_layers else config.superb_projection_dim
+        self.lm_head = nn.Linear(head_input, config.vocab_size)
         self.post_init()
         self.freeze_base_model()
 

@@ -1,18 +1,31 @@
 #!/usr/bin/env python
-"""Speech recognition on top of an ArmHubert student: CTC fine-tuning, evaluation and transcription.
+"""CTC tasks on top of an ArmHubert student: speech recognition, phoneme recognition and slot filling
+(fine-tuning, evaluation and transcription).
 
     python run_asr_ctc.py configs/asr-linear-demo.yaml --model_name_or_path STUDENT     # bundled audio, CPU minutes
     python run_asr_ctc.py configs/superb-asr-librispeech.yaml --model_name_or_path STUDENT \\
         --librispeech_root /data --output_dir armhubert-superb-asr     # the paper's SUPERB ASR setting
     python run_asr_ctc.py --model_name_or_path armhubert-superb-asr --librispeech_root /data \\
         --do_predict --predict_splits test-clean test-other --output_dir armhubert-superb-asr   # evaluate only
+    python run_asr_ctc.py configs/superb-pr-librispeech.yaml --model_name_or_path STUDENT --librispeech_root /data \
+        --lexicon librispeech-lexicon-200k-g2p.txt librispeech-lexicon-allothers-g2p.txt   # SUPERB PR
+    python run_asr_ctc.py configs/superb-sf.yaml --model_name_or_path STUDENT --snips_root /data   # SUPERB SF
+
+Three kinds of target (--targets):
+  characters  letters and apostrophe of the upper-cased transcript, "|" between words; WER and CER.
+  phonemes    the phones of each word from a pronunciation lexicon (--lexicon), SUPERB's 71 ARPAbet
+              phones with stress; phone error rate `per`. An utterance with a word missing from the
+              lexicon is left out and counted (skipped_files_no_targets, out_of_lexicon_words).
+  slots       Audio SNIPS (--snips_root): the characters of the sentence with each slot value wrapped in
+              B-<slot> / E-<slot> tokens; SUPERB's slot_type_f1 and slot_value_cer.
 
 Two heads (--head):
   linear  full fine-tuning, as Transformers' run_speech_recognition_ctc.py does: a Linear CTC layer on
           the last layer, the conv feature encoder frozen, SpecAugment-style masking of the frames.
-  superb  the SUPERB ASR protocol the paper reports: the student frozen (and in eval mode), a learned
-          softmax-weighted sum of its layers (with --superb_spec_augment, SUPERB's SpecAugment on it
-          while training), Linear(1024), 2 BiLSTM layers of 1024 units, CTC.
+  superb  SUPERB's downstream protocol the paper reports: the student frozen (and in eval mode), a
+          learned softmax-weighted sum of its layers (with --superb_spec_augment, SUPERB's SpecAugment on
+          it while training), Linear(1024), 2 BiLSTM layers of 1024 units, CTC (ASR and SF; PR:
+          Linear(256) and no BiLSTM).
 
 STUDENT is a directory or hub id written by run_distill.py or by the checkpoint converter
 (armhubert_training.convert_original_checkpoint), or an authors' .ckpt file, converted on the
@@ -20,16 +33,17 @@ fly; --student_preset gives a randomly initialised one for smoke tests. A direct
 this script (a fine-tuned model) can be evaluated or fine-tuned further; it keeps its vocabulary
 and head.
 
-The character vocabulary (letters and apostrophe of the training transcripts, upper-cased, "|"
-between words, <pad> = CTC blank, <unk>) is saved with the feature extractor as a
-Wav2Vec2Processor next to the model, which then works with
-`pipeline("automatic-speech-recognition", model=OUTPUT_DIR, trust_remote_code=True)`.
+The vocabulary (<pad> = CTC blank, <unk>, with --append_eos <eos>, "|", then the units; see
+armhubert_training/asr_vocabulary.py) is saved with the feature extractor as a Wav2Vec2Processor next
+to the model, which then works with
+`pipeline("automatic-speech-recognition", model=OUTPUT_DIR, trust_remote_code=True)` (a phoneme
+model returns its phones, a slot filling model its tagged words).
 
 --do_eval (on --eval_splits) and --do_predict (on each of --predict_splits) write
 `<name>_predictions.tsv` (id, reference, hypothesis per utterance) and
-`<name>_results.json` (WER, CER, real-time factor, ...) to --output_dir, with name "eval" or
-"predict_<split>". WER and CER come from `evaluate` metric modules shipped in metrics/, which load
-without the Hub. --max_duration_seconds only limits training: evaluation and prediction score
+`<name>_results.json` (WER and CER, PER, or slot-type F1 and slot-value CER; real-time factor, ...)
+to --output_dir, with name "eval" or "predict_<split>". The metrics come from `evaluate` modules
+shipped in metrics/, which load without the Hub. --max_duration_seconds only limits training: evaluation and prediction score
 every utterance of their split. A YAML recipe from configs/ may come first; any option after it
 overrides it. The Trainer that evaluates and transcribes, and the model card, are in armhubert_training/asr_trainer.py.
 """
@@ -40,6 +54,7 @@ import argparse
 import json
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -54,15 +69,28 @@ from transformers import (
 
 from armhubert_training.asr_trainer import CtcTrainer, asr_model_card
 from armhubert_training.asr_vocabulary import (
+    CharacterTargets,
     CtcCollator,
+    PhonemeTargets,
+    SlotTargets,
+    TargetEncoder,
     build_vocabulary,
     create_tokenizer,
     describe_characters,
     load_tokenizer,
-    normalize_transcript,
-    unknown_characters,
+    read_lexicon,
+    read_slot_labels,
+    slot_labels_of,
+    target_units,
+    unknown_tokens,
 )
-from armhubert_training.speech_data import DataArguments, SpeechDataset, build_dataset, raw_waveform_feature_extractor
+from armhubert_training.speech_data import (
+    DataArguments,
+    SpeechDataset,
+    build_dataset,
+    raw_waveform_feature_extractor,
+    snips_folder,
+)
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
 from armhubert_training.yaml_arguments import parse_config_and_args
 from configuration_armhubert import PRESETS, ArmHubertConfig
@@ -110,7 +138,9 @@ class ModelArguments:
         "help": "--head superb: width of the Linear before the BiLSTM (SUPERB: 1024)."})
     superb_lstm_hidden_size: int = field(default=1024, metadata={
         "help": "--head superb: units per direction of each BiLSTM layer (SUPERB: 1024)."})
-    superb_lstm_layers: int = field(default=2, metadata={"help": "--head superb: BiLSTM layers (SUPERB: 2)."})
+    superb_lstm_layers: int = field(default=2, metadata={
+        "help": "--head superb: BiLSTM layers (SUPERB ASR and slot filling: 2; phoneme recognition: 0, the CTC "
+                "layer then reads the projection)."})
     superb_lstm_dropout: float = field(default=0.2, metadata={
         "help": "--head superb: dropout after each BiLSTM layer (SUPERB: 0.2)."})
     superb_spec_augment: bool = field(default=False, metadata={
@@ -146,12 +176,30 @@ class AsrDataArguments(DataArguments):
     # Not an option: a cropped utterance no longer matches its transcript, so training drops
     # utterances longer than --max_duration_seconds instead (init=False hides it from the parser).
     crop_to_max_duration: bool = field(default=False, init=False)
+    snips_root: str | None = field(default=None, metadata={
+        "help": "Local Audio SNIPS corpus (SUPERB's slot filling) as s3prl's preparation writes it: the folder "
+                "containing SNIPS/ (or SNIPS/ itself), with all.iob.snips.txt, slots.txt and train/ valid/ test/ wav "
+                "folders. Splits: train, valid (default for evaluation), test, each read by its own voices. Use this "
+                "instead of --librispeech_root or --dataset_name."})
     predict_splits: list[str] | None = field(default=None, metadata={
         "help": "What --do_predict transcribes, each split scored on its own. With --librispeech_root: split "
                 "folders (default: test-clean). With --dataset_name: split names or expressions, e.g. "
                 "'test[:100]' (default: test)."})
     max_predict_samples: int | None = field(default=None, metadata={
         "help": "Transcribe only the first N utterances of each prediction split, for quick runs."})
+    targets: Literal["characters", "phonemes", "slots"] | None = field(default=None, metadata={
+        "help": "What the CTC layer learns: 'characters' (speech recognition), 'phonemes' (phoneme recognition, "
+                "needs --lexicon) or 'slots' (slot filling, needs --snips_root). Default: 'phonemes' with "
+                "--lexicon, 'slots' with --snips_root, else 'characters'. A fine-tuned --model_name_or_path must "
+                "have been trained on the same kind."})
+    lexicon: list[str] | None = field(default=None, metadata={
+        "help": "--targets phonemes: pronunciation lexicons in the LibriSpeech format ('WORD PH1 PH2 ...'), read in "
+                "order; a word takes its first pronunciation. SUPERB: librispeech-lexicon-200k-g2p.txt then "
+                "librispeech-lexicon-allothers-g2p.txt. Utterances with a word missing from them are left out and "
+                "counted."})
+    append_eos: bool = field(default=False, metadata={
+        "help": "End every CTC target with an <eos> token, as SUPERB's recipes do (decoding drops it). Applies "
+                "when a vocabulary is built; a fine-tuned model or --vocab_file keeps its own."})
     chars_to_ignore: str = field(default="", metadata={
         "help": "Characters removed from transcripts before anything else, e.g. ',?.!;:\"' for corpora with "
                 "punctuation. Transcripts are upper-cased and their whitespace collapsed; any other character "
@@ -164,8 +212,14 @@ class AsrDataArguments(DataArguments):
                 "e.g. 'wer' for the Hub's."})
     cer_metric: str = field(default=str(REPO / "metrics" / "cer"), metadata={
         "help": "What evaluate.load() loads for CER (default: the local module in metrics/cer)."})
+    slot_filling_metric: str = field(default=str(REPO / "metrics" / "slot_filling"), metadata={
+        "help": "What evaluate.load() loads for SUPERB's slot_type_f1 and slot_value_cer (default: the local "
+                "module in metrics/slot_filling)."})
 
     def __post_init__(self) -> None:
+        self.snips_root = self.snips_root or None
+        if self.snips_root is not None and self.eval_splits is None:
+            self.eval_splits = ["valid"]
         super().__post_init__()
         if self.predict_splits is None:
             self.predict_splits = ["test-clean"] if self.librispeech_root is not None else ["test"]
@@ -174,6 +228,25 @@ class AsrDataArguments(DataArguments):
                              f"got {self.predict_splits}.")
         if self.max_predict_samples is not None and self.max_predict_samples < 1:
             raise ValueError(f"--max_predict_samples must be a positive integer; got {self.max_predict_samples}.")
+        if self.targets == "phonemes" and not self.lexicon:
+            raise ValueError("--targets phonemes needs --lexicon (pronunciation lexicons in the LibriSpeech format, "
+                             "e.g. SUPERB's librispeech-lexicon-200k-g2p.txt librispeech-lexicon-allothers-g2p.txt).")
+        if self.lexicon and self.targets not in (None, "phonemes"):
+            raise ValueError(f"--lexicon is for --targets phonemes, not {self.targets}.")
+        if self.targets == "slots" and not self.snips_root:
+            raise ValueError("--targets slots needs --snips_root (an Audio SNIPS folder with slot annotations).")
+        if self.snips_root and self.targets not in (None, "slots"):
+            raise ValueError(f"--snips_root annotates slots: use --targets slots, not {self.targets}.")
+        if self.streaming and (self.lexicon or self.targets == "phonemes"):
+            raise ValueError("--targets phonemes reads every transcript up front to leave out the utterances with "
+                             "words missing from the lexicon, which --streaming cannot; drop --streaming.")
+
+    def data_sources(self) -> dict[str, tuple[str, str | None]]:
+        return {**super().data_sources(), "--snips_root": ("a local Audio SNIPS folder", self.snips_root)}
+
+    def default_targets(self) -> str:
+        """The targets the data implies when neither --targets nor a fine-tuned model says."""
+        return self.targets or ("phonemes" if self.lexicon else "slots" if self.snips_root else "characters")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,44 +259,78 @@ def split_name(split: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.-]+", "_", split).strip("_")
 
 
-def build_datasets(data_args: AsrDataArguments, training_args: TrainingArguments) -> dict[str, Any]:
-    """{"train": dataset or None, "eval": dataset or None, "predict": {name: dataset}}.
+def make_encoder(data_args: AsrDataArguments, units: str) -> TargetEncoder:
+    """The target encoder of `units`: characters, phonemes from --lexicon, or slots from SNIPS' slots.txt."""
+    if units == "phonemes":
+        if not data_args.lexicon:
+            raise ValueError("Phoneme targets need --lexicon (pronunciation lexicons in the LibriSpeech format).")
+        lexicon = read_lexicon(data_args.lexicon)
+        logger.info("Lexicon: %d words from %s", len(lexicon), " ".join(data_args.lexicon))
+        return PhonemeTargets(lexicon, chars_to_ignore=data_args.chars_to_ignore)
+    if units == "slots":
+        if not data_args.snips_root:
+            raise ValueError("Slot targets need --snips_root (an Audio SNIPS folder with its slots.txt).")
+        return SlotTargets(read_slot_labels(snips_folder(Path(data_args.snips_root)) / "slots.txt"))
+    return CharacterTargets(chars_to_ignore=data_args.chars_to_ignore)
+
+
+def build_datasets(data_args: AsrDataArguments, training_args: TrainingArguments,
+                   encoder: TargetEncoder) -> dict[str, Any]:
+    """{"train": dataset or None, "eval": dataset or None, "predict": {name: dataset},
+    "out_of_lexicon": {"train" / "eval" / "predict_<name>": Counter of the words missing from the lexicon}}.
 
     --max_duration_seconds only limits training: evaluation and prediction use every utterance, so
-    that WER is over the whole split.
+    that WER is over the whole split. Utterances whose transcript cannot be encoded are left out
+    (SUPERB would stop instead): with phonemes, those with a word missing from the lexicon.
     """
     seed = training_args.seed
     if not data_args.text_column and (training_args.do_train or training_args.do_eval):
         raise ValueError("CTC training and evaluation need transcripts, but --text_column is empty. Name the "
                          "column that holds them (only --do_predict can run on audio without transcripts).")
+    has_targets = getattr(encoder, "has_targets", None)
+    result: dict[str, Any] = {"train": None, "eval": None, "predict": {}, "out_of_lexicon": {}}
+
+    def build(name: str, args: AsrDataArguments, split: str, **kwargs):
+        seen = Counter(getattr(encoder, "missing_words", {}))
+        dataset = build_dataset(args, split, seed=seed, has_targets=has_targets, **kwargs)
+        if isinstance(encoder, PhonemeTargets):
+            missing = encoder.missing_words - seen
+            result["out_of_lexicon"][name] = missing
+            if missing:
+                logger.warning("%s: left out %d utterances with words missing from the lexicon (%d words, %d "
+                               "distinct): %s", name, len(dataset.skipped.get("no_targets", [])),
+                               sum(missing.values()), len(missing),
+                               ", ".join(f"{word} x{count}" for word, count in missing.most_common(20)))
+        return dataset
+
     whole = replace(data_args, max_duration_seconds=None)
-    result: dict[str, Any] = {"train": None, "eval": None, "predict": {}}
     if training_args.do_train:
-        result["train"] = build_dataset(data_args, "train", seed=seed)
+        result["train"] = build("train", data_args, "train")
     if training_args.do_eval:
-        result["eval"] = build_dataset(whole, "eval", seed=seed)
+        result["eval"] = build("eval", whole, "eval")
     if training_args.do_predict:
         for split in data_args.predict_splits:
             one = replace(whole, eval_splits=[split], max_eval_samples=data_args.max_predict_samples)
-            result["predict"][split_name(split)] = build_dataset(one, "eval", seed=seed, purpose="prediction",
-                                                                 option="--predict_splits")
+            result["predict"][split_name(split)] = build(f"predict_{split_name(split)}", one, "eval",
+                                                         purpose="prediction", option="--predict_splits")
     return result
 
 
-def transcripts_of(dataset, chars_to_ignore: str) -> list[str] | None:
-    """Normalised transcripts of a map-style dataset, from its index (no audio decoded); None when streaming."""
+def transcripts_of(dataset) -> list[str] | None:
+    """Transcripts of a map-style dataset, from its index (no audio decoded); None when streaming."""
     if not isinstance(dataset, SpeechDataset):
         return None
-    return [normalize_transcript(text, chars_to_ignore) for text in dataset.index.select_columns(["text"])[:]["text"]]
+    return dataset.index.select_columns(["text"])[:]["text"]
 
 
-def report_unknown_characters(name: str, dataset, vocab: dict[str, int], chars_to_ignore: str) -> None:
-    texts = transcripts_of(dataset, chars_to_ignore)
+def report_unknown_characters(name: str, dataset, vocab: dict[str, int], encoder: TargetEncoder) -> None:
+    texts = transcripts_of(dataset)
     if not texts:
         return
-    counts = unknown_characters(texts, vocab)
+    tokens = [encoder.encode(text).tokens for text in texts]
+    counts = unknown_tokens(tokens, vocab)
     if counts:
-        affected = sum(1 for text in texts if unknown_characters([text], vocab))
+        affected = sum(1 for one in tokens if unknown_tokens([one], vocab))
         logger.warning("%s: %d characters in %d of %d transcripts are outside the vocabulary and become <unk>: %s",
                        name, sum(counts.values()), affected, len(texts), describe_characters(counts))
 
@@ -259,7 +366,8 @@ def fine_tuned_head(config: ArmHubertConfig) -> str | None:
 def head_config(model_args: ModelArguments, config: ArmHubertConfig, head: str, tokenizer) -> ArmHubertConfig:
     """The student's config turned into that of a CTC model with `head`."""
     changes: dict[str, Any] = dict(
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=None,
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
         ctc_loss_reduction=model_args.ctc_loss_reduction, ctc_zero_infinity=model_args.ctc_zero_infinity,
         custom_pipelines=CUSTOM_PIPELINES,
     )
@@ -284,8 +392,8 @@ def head_config(model_args: ModelArguments, config: ArmHubertConfig, head: str, 
 
 
 def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArguments,
-                             training_args: TrainingArguments, train_dataset) -> tuple[ArmHubertPreTrainedModel,
-                                                                                       Wav2Vec2Processor]:
+                             training_args: TrainingArguments, train_dataset,
+                             encoder: TargetEncoder) -> tuple[ArmHubertPreTrainedModel, Wav2Vec2Processor]:
     source, config = resolve_source(model_args, training_args.output_dir)
     trained_head = fine_tuned_head(config)
     head = model_args.head or trained_head or "linear"
@@ -297,6 +405,7 @@ def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArgum
         if data_args.vocab_file:
             logger.warning("--vocab_file is ignored: %s brings its own vocabulary.", source)
         processor = Wav2Vec2Processor.from_pretrained(source, cache_dir=model_args.cache_dir)
+        check_targets(source, processor.tokenizer.get_vocab(), encoder)
         config = config.with_overrides(model_args.config_overrides, "--config_overrides",
                                        custom_pipelines=CUSTOM_PIPELINES)
         model = HEADS[head].from_pretrained(source, config=config, cache_dir=model_args.cache_dir)
@@ -305,7 +414,7 @@ def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArgum
             raise ValueError(f"{source or model_args.student_preset} is a student without a CTC head: --do_eval and "
                              "--do_predict need a fine-tuned model. Add --do_train, or point --model_name_or_path "
                              "at a directory this script wrote.")
-        tokenizer = make_tokenizer(data_args, train_dataset, training_args.output_dir)
+        tokenizer = make_tokenizer(data_args, train_dataset, training_args.output_dir, encoder)
         feature_extractor = student_feature_extractor(source, model_args.cache_dir)
         processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
         config = head_config(model_args, config, head, tokenizer)
@@ -325,16 +434,31 @@ def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArgum
     return model, processor
 
 
-def make_tokenizer(data_args: AsrDataArguments, train_dataset, output_dir: str):
+def check_targets(source: str, vocab: dict[str, int], encoder: TargetEncoder) -> None:
+    """Refuse a vocabulary made for other targets than `encoder` encodes, or for other slot labels."""
+    units = target_units(vocab)
+    if units != encoder.units:
+        needs = {"phonemes": "--targets phonemes --lexicon FILE", "slots": "--targets slots --snips_root DIR",
+                 "characters": "--targets characters"}[units]
+        raise ValueError(f"{source} has a vocabulary of {units}, but the data is encoded as {encoder.units}; "
+                         f"pass {needs}.")
+    if units == "slots" and set(slot_labels_of(vocab)) != set(encoder.slot_labels):
+        raise ValueError(f"The slot labels of {source} differ from those of the corpus' slots.txt: "
+                         f"{sorted(set(slot_labels_of(vocab)) ^ set(encoder.slot_labels))}.")
+
+
+def make_tokenizer(data_args: AsrDataArguments, train_dataset, output_dir: str, encoder: TargetEncoder):
     """The tokenizer of --vocab_file, or of a vocabulary built from the training transcripts."""
     if data_args.vocab_file:
         load_tokenizer(data_args.vocab_file)  # checks the layout
-        return create_tokenizer(json.loads(Path(data_args.vocab_file).read_text(encoding="utf-8")), output_dir)
-    texts = transcripts_of(train_dataset, data_args.chars_to_ignore)
+        vocab = json.loads(Path(data_args.vocab_file).read_text(encoding="utf-8"))
+        check_targets(data_args.vocab_file, vocab, encoder)
+        return create_tokenizer(vocab, output_dir)
+    texts = transcripts_of(train_dataset)
     if texts is None:
         raise ValueError("With --streaming the training transcripts are not known up front: pass --vocab_file "
                          "(a vocab.json, e.g. from a previous run) to give the vocabulary.")
-    vocab = build_vocabulary(texts)
+    vocab = build_vocabulary(texts, encoder, append_eos=data_args.append_eos)
     logger.info("Vocabulary of %d tokens from %d training transcripts: %s", len(vocab), len(texts),
                 " ".join(token for token in vocab))
     return create_tokenizer(vocab, output_dir)
@@ -368,7 +492,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, AsrDataAr
         # Audio batches differ in length: each process reads its own batches from the stream instead
         # of the main process reading them all and broadcasting equal-shaped ones.
         training_args.accelerator_config.dispatch_batches = False
-    if training_args.metric_for_best_model and training_args.metric_for_best_model.split("_")[-1] in ("wer", "cer"):
+    if training_args.metric_for_best_model and training_args.metric_for_best_model.split("_")[-1] in ("wer", "cer",
+                                                                                                      "per"):
         training_args.greater_is_better = False  # error rates: lower is better
     return model_args, data_args, training_args
 
@@ -381,19 +506,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise ValueError("Nothing to do: give at least one of --do_train, --do_eval, --do_predict.")
 
     # Data first: a missing split or column fails before any model is loaded.
-    data = build_datasets(data_args, training_args)
-    model, processor = load_model_and_processor(model_args, data_args, training_args, data["train"])
+    encoder = make_encoder(data_args, data_args.default_targets())
+    data = build_datasets(data_args, training_args, encoder)
+    model, processor = load_model_and_processor(model_args, data_args, training_args, data["train"], encoder)
     vocab = processor.tokenizer.get_vocab()
     for name, dataset in [("train", data["train"]), ("eval", data["eval"]), *data["predict"].items()]:
         if dataset is not None:
-            report_unknown_characters(name, dataset, vocab, data_args.chars_to_ignore)
+            report_unknown_characters(name, dataset, vocab, encoder)
+    # Phoneme targets: the words missing from the lexicon in each split ("train", "eval", "predict_<name>").
+    out_of_lexicon = {name: {f"{name}_out_of_lexicon_words": sum(words.values())}
+                      for name, words in data["out_of_lexicon"].items()}
 
     metrics: dict[str, float] = {}
     trainer = CtcTrainer(
         model=model, args=training_args, train_dataset=data["train"], eval_dataset=data["eval"],
-        data_collator=CtcCollator(processor.tokenizer, chars_to_ignore=data_args.chars_to_ignore),
+        data_collator=CtcCollator(processor.tokenizer, encoder=encoder),
         processing_class=processor, wer_metric=data_args.wer_metric, cer_metric=data_args.cer_metric,
-        model_card_fn=lambda: asr_model_card(model, model_args, data_args, training_args, metrics),
+        slot_filling_metric=data_args.slot_filling_metric,
+        model_card_fn=lambda: asr_model_card(model, model_args, data_args, training_args, metrics, encoder.units),
         max_batch_seconds=data_args.max_batch_seconds,
     )
     if training_args.do_train:
@@ -402,7 +532,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.save_model()
         train_metrics = dict(result.metrics, train_unknown_characters=trainer.unknown_characters,
-                             **{f"train_{key}": value for key, value in trainer.skipped_files_metrics().items()})
+                             **{f"train_{key}": value for key, value in trainer.skipped_files_metrics().items()},
+                             **out_of_lexicon.get("train", {}))
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
@@ -411,12 +542,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             logger.info("Learned layer weights (softmax): %s",
                         " ".join(f"{w:.3f}" for w in model.layer_weight_distribution.tolist()))
     if training_args.do_eval:
-        eval_metrics = trainer.evaluate()
+        eval_metrics = dict(trainer.evaluate(), **out_of_lexicon.get("eval", {}))
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     for name, dataset in data["predict"].items():
         predict_metrics = trainer.transcribe(dataset, f"predict_{name}")
+        predict_metrics.update(out_of_lexicon.get(f"predict_{name}", {}))
         trainer.log_metrics(f"predict_{name}", predict_metrics)
         trainer.save_metrics(f"predict_{name}", predict_metrics)
         metrics.update(predict_metrics)

@@ -10,7 +10,10 @@ audio files and encoded audio bytes are decoded with libsndfile (soundfile) and 
 librosa, the way `speech_data.load_audio` decoded the training and evaluation audio. Transcripts
 of a file then match `run_asr_ctc.py --do_predict`, and ffmpeg (which the parent class needs for
 every file) is only needed for formats libsndfile cannot read. Arrays, dicts, URLs, chunking and
-timestamps are the parent's.
+timestamps are the parent's. Models whose targets end with <eos> (SUPERB's recipes) emit it too:
+it is decoded like the CTC blank (`eos_as_blank`), as SUPERB drops it. A phoneme recognition model
+returns its phones separated by spaces ("DH AH0 K AE1 T"), a slot filling model its words with
+slot tags ("PLAY B-artist ABBA E-artist").
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 import os
 
 import numpy as np
+import torch
 from transformers import AutomaticSpeechRecognitionPipeline
 
 try:  # optional: without them the parent's ffmpeg decoding and torchaudio resampling are used
@@ -31,8 +35,25 @@ except ImportError:
     librosa = None
 
 
+def eos_as_blank(token_ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Frame-wise best token ids (..., T) with the tokenizer's <eos> replaced by the CTC blank (<pad>).
+
+    Decoding then drops <eos> wherever the model emits it and still separates the repeats around it:
+    the same text as collapsing repeats and then dropping blank and <eos>, which is SUPERB's decoding.
+    """
+    eos, blank = tokenizer.eos_token_id, tokenizer.pad_token_id
+    return token_ids if eos is None else token_ids.masked_fill(token_ids == eos, blank)
+
+
 class ArmHubertSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
-    """`AutomaticSpeechRecognitionPipeline` that decodes files with libsndfile, as the training data was."""
+    """`AutomaticSpeechRecognitionPipeline` that decodes files with libsndfile, as the training data was,
+    and decodes <eos> like the blank."""
+
+    def _forward(self, model_inputs, *args, **kwargs):
+        outputs = super()._forward(model_inputs, *args, **kwargs)
+        if "tokens" in outputs and self.type == "ctc":
+            outputs["tokens"] = eos_as_blank(outputs["tokens"], self.tokenizer)
+        return outputs
 
     def preprocess(self, inputs, chunk_length_s=0, stride_length_s=None):
         decoded = self._decode(inputs)

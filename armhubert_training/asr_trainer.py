@@ -6,7 +6,9 @@ Evaluation (`evaluate`, also run during training with --eval_strategy) and predi
 1. `CtcTrainer.run_transcription` runs the model over a dataloader and collects, per utterance,
    its id, reference, greedy hypothesis, duration and share of the decode time (`Transcription`);
 2. `CtcTrainer.decode_batch` / `greedy_decode`: one batch's forward pass and greedy CTC decoding;
-3. `CtcTrainer.score`: WER and CER (`evaluate` modules), loss, real-time factor and counts;
+3. `CtcTrainer.score`: the task's metrics (`evaluate` modules: WER and CER of characters, PER of
+   phonemes, SUPERB's slot-type F1 and slot-value CER of slot filling; `TASK_METRICS`), loss,
+   real-time factor and counts;
 4. `write_predictions`: the per-utterance `<name>_predictions.tsv` (the Trainer's `save_metrics`
    writes the `<name>_results.json` summary).
 
@@ -30,6 +32,8 @@ from transformers import TrainingArguments
 
 from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
 
+from .asr_pipeline import eos_as_blank
+from .asr_vocabulary import target_units
 from .speech_data import SAMPLING_RATE, skip_metrics
 from .speech_trainer import SpeechTrainer
 
@@ -38,6 +42,12 @@ if TYPE_CHECKING:  # only for type hints: run_asr_ctc imports this module
 
 # Saved next to every model, so that the pipeline class named in its config.custom_pipelines can be loaded.
 PIPELINE_MODULE = Path(__file__).resolve().parent / "asr_pipeline.py"
+# What is scored for each kind of target (`asr_vocabulary.target_units`); the first one selects checkpoints.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "characters": ("wer", "cer"),
+    "phonemes": ("per",),  # the word error rate of phone strings: phone edits / reference phones
+    "slots": ("slot_type_f1", "slot_value_cer"),
+}
 
 
 class TranscribedUtterance(NamedTuple):
@@ -69,9 +79,9 @@ class CtcTrainer(SpeechTrainer):
     the real-time factor, and write per-utterance hypotheses.
     """
 
-    def __init__(self, *args, wer_metric: str, cer_metric: str, **kwargs):
+    def __init__(self, *args, wer_metric: str, cer_metric: str, slot_filling_metric: str, **kwargs):
         super().__init__(*args, **kwargs)
-        self.wer_metric, self.cer_metric = wer_metric, cer_metric
+        self.wer_metric, self.cer_metric, self.slot_filling_metric = wer_metric, cer_metric, slot_filling_metric
         self.unknown_characters = 0
 
     @property
@@ -183,7 +193,8 @@ class CtcTrainer(SpeechTrainer):
     def score(self, transcription: Transcription, dataset) -> dict[str, float]:
         """The metrics of a transcribed split, not yet prefixed.
 
-        wer, cer (when there are references), loss (when there are labels), rtf = decode time / audio
+        The task's `TASK_METRICS` (when there are references; all corpus-level except slot_type_f1, a
+        mean over utterances), loss (when there are labels), rtf = decode time / audio
         duration, and the counts of utterances, audio seconds, characters that became <unk>, and
         files left out (`skipped_files` and one `skipped_files_<reason>` per
         `speech_data.SKIP_REASONS`, those of `dataset`'s index plus those that failed when read).
@@ -200,19 +211,29 @@ class CtcTrainer(SpeechTrainer):
         references = [utterance.reference for utterance in utterances]
         if any(references):
             hypotheses = [utterance.hypothesis for utterance in utterances]
-            metrics["wer"] = load_metric(self.wer_metric).compute(predictions=hypotheses, references=references)
-            metrics["cer"] = load_metric(self.cer_metric).compute(predictions=hypotheses, references=references)
+            metrics.update(self.task_metrics(hypotheses, references))
         if transcription.loss_items:
             metrics["loss"] = transcription.loss_total / transcription.loss_items
         return metrics
+
+    def task_metrics(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
+        """`TASK_METRICS` of the model's kind of target, on decoded hypotheses and references."""
+        units = target_units(self.tokenizer.get_vocab())
+        strings = dict(predictions=hypotheses, references=references)
+        if units == "slots":
+            return load_metric(self.slot_filling_metric).compute(**strings)
+        wer = load_metric(self.wer_metric).compute(**strings)
+        if units == "phonemes":
+            return {"per": wer}
+        return {"wer": wer, "cer": load_metric(self.cer_metric).compute(**strings)}
 
 
 def greedy_decode(model: ArmHubertPreTrainedModel, tokenizer, logits: torch.Tensor,
                   attention_mask: torch.Tensor) -> list[str]:
     """Best path CTC decoding of each utterance over its own frames only: what the pipeline decodes
-    for that utterance alone, whatever the padding of the batch."""
+    for that utterance alone, whatever the padding of the batch (<eos> decoded like the blank)."""
     frames = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).tolist()
-    predicted = logits.argmax(dim=-1).cpu()
+    predicted = eos_as_blank(logits.argmax(dim=-1).cpu(), tokenizer)
     return [tokenizer.decode(predicted[i, :n].tolist(), skip_special_tokens=False) for i, n in enumerate(frames)]
 
 
@@ -236,21 +257,34 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
+# Per kind of target: (task, what the CTC layer emits); and the metrics' column titles.
+_CARD_TASKS = {
+    "characters": ("Speech recognition", "upper-case characters"),
+    "phonemes": ("Phoneme recognition", "SUPERB's 71 ARPAbet phones (with stress)"),
+    "slots": ("Slot filling", "upper-case characters and slot tags"),
+}
+_METRIC_TITLES = {"wer": "WER", "cer": "CER", "per": "PER", "slot_type_f1": "slot-type F1",
+                  "slot_value_cer": "slot-value CER"}
+
+
 def asr_model_card(model: ArmHubertPreTrainedModel, model_args: ModelArguments, data_args: AsrDataArguments,
-                   training_args: TrainingArguments, metrics: dict[str, float]) -> ModelCard:
+                   training_args: TrainingArguments, metrics: dict[str, float], units: str = "characters") -> ModelCard:
     """A model card for a fine-tuned model: what it is, how to use it, its results and recipe."""
     name = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
     source = model_args.model_name_or_path or f"preset {model_args.student_preset}"
     is_hub_id = "/" in source and not os.path.exists(source) and not source.endswith(".ckpt")
     superb = isinstance(model, ArmHubertForSuperbCTC)
-    head = (f"the SUPERB ASR protocol: the student frozen, a softmax-weighted sum of its "
+    task, emitted = _CARD_TASKS[units]
+    columns = {name: _METRIC_TITLES[name] for name in TASK_METRICS[units]}
+    head = (f"SUPERB's downstream protocol: the student frozen, a softmax-weighted sum of its "
             f"{model.config.superb_features.replace('_', ' ')} features"
             f"{' (SUPERB SpecAugment in training)' if model.config.superb_spec_augment else ''}, "
             f"{model.config.superb_lstm_layers} BiLSTM "
-            f"layers of {model.config.superb_lstm_hidden_size} units and a character CTC layer" if superb
-            else "a character CTC layer on the last layer, the whole student fine-tuned (conv encoder frozen)")
+            f"layers of {model.config.superb_lstm_hidden_size} units and a CTC layer" if superb
+            else "a CTC layer on the last layer, the whole student fine-tuned (conv encoder frozen)")
     train_splits = " + ".join(data_args.train_splits)
     data = (f"LibriSpeech {train_splits}" if data_args.librispeech_root
+            else f"Audio SNIPS {train_splits}" if data_args.snips_root
             else f"{data_args.dataset_name} ({train_splits})")
     length = (f"{training_args.max_steps} steps" if training_args.max_steps > 0
               else f"{training_args.num_train_epochs:g} epochs")
@@ -259,23 +293,24 @@ def asr_model_card(model: ArmHubertPreTrainedModel, model_args: ModelArguments, 
     optimizer = getattr(training_args.optim, "value", training_args.optim)
     schedule = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
     eval_split = " + ".join(data_args.eval_splits)
-    results = ["| split | WER | CER | real-time factor |", "|---|---|---|---|"]
-    for prefix in sorted({key.rsplit("_", 1)[0] for key in metrics if key.endswith("_wer")}):
+    first = next(iter(columns))
+    results = [f"| split | {' | '.join(columns.values())} | real-time factor |", "|---|" + "---|" * (len(columns) + 1)]
+    for prefix in sorted({key.removesuffix(f"_{first}") for key in metrics if key.endswith(f"_{first}")}):
         split = eval_split if prefix == "eval" else prefix.removeprefix("predict_")
-        results.append(f"| {split} | {100 * metrics[prefix + '_wer']:.2f} % | "
-                       f"{100 * metrics[prefix + '_cer']:.2f} % | {metrics[prefix + '_rtf']:.4f} |")
+        values = " | ".join(f"{100 * metrics[f'{prefix}_{name}']:.2f} %" for name in columns)
+        results.append(f"| {split} | {values} | {metrics[prefix + '_rtf']:.4f} |")
     card_data = ModelCardData(library_name="transformers", pipeline_tag="automatic-speech-recognition",
                               tags=["audio", "speech", "ctc", "armhubert", "recycle-and-distill"]
                               + (["superb"] if superb else []),
-                              base_model=source if is_hub_id else None, metrics=["wer", "cer"], license="mit")
+                              base_model=source if is_hub_id else None, metrics=list(columns), license="mit")
     return ModelCard(f"""---
 {card_data.to_yaml()}
 ---
 
 # {name}
 
-Speech recognition with an ArmHubert student (Recycle-and-Distill, [paper](https://arxiv.org/abs/2305.11685))
-from `{source}`, with {head}. Greedy CTC decoding over upper-case characters, no language model.
+{task} with an ArmHubert student (Recycle-and-Distill, [paper](https://arxiv.org/abs/2305.11685))
+from `{source}`, with {head}. Greedy CTC decoding over {emitted}, no language model.
 
 ## Usage
 

@@ -6,9 +6,9 @@ same waveforms. The pipeline, top to bottom:
 
 1. ``load_audio`` decodes one file / byte string / ``datasets`` audio dict into a
    float32 mono waveform at 16 kHz, raising ``AudioError`` for anything unusable.
-2. ``librispeech_dataset`` (a local LibriSpeech folder) or ``hub_dataset``
-   (anything ``datasets.load_dataset`` can open) produces an *index*: one row per
-   utterance, audio not decoded.
+2. ``librispeech_dataset`` (a local LibriSpeech folder), ``snips_dataset`` (a
+   local Audio SNIPS folder) or ``hub_dataset`` (anything ``datasets.load_dataset``
+   can open) produces an *index*: one row per utterance, audio not decoded.
 3. ``build_dataset`` filters the index by duration (from file headers only) and
    wraps it in a torch dataset whose items are decoded on access:
    ``{"input_values": np.float32 (samples,), "text": str, "id": str}``, or
@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -63,6 +63,8 @@ SKIP_REASONS: dict[str, str] = {
                    "the duration range (with --streaming, every row that fails when read)",
     "too_short": f"shorter than the receptive field ({RECEPTIVE_FIELD_SAMPLES} samples)",
     "transcript_unreadable": "in a LibriSpeech chapter whose transcript (*.trans.txt) cannot be read",
+    "no_targets": "no usable transcript: none in the corpus' transcript file, or one that cannot be turned into "
+                  "training targets (a word missing from the pronunciation lexicon, a slot tag outside slots.txt)",
 }
 # reason -> utterance ids left out for that reason, before any audio was decoded.
 Skipped = dict[str, list[str]]
@@ -375,6 +377,88 @@ def _librispeech_index(
     return datasets.Dataset.from_dict(columns, features=_LIBRISPEECH_FEATURES), skipped
 
 
+# Audio SNIPS as SUPERB's slot filling task uses it: 16 synthetic voices, each reading every sentence
+# of the corpus; each split is read by its own voices (the other voices' files in a split folder are
+# not used).
+SNIPS_SPEAKERS: dict[str, tuple[str, ...]] = {
+    "train": ("Ivy", "Joanna", "Joey", "Justin", "Kendra", "Kimberly", "Matthew", "Salli"),
+    "valid": ("Aditi", "Amy", "Geraint", "Nicole"),
+    "test": ("Brian", "Emma", "Raveena", "Russell"),
+}
+SNIPS_TRANSCRIPTS = "all.iob.snips.txt"
+
+
+def snips_folder(root: Path) -> Path:
+    """The SNIPS folder of an Audio SNIPS root (the folder holding SNIPS/, or SNIPS/ itself)."""
+    folder = root / "SNIPS" if (root / "SNIPS").is_dir() else root
+    if not (folder / SNIPS_TRANSCRIPTS).is_file():
+        raise FileNotFoundError(
+            f"No Audio SNIPS corpus at {root}: {folder / SNIPS_TRANSCRIPTS} does not exist. Pass the folder that "
+            f"contains SNIPS/ (or SNIPS/ itself) with {SNIPS_TRANSCRIPTS}, slots.txt and train/ valid/ test/ "
+            "folders of 16 kHz wav files, as s3prl's SNIPS preparation writes it (see README.md)."
+        )
+    return folder
+
+
+def snips_dataset(root: str | os.PathLike, splits: Sequence[str], num_workers: int | None = None) -> datasets.Dataset:
+    """Index a local Audio SNIPS folder in the layout SUPERB's preparation writes.
+
+    Expects ``<root>/SNIPS/<split>/<Voice>-snips-<split>-<n>.wav`` and ``<root>/SNIPS/all.iob.snips.txt``
+    with one line per file, ``<Voice>-snips-<split>-<n> BOS <WORDS> EOS<TAB>O <slot per word> <intent>``;
+    `root` may also be the ``SNIPS`` folder itself. The splits "train", "valid" and "test" keep only
+    the files of their voices (`SNIPS_SPEAKERS`); a folder of another name keeps all its files. A file
+    without a transcript line is skipped (reason "no_targets") and reported in one warning.
+
+    Returns:
+        A `datasets.Dataset` with columns ``id``, ``path``, ``duration`` (seconds) and ``text`` (the
+        annotated line after the id: words, tab, slot tags and intent), sorted by split and id.
+    """
+    return _snips_index(root, splits, num_workers)[0]
+
+
+def _snips_index(root: str | os.PathLike, splits: Sequence[str],
+                 num_workers: int | None = None) -> tuple[datasets.Dataset, Skipped]:
+    if not splits:
+        raise ValueError("no SNIPS splits given")
+    corpus = snips_folder(Path(root))
+    transcripts = {}
+    for line in (corpus / SNIPS_TRANSCRIPTS).read_text(encoding="utf-8").splitlines():
+        utt_id, _, text = line.strip().partition(" ")
+        if utt_id:
+            transcripts[utt_id] = text
+    paths: list[Path] = []
+    for split in splits:
+        split_dir = corpus / split
+        if not split_dir.is_dir():
+            found = sorted(p.name for p in corpus.iterdir() if p.is_dir())
+            raise FileNotFoundError(f"SNIPS split {split!r} not found: {split_dir} does not exist. "
+                                    f"Splits found in {corpus}: {found or 'none'}.")
+        voices = SNIPS_SPEAKERS.get(split)
+        paths += [path for path in sorted(split_dir.rglob("*.wav"))
+                  if voices is None or path.stem.split("-", 1)[0] in voices]
+    skipped: Skipped = {"unreadable": [], "no_targets": [path.stem for path in paths if path.stem not in transcripts]}
+    _warn_skipped(skipped["no_targets"], len(paths), f"{corpus} {list(splits)}",
+                  f"without a line in {SNIPS_TRANSCRIPTS}")
+    paths = [path for path in paths if path.stem in transcripts]
+    if num_workers and num_workers > 1:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            durations = list(pool.map(_try_duration, map(str, paths)))
+    else:
+        durations = [_try_duration(str(path)) for path in paths]
+    columns: dict[str, list] = {"id": [], "path": [], "duration": [], "text": []}
+    for path, duration in zip(paths, durations):
+        if duration is None:
+            skipped["unreadable"].append(path.stem)
+            continue
+        columns["id"].append(path.stem)
+        columns["path"].append(str(path))
+        columns["duration"].append(duration)
+        columns["text"].append(transcripts[path.stem])
+    _warn_skipped(skipped["unreadable"], len(paths), f"{corpus} {list(splits)}")
+    features = datasets.Features({name: _LIBRISPEECH_FEATURES[name] for name in columns})
+    return datasets.Dataset.from_dict(columns, features=features), skipped
+
+
 def _split_names(split: str) -> list[str]:
     """Plain split names in a `datasets` split expression ("train[:10%]+test" -> ["train", "test"])."""
     return [re.sub(r"\[.*\]$", "", part.strip()) for part in split.split("+")]
@@ -595,8 +679,8 @@ class DataArguments:
         for name in ("train_splits", "eval_splits"):
             if not getattr(self, name) or not all(getattr(self, name)):
                 raise ValueError(f"--{name} needs at least one split name, and no empty one; got {getattr(self, name)}.")
-        if self.streaming and self.librispeech_root is not None:
-            raise ValueError("--streaming applies to --dataset_name only; a LibriSpeech folder is indexed instead.")
+        if self.streaming and self.dataset_name is None:
+            raise ValueError("--streaming applies to --dataset_name only; a local corpus folder is indexed instead.")
         if self.min_audio_samples < RECEPTIVE_FIELD_SAMPLES:
             raise ValueError(
                 f"--min_duration_seconds must be at least {RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE} s "
@@ -612,15 +696,17 @@ class DataArguments:
                 raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}.")
 
     def _check_source_and_default_splits(self) -> None:
-        """Exactly one data source; split names default by source. Scripts with other sources override this."""
+        """Exactly one data source; split names default by source. Scripts whose sources need more than
+        `data_sources` lists override this."""
         # An empty value unsets a source given by a YAML recipe: --librispeech_root "" --dataset_name X
         self.librispeech_root = self.librispeech_root or None
         self.dataset_name = self.dataset_name or None
-        if (self.librispeech_root is None) == (self.dataset_name is None):
+        sources = self.data_sources()
+        if sum(value is not None for _, value in sources.values()) != 1:
             raise ValueError(
-                "Give exactly one data source: --librispeech_root (a local LibriSpeech folder) or "
-                f"--dataset_name (a `datasets` dataset); got librispeech_root={self.librispeech_root!r}, "
-                f"dataset_name={self.dataset_name!r}."
+                "Give exactly one data source: "
+                + ", ".join(f"{option} ({what})" for option, (what, _) in sources.items()) + "; got "
+                + ", ".join(f"{option} {value!r}" for option, (_, value) in sources.items()) + "."
             )
         # The defaults depend on the source: LibriSpeech names its splits by folder, `datasets` by role.
         librispeech = self.librispeech_root is not None
@@ -628,6 +714,11 @@ class DataArguments:
             self.train_splits = ["train-clean-100"] if librispeech else ["train"]
         if self.eval_splits is None:
             self.eval_splits = ["dev-clean"] if librispeech else ["validation"]
+
+    def data_sources(self) -> dict[str, tuple[str, str | None]]:
+        """Option -> (what it reads, its value) for every data source; exactly one must be given."""
+        return {"--librispeech_root": ("a local LibriSpeech folder", self.librispeech_root),
+                "--dataset_name": ("a `datasets` dataset", self.dataset_name)}
 
     @property
     def min_audio_samples(self) -> int:
@@ -832,7 +923,8 @@ def _check_not_empty(index: datasets.Dataset, skipped: Skipped, out_of_range: in
 
 
 def build_dataset(data_args: DataArguments, split: Literal["train", "eval"], seed: int = 0,
-                  purpose: str | None = None, option: str | None = None) -> SpeechDataset | StreamingSpeechDataset:
+                  purpose: str | None = None, option: str | None = None,
+                  has_targets: Callable[[str], bool] | None = None) -> SpeechDataset | StreamingSpeechDataset:
     """The training or evaluation dataset described by `data_args`.
 
     Args:
@@ -844,6 +936,8 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"], see
         purpose: what the data is for, in error messages (default "training" / "evaluation").
         option: the option that named the splits, in error messages (default "--train_splits" /
             "--eval_splits").
+        has_targets: transcript -> whether training targets can be made of it; utterances for which
+            it says False are left out (reason "no_targets"). Not applied to streaming datasets.
 
     Returns:
         A map-style `SpeechDataset`, or a `StreamingSpeechDataset` when
@@ -870,6 +964,10 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"], see
         index, skipped = _librispeech_index(data_args.librispeech_root, splits, data_args.preprocessing_num_workers)
         audio_column = "path"
         where = f"LibriSpeech {_librispeech_where(data_args.librispeech_root, splits)}"
+    elif getattr(data_args, "snips_root", None) is not None:  # a source of run_asr_ctc.py's data arguments
+        index, skipped = _snips_index(data_args.snips_root, splits, data_args.preprocessing_num_workers)
+        audio_column = "path"
+        where = f"Audio SNIPS {snips_folder(Path(data_args.snips_root))} {list(splits)}"
     else:
         hub_split = "+".join(splits)
         hub = hub_dataset(data_args.dataset_name, data_args.dataset_config, hub_split,
@@ -884,6 +982,12 @@ def build_dataset(data_args: DataArguments, split: Literal["train", "eval"], see
             return StreamingSpeechDataset(hub, audio_column, text_column, **limits)
         index, skipped = _hub_index(hub, audio_column, text_column, data_args.preprocessing_num_workers)
 
+    if has_targets is not None:
+        keep = [has_targets(text) for text in _column(index, "text")]
+        if not all(keep):
+            ids = _column(index, "id")
+            skipped.setdefault("no_targets", []).extend(ids[i] for i, kept in enumerate(keep) if not kept)
+            index = index.select([i for i, kept in enumerate(keep) if kept])
     index, skipped["too_short"], out_of_range = _filter_by_length(
         index, data_args.min_audio_samples, None if data_args.crop_to_max_duration else data_args.max_audio_samples,
         where)

@@ -25,7 +25,13 @@ from transformers import AutoModelForCTC, Wav2Vec2Processor
 from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch, tiny_config
 import run_asr_ctc
 from armhubert_training.asr_trainer import read_predictions
-from armhubert_training.asr_vocabulary import CtcCollator, build_vocabulary, create_tokenizer, normalize_transcript
+from armhubert_training.asr_vocabulary import (
+    CharacterTargets,
+    CtcCollator,
+    build_vocabulary,
+    create_tokenizer,
+    normalize_transcript,
+)
 from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertModel
 
 CORPUS = LIBRISPEECH.parent
@@ -140,11 +146,12 @@ def test_vocab_file_is_checked_and_used(tmp_path):
     vocab = build_vocabulary(["A B'C"])
     (tmp_path / "good.json").write_text(json.dumps(vocab))
     args = run_asr_ctc.AsrDataArguments(librispeech_root=str(CORPUS), vocab_file=str(tmp_path / "good.json"))
-    tokenizer = run_asr_ctc.make_tokenizer(args, None, str(tmp_path / "out"))
+    tokenizer = run_asr_ctc.make_tokenizer(args, None, str(tmp_path / "out"), CharacterTargets())
     assert tokenizer.get_vocab() == vocab and json.loads((tmp_path / "out" / "vocab.json").read_text()) == vocab
     (tmp_path / "bad.json").write_text(json.dumps({"A": 0, "B": 1}))
     with pytest.raises(ValueError, match=r"lacks the tokens \['<pad>', '<unk>', '\|'\]"):
-        run_asr_ctc.make_tokenizer(replace(args, vocab_file=str(tmp_path / "bad.json")), None, str(tmp_path / "x"))
+        run_asr_ctc.make_tokenizer(replace(args, vocab_file=str(tmp_path / "bad.json")), None, str(tmp_path / "x"),
+                                   CharacterTargets())
 
 
 def test_transcript_normalisation():
@@ -155,7 +162,7 @@ def test_transcript_normalisation():
 def test_characters_outside_the_vocabulary_become_unk_and_are_counted_and_logged(caplog, tmp_path):
     vocab = build_vocabulary(["THE WORK"])  # <pad> <unk> | E H K O R T W
     tokenizer = create_tokenizer(vocab, tmp_path)
-    collator = CtcCollator(tokenizer, chars_to_ignore="!")
+    collator = CtcCollator(tokenizer, encoder=CharacterTargets(chars_to_ignore="!"))
     items = [{"input_values": np.zeros(1200, np.float32), "text": "thé work 42!", "id": "utt-a"},
              None,
              {"input_values": np.zeros(800, np.float32), "text": "the  work", "id": "utt-b"}]
@@ -222,7 +229,7 @@ def test_wer_is_corpus_level_as_superb_computes_it():
 
 @pytest.mark.parametrize("bad, message", [
     (dict(superb_features="last"), "superb_features"),
-    (dict(superb_lstm_layers=0), "superb_lstm_layers"),
+    (dict(superb_lstm_layers=-1), "superb_lstm_layers"),
     (dict(superb_projection_dim=0), "superb_projection_dim"),
     (dict(superb_lstm_dropout=1.5), "superb_lstm_dropout"),
 ])

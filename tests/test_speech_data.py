@@ -247,7 +247,7 @@ def test_index_time_skips_are_recorded_and_counted_by_reason(broken_corpus, hub_
     # One more file that fails only when decoded, as the collator reports it.
     assert speech_data.skip_metrics(dataset, undecodable=1) == {
         "skipped_files": 3, "skipped_files_unreadable": 2, "skipped_files_undecodable": 1,
-        "skipped_files_too_short": 0, "skipped_files_transcript_unreadable": 0}
+        "skipped_files_too_short": 0, "skipped_files_transcript_unreadable": 0, "skipped_files_no_targets": 0}
     assert speech_data.skip_metrics(None, undecodable=2)["skipped_files"] == 2  # a dataset without an index
 
     # The same for a map-style `datasets` dataset.
@@ -292,7 +292,7 @@ def test_audio_shorter_than_the_receptive_field_is_named_and_counted(tmp_path, c
     assert len(dataset) == 7 and dataset.skipped["too_short"] == [flacs[4].stem]
     assert speech_data.skip_metrics(dataset) == {
         "skipped_files": 1, "skipped_files_unreadable": 0, "skipped_files_undecodable": 0,
-        "skipped_files_too_short": 1, "skipped_files_transcript_unreadable": 0}
+        "skipped_files_too_short": 1, "skipped_files_transcript_unreadable": 0, "skipped_files_no_targets": 0}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and flacs[4].stem in warnings[0] and "receptive field" in warnings[0]
 
