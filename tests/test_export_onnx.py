@@ -176,9 +176,3 @@ def test_int8_export_refuses_a_model_that_quantisation_breaks(tmp_path, offline_
     args = export_onnx.parse_args(argv + ["--accept-int8-error"])
     errors = export_onnx.check_int8(model, int8_path, args)
     assert int8_path.exists() and max(e.relative_error for e in errors) > 0.05
-    # A healthy model passes the same check.
-    healthy = ArmHubertModel(tiny_config(projection_dim=0)).eval()
-    assert max(e.relative_error for e in export_onnx.int8_errors(
-        healthy, export_onnx.onnx_session(quantization.quantize_onnx_int8(
-            export_onnx.export_student(healthy, tmp_path / "ok.onnx"), tmp_path / "ok.int8.onnx")),
-        *pad_batch(bundled_waveforms(count=2)))) < 0.05
