@@ -17,6 +17,7 @@ cosine similarity of real frames and the relative error ||int8 - fp32|| / ||fp32
 from __future__ import annotations
 
 import ast
+import copy
 import logging
 import re
 import warnings
@@ -103,8 +104,6 @@ class _DropMessage(logging.Filter):
 
 def quantize_linear_layers(model: nn.Module) -> nn.Module:
     """A copy of `model` whose `nn.Linear` layers run as PyTorch's dynamic int8 Linear (CPU only)."""
-    import copy
-
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; the eager dynamic path still works.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
