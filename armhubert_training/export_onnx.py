@@ -15,6 +15,15 @@ every layer's output. Frame b, t is real when t < the conv output length of item
 After writing, the export is checked: ONNX Runtime and PyTorch run the same padded batch and the
 largest difference on real frames must stay under `--atol` (1e-4).
 
+With `--quantize int8` the script also writes an int8 model beside it (`armhubert.int8.onnx`):
+ONNX Runtime's dynamic quantisation of the Linear layers (armhubert_training/quantization.py), same
+inputs, outputs and dynamic axes. It is checked on speech (a padded batch of the bundled utterances,
+or `--int8-check-audio`) against fp32 PyTorch: per output, and per layer with `--hidden-states`, the
+cosine similarity and relative error of the real frames are printed, and a relative error above
+`--int8-max-error` removes the int8 file and exits non-zero (`--accept-int8-error` keeps it).
+
+    python -m armhubert_training.export_onnx armhubert.onnx --model path/to/student --quantize int8
+
 Uses `torch.onnx.export(..., dynamo=True)` (needs `onnx` and `onnxscript`; the check needs
 `onnxruntime`: `pip install -e ".[onnx]"`).
 """
@@ -30,10 +39,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from armhubert_training.quantization import (
+    DEFAULT_MAX_RELATIVE_ERROR, OutputError, error_table, output_errors, quantize_onnx_int8,
+)
 from configuration_armhubert import PRESETS, ArmHubertConfig
 from modeling_armhubert import ArmHubertForCTC, ArmHubertModel
 
 INPUT_NAMES = ["input_values", "attention_mask"]
+BUNDLED_AUDIO = Path(__file__).resolve().parents[1] / "data" / "tiny-librispeech"
 
 
 class OnnxStudent(nn.Module):
@@ -70,6 +83,15 @@ def load_student(model_dir: str) -> ArmHubertModel | ArmHubertForCTC:
     return ArmHubertModel.from_pretrained(model_dir).eval()
 
 
+def receptive_field(config) -> int:
+    """Samples seen by one output frame of the conv feature encoder (any config with conv_kernel/conv_stride,
+    so that Transformers' HuBERT exports too, for comparisons)."""
+    field = 1
+    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
 def example_inputs(config: ArmHubertConfig, batch: int = 2, samples: int = 16000,
                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A padded batch: random audio, the last item shorter by a quarter (never below the receptive field)."""
@@ -77,7 +99,7 @@ def example_inputs(config: ArmHubertConfig, batch: int = 2, samples: int = 16000
     values = torch.randn(batch, samples, generator=generator)
     mask = torch.ones(batch, samples, dtype=torch.long)
     if batch > 1:
-        real = max(config.receptive_field, samples - samples // 4)
+        real = max(receptive_field(config), samples - samples // 4)
         mask[-1, real:] = 0
         values[-1, real:] = 0.0
     return values, mask
@@ -93,7 +115,7 @@ def export_student(model: ArmHubertModel | ArmHubertForCTC, path: str | Path, hi
     # Batch 2 with padding, so that nothing is specialised to one batch size or to an unpadded batch.
     args = example_inputs(model.config)
     batch = torch.export.Dim("batch", min=1)
-    samples = torch.export.Dim("samples", min=model.config.receptive_field)
+    samples = torch.export.Dim("samples", min=receptive_field(model.config))
     dynamic = {"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}}
     # The exporter warns about torchvision ops it cannot register and about the two inputs sharing
     # their axis names (which is the point); neither concerns this model.
@@ -120,24 +142,62 @@ def onnx_session(path: str | Path, threads: int | None = None):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def max_difference(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.Tensor, mask: torch.Tensor,
-                   hidden_states: bool = False) -> float:
-    """Largest |ONNX Runtime - PyTorch| over the real frames of every output."""
+def run_both(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.Tensor, mask: torch.Tensor,
+             hidden_states: bool = False) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """PyTorch and ONNX Runtime on the same batch: (output names, PyTorch outputs, ONNX Runtime outputs,
+    (B, T) bool mask of the real frames)."""
     wrapper = OnnxStudent(model.eval(), hidden_states=hidden_states)
     with torch.no_grad():
         expected = wrapper(values, mask)
     expected = list(expected) if isinstance(expected, tuple) else [expected]
-    got = session.run(None, {"input_values": values.numpy(), "attention_mask": mask.numpy()})
-    base = model.armhubert if isinstance(model, ArmHubertForCTC) else model
-    real = base._get_feature_vector_attention_mask(expected[0].shape[1], mask)  # (B, T)
-    worst = 0.0
+    got = [torch.from_numpy(out) for out in
+           session.run(None, {"input_values": values.numpy(), "attention_mask": mask.numpy()})]
     for want, have in zip(expected, got):
-        have = torch.from_numpy(have)
         if have.shape != want.shape:
             raise AssertionError(f"ONNX output shape {tuple(have.shape)} != PyTorch {tuple(want.shape)}")
+    base = model.armhubert if isinstance(model, ArmHubertForCTC) else model
+    real = base._get_feature_vector_attention_mask(expected[0].shape[1], mask)  # (B, T)
+    return wrapper.output_names, expected, got, real
+
+
+def max_difference(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.Tensor, mask: torch.Tensor,
+                   hidden_states: bool = False) -> float:
+    """Largest |ONNX Runtime - PyTorch| over the real frames of every output."""
+    _, expected, got, real = run_both(model, session, values, mask, hidden_states)
+    worst = 0.0
+    for want, have in zip(expected, got):
         frame_mask = real if want.dim() == 3 else real[None].expand(want.shape[0], -1, -1)
         worst = max(worst, (have - want).abs()[frame_mask].max().item())
     return worst
+
+
+def int8_errors(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.Tensor, mask: torch.Tensor,
+                hidden_states: bool = False) -> list[OutputError]:
+    """Cosine similarity and relative error of an int8 model's outputs (and layers) against fp32 PyTorch."""
+    names, expected, got, real = run_both(model, session, values, mask, hidden_states)
+    return output_errors(names, expected, got, real)
+
+
+def speech_batch(files: Sequence[str | Path]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio files (resampled to 16 kHz) as a right-padded (B, S) batch and its (B, S) attention mask."""
+    from armhubert_training.speech_data import load_audio
+
+    waveforms = [torch.from_numpy(load_audio(str(f))) for f in files]
+    values = torch.zeros(len(waveforms), max(len(w) for w in waveforms))
+    mask = torch.zeros(values.shape, dtype=torch.long)
+    for i, waveform in enumerate(waveforms):
+        values[i, : len(waveform)], mask[i, : len(waveform)] = waveform, 1
+    return values, mask
+
+
+def bundled_speech(count: int = 4) -> list[Path]:
+    """The first `count` utterances of the bundled LibriSpeech sample (empty outside a repository checkout)."""
+    return sorted(BUNDLED_AUDIO.rglob("*.flac"))[:count] if BUNDLED_AUDIO.is_dir() else []
+
+
+def int8_path_for(output: Path) -> Path:
+    """Where the int8 model goes next to the fp32 one: armhubert.onnx -> armhubert.int8.onnx."""
+    return output.with_name(f"{output.stem}.int8{output.suffix or '.onnx'}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -150,11 +210,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="Also output every layer's hidden states, stacked: (layers + 1, batch, frames, hidden).")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
     parser.add_argument("--atol", type=float, default=1e-4, help="Largest difference the check accepts.")
-    parser.add_argument("--no-check", action="store_true", help="Skip the ONNX Runtime check.")
+    parser.add_argument("--no-check", action="store_true", help="Skip the ONNX Runtime check of the fp32 model.")
+    int8 = parser.add_argument_group("int8")
+    int8.add_argument("--quantize", choices=["int8"], default=None,
+                      help="Also write an int8 model (ONNX Runtime dynamic quantisation of the Linear layers) "
+                           "next to OUTPUT: armhubert.onnx -> armhubert.int8.onnx.")
+    int8.add_argument("--int8-keep-fp32", nargs="+", default=[], metavar="REGEX",
+                      help="Linear layers that stay fp32 in the int8 model: regular expressions searched in "
+                           "their module names, e.g. 'encoder.layers.11' or 'feed_forward.output_dense'.")
+    int8.add_argument("--int8-check-audio", nargs="+", type=Path, default=None, metavar="FILE",
+                      help="Speech files the int8 model is checked on, as one padded batch (default: the first 4 "
+                           "utterances of data/tiny-librispeech; random audio when that is absent).")
+    int8.add_argument("--int8-max-error", type=float, default=DEFAULT_MAX_RELATIVE_ERROR,
+                      help="Largest relative error ||int8 - fp32|| / ||fp32|| on real frames that the int8 "
+                           "check accepts, for every output (every layer with --hidden-states); default "
+                           f"{DEFAULT_MAX_RELATIVE_ERROR}.")
+    int8.add_argument("--accept-int8-error", action="store_true",
+                      help="Keep the int8 model and exit 0 even when its error exceeds --int8-max-error.")
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> float | None:
+def check_int8(model: ArmHubertModel | ArmHubertForCTC, path: Path, args: argparse.Namespace) -> list[OutputError]:
+    """The int8 model against fp32 PyTorch on speech; exits non-zero (and removes the file) past the bound."""
+    files = args.int8_check_audio if args.int8_check_audio is not None else bundled_speech()
+    if files:
+        values, mask = speech_batch(files)
+        source = f"{len(files)} speech file(s)"
+    else:
+        values, mask = example_inputs(model.config, 3, 48000, seed=3)
+        source = "random audio (no --int8-check-audio and no bundled speech)"
+    errors = int8_errors(model, onnx_session(path), values, mask, args.hidden_states)
+    print(f"int8 vs fp32 PyTorch on {source}, real frames:\n{error_table(errors)}")
+    worst = max(errors, key=lambda e: e.relative_error)
+    if worst.relative_error > args.int8_max_error:
+        message = (f"The int8 model's {worst.name} differs from fp32 by a relative error of "
+                   f"{worst.relative_error:.3f} > --int8-max-error {args.int8_max_error:g}.")
+        if not args.accept_int8_error:
+            path.unlink()
+            raise SystemExit(f"{message} Removed {path}. Keep Linear layers in fp32 (--int8-keep-fp32), use the "
+                             "fp32 model, or pass --accept-int8-error to keep it anyway.")
+        print(f"WARNING: {message} Kept because of --accept-int8-error.")
+    return errors
+
+
+def main(argv: Sequence[str] | None = None) -> float | list[OutputError] | None:
+    """Returns the fp32 check's largest difference, or with --quantize the int8 model's errors."""
     args = parse_args(argv)
     if args.model:
         model = load_student(args.model)
@@ -163,17 +263,21 @@ def main(argv: Sequence[str] | None = None) -> float | None:
         model = ArmHubertModel(ArmHubertConfig.from_preset(args.preset, projection_dim=0)).eval()
     path = export_student(model, args.output, hidden_states=args.hidden_states, opset=args.opset)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-    if args.no_check:
-        return None
-    session = onnx_session(path)
-    worst = 0.0
-    for batch, samples in ((2, 24000), (3, 16123)):  # two shapes: dynamic batch and length
-        values, mask = example_inputs(model.config, batch, samples, seed=batch)
-        worst = max(worst, max_difference(model, session, values, mask, args.hidden_states))
-    print(f"ONNX Runtime vs PyTorch on padded batches: max |difference| on real frames = {worst:.2e}")
-    if worst > args.atol:
-        raise SystemExit(f"The ONNX model differs from PyTorch by {worst:.2e} > {args.atol:.0e}.")
-    return worst
+    worst = None
+    if not args.no_check:
+        session = onnx_session(path)
+        worst = 0.0
+        for batch, samples in ((2, 24000), (3, 16123)):  # two shapes: dynamic batch and length
+            values, mask = example_inputs(model.config, batch, samples, seed=batch)
+            worst = max(worst, max_difference(model, session, values, mask, args.hidden_states))
+        print(f"ONNX Runtime vs PyTorch on padded batches: max |difference| on real frames = {worst:.2e}")
+        if worst > args.atol:
+            raise SystemExit(f"The ONNX model differs from PyTorch by {worst:.2e} > {args.atol:.0e}.")
+    if args.quantize is None:
+        return worst
+    int8_path = quantize_onnx_int8(path, int8_path_for(path), keep_fp32=args.int8_keep_fp32)
+    print(f"wrote {int8_path} ({int8_path.stat().st_size / 2**20:.1f} MiB)")
+    return check_int8(model, int8_path, args)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ description, tables and JSON.
 
 The models compared are the student presets (random weights, `ArmHubertConfig.from_preset`) and
 HuBERT Base / WavLM Base built with random weights from Transformers' own default configs
-(`HubertConfig()`, `WavLMConfig()`, the sizes of facebook/hubert-base-ls960 and microsoft/wavlm-base).
+(`HubertConfig()`, `WavLMConfig()`, the sizes of facebook/hubert-base-ls960 and microsoft/wavlm-base),
+and DistilHuBERT, the 2-layer HuBERT of Chang et al. (2022): `HubertConfig(num_hidden_layers=2)`,
+its published config (HuBERT Base's conv encoder and layer sizes), without its prediction heads.
 Nothing is downloaded: sizes, MACs and speed do not depend on the weights.
 """
 
@@ -28,7 +30,7 @@ from configuration_armhubert import PRESETS, ArmHubertConfig  # noqa: E402
 from modeling_armhubert import ArmHubertModel  # noqa: E402
 
 SAMPLE_RATE = 16000
-BASELINES = ("hubert-base", "wavlm-base")
+BASELINES = ("hubert-base", "wavlm-base", "distilhubert")
 MODEL_NAMES = tuple(PRESETS) + BASELINES
 # armwavlm-s has exactly the armhubert-s network (it differs only in the teacher it was distilled
 # from), so the speed benchmarks time the three distinct architectures by default.
@@ -51,7 +53,7 @@ def build_model(name: str, heads: bool = False, tiny: bool = False, seed: int = 
 
     Args:
         name: a preset (`armhubert`, `armhubert-s`, `armwavlm-s`, `maskhubert`) or `hubert-base` /
-            `wavlm-base`.
+            `wavlm-base` / `distilhubert`.
         heads: keep the student's distillation heads (`projection_dim=768`); False = `projection_dim=0`,
             the network users deploy. Ignored for the baselines.
         tiny: a tiny model with the same layout instead (tests, smoke runs).
@@ -61,8 +63,12 @@ def build_model(name: str, heads: bool = False, tiny: bool = False, seed: int = 
         from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
         config_class, model_class = {"hubert-base": (HubertConfig, HubertModel),
+                                     "distilhubert": (HubertConfig, HubertModel),
                                      "wavlm-base": (WavLMConfig, WavLMModel)}[name]
-        return model_class(config_class(**(TINY_BASELINE if tiny else {}))).eval()
+        overrides = dict(TINY_BASELINE) if tiny else {}
+        if name == "distilhubert":
+            overrides["num_hidden_layers"] = 1 if tiny else 2
+        return model_class(config_class(**overrides)).eval()
     if name not in PRESETS:
         raise ValueError(f"Unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}.")
     overrides: dict[str, Any] = dict(TINY_STUDENT) if tiny else {}

@@ -16,7 +16,9 @@ from transformers import HubertConfig, HubertModel
 from conftest import REPO
 
 from armhubert_training import export_onnx
-from benchmarks import bench_utils, distill_end_to_end, distill_throughput, inference_speed, size_compute
+from benchmarks import (
+    bench_utils, distill_end_to_end, distill_throughput, inference_speed, int8_accuracy, size_compute,
+)
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
 
@@ -134,7 +136,7 @@ def test_inference_speed_rows(tmp_path):
     assert json.loads(output.read_text()) == result
     assert result["device"] == "cpu" and result["dtype"] == "fp32"
     assert result["machine"]["torch_threads"] == torch.get_num_threads()
-    names = ["hubert-base", "armhubert", "armhubert + mask", "maskhubert", "armhubert (ONNX Runtime)"]
+    names = ["hubert-base", "armhubert", "armhubert + mask", "armhubert (ONNX Runtime)", "maskhubert"]
     rows = result["rows"]
     assert [(r["name"], r["batch"]) for r in rows] == [(n, b) for b in (1, 3) for n in names]
     for row in rows:
@@ -145,6 +147,32 @@ def test_inference_speed_rows(tmp_path):
         assert row["throughput_audio_s_per_s"] == pytest.approx(row["batch"] * 1000 / row["latency_ms"])
         assert row["speedup_vs_hubert_base"] == pytest.approx(baseline["latency_ms"] / row["latency_ms"])
     assert {r["runtime"] for r in rows} == {"pytorch", "pytorch + mask", "onnxruntime"}
+    # The PyTorch size is the fp32 weights: 4 bytes per parameter and buffer, plus the file's framing.
+    student = bench_utils.build_model("armhubert", tiny=True)
+    weights = sum(t.numel() * 4 for t in student.state_dict().values()) / 2**20
+    armhubert = next(r for r in rows if r["name"] == "armhubert")
+    assert weights < armhubert["size_mib"] < weights + 0.1
+
+
+def test_inference_speed_int8_rows_and_peers(tmp_path):
+    result = inference_speed.main(["--tiny", "--models", "distilhubert", "--onnx-models", "armhubert", "distilhubert",
+                                   "--int8", "--seconds", "1", "--batch-sizes", "2", "--warmup", "0", "--repeats", "1",
+                                   "--no-quiet-gate", "--output", str(tmp_path / "int8.json")])
+    rows = {row["name"]: row for row in result["rows"]}
+    for model in ("armhubert", "distilhubert"):
+        fp32, int8 = rows[f"{model} (ONNX Runtime)"], rows[f"{model} (ONNX Runtime int8)"]
+        assert (fp32["precision"], int8["precision"]) == ("fp32", "int8")
+        assert int8["size_mib"] < fp32["size_mib"]
+    assert rows["armhubert (PyTorch int8)"]["precision"] == "int8"
+    assert rows["armhubert (PyTorch int8)"]["size_mib"] < rows["armhubert"]["size_mib"]
+    # Only the students get the masked and the PyTorch int8 rows.
+    assert "distilhubert + mask" not in rows and "distilhubert (PyTorch int8)" not in rows
+    # DistilHuBERT is HuBERT with fewer layers (one in the tiny layout): same layer sizes.
+    distil = bench_utils.build_model("distilhubert", tiny=True)
+    hubert = bench_utils.build_model("hubert-base", tiny=True)
+    assert distil.config.num_hidden_layers == 1 and hubert.config.num_hidden_layers == 2
+    assert hubert.num_parameters() - distil.num_parameters() == \
+        sum(p.numel() for p in hubert.encoder.layers[1].parameters())
 
 
 def test_time_interleaved_runs_every_runner_round_robin():
@@ -252,7 +280,8 @@ def test_distill_end_to_end_measures_the_real_run(tmp_path):
 # -- command lines -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [size_compute, inference_speed, distill_throughput, distill_end_to_end, export_onnx],
+@pytest.mark.parametrize("module", [size_compute, inference_speed, distill_throughput, distill_end_to_end, export_onnx,
+                                    int8_accuracy],
                          ids=lambda m: m.__name__)
 def test_scripts_have_help(module, capsys):
     with pytest.raises(SystemExit) as exit_info:

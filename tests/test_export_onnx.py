@@ -1,12 +1,15 @@
-"""export_onnx.py: a student in ONNX Runtime gives PyTorch's outputs on padded batches of any size."""
+"""export_onnx.py: a student in ONNX Runtime gives PyTorch's outputs on padded batches of any size, and its
+int8 version stays within the stated bound of them, or the export refuses it."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import onnx
 import pytest
 import torch
 
-from armhubert_training import export_onnx
+from armhubert_training import export_onnx, quantization
 from conftest import bundled_waveforms, pad_batch, tiny_config
 from modeling_armhubert import ArmHubertForCTC, ArmHubertModel
 
@@ -83,3 +86,93 @@ def test_cli_exports_a_saved_ctc_model(tmp_path, offline_hf):
     graph = onnx.load(str(output)).graph
     assert [o.name for o in graph.output] == ["logits"]
     assert _dims(graph.output[0])[2] == 12
+
+
+# -- int8 ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_exported(exported, tmp_path_factory):
+    """The fp32 export above, quantised to int8 by ONNX Runtime's dynamic quantisation."""
+    model, path, _ = exported
+    int8_path = quantization.quantize_onnx_int8(path, tmp_path_factory.mktemp("int8") / "tiny.int8.onnx")
+    return model, int8_path, export_onnx.onnx_session(int8_path)
+
+
+def test_int8_graph_has_the_fp32_interface_and_int8_linear_layers(exported, int8_exported):
+    fp32, int8 = onnx.load(str(exported[1])), onnx.load(str(int8_exported[1]))
+    for ours, theirs in ((int8.graph.input, fp32.graph.input), (int8.graph.output, fp32.graph.output)):
+        assert [(v.name, v.type.tensor_type.elem_type, _dims(v)) for v in ours] == \
+            [(v.name, v.type.tensor_type.elem_type, _dims(v)) for v in theirs]
+    ops = Counter(node.op_type for node in int8.graph.node)
+    # 2 normal layers x (q, k, v, out, 2 FFN) + 2 reuse layers x (v, out, 2 FFN) = 20 Linear layers, all int8.
+    assert len(quantization.linear_layer_nodes(fp32)) == 20
+    assert ops["MatMulInteger"] == 20 and not quantization.linear_layer_nodes(int8)
+    # The attention products of two activations, the convs and the norms stay fp32.
+    fp32_ops = Counter(node.op_type for node in fp32.graph.node)
+    assert ops["MatMul"] == fp32_ops["MatMul"] - 20
+    for op in ("Conv", "LayerNormalization"):
+        assert ops[op] == fp32_ops[op] > 0
+    assert int8_exported[1].stat().st_size < 0.75 * exported[1].stat().st_size
+
+
+def test_int8_on_padded_speech_stays_within_the_bound(int8_exported):
+    model, _, session = int8_exported
+    values, mask = pad_batch(bundled_waveforms(count=3))
+    assert (mask == 0).any()
+    errors = export_onnx.int8_errors(model, session, values, mask, hidden_states=True)
+    assert [e.name for e in errors] == ["last_hidden_state"] + [f"hidden_states[{i}]" for i in range(5)]
+    # The conv encoder's output is fp32 all the way (as close as the fp32 export); the layers are int8.
+    assert errors[1].relative_error < 1e-4
+    assert 10 * errors[1].relative_error < errors[-1].relative_error < quantization.DEFAULT_MAX_RELATIVE_ERROR
+    assert min(e.cosine for e in errors) > 0.999
+
+
+@pytest.mark.parametrize("lengths", [[12345], [7001, 400, 5000, 6999]], ids=["batch1", "batch4"])
+def test_int8_other_batch_sizes_and_lengths(int8_exported, lengths):
+    model, _, session = int8_exported
+    generator = torch.Generator().manual_seed(len(lengths))
+    values, mask = pad_batch([0.1 * torch.randn(n, generator=generator) for n in lengths])
+    errors = export_onnx.int8_errors(model, session, values, mask, hidden_states=True)
+    assert max(e.relative_error for e in errors) < quantization.DEFAULT_MAX_RELATIVE_ERROR
+
+
+def test_int8_keeps_chosen_linear_layers_in_fp32(exported, tmp_path):
+    path = quantization.quantize_onnx_int8(exported[1], tmp_path / "keep.int8.onnx", keep_fp32=[r"layers\.3\."])
+    kept = quantization.linear_layer_nodes(onnx.load(str(path)))
+    assert sorted(kept.values()) == sorted(f"encoder.layers.3.{m}" for m in (
+        "attention.v_proj", "attention.out_proj", "feed_forward.intermediate_dense", "feed_forward.output_dense"))
+    with pytest.raises(ValueError, match="No Linear layer matches"):
+        quantization.quantize_onnx_int8(exported[1], tmp_path / "none.int8.onnx", keep_fp32=["no_such_layer"])
+
+
+def test_output_errors_are_measured_on_real_frames_only():
+    reference = torch.tensor([[[3.0, 4.0], [1.0, 0.0]], [[0.0, 2.0], [5.0, 5.0]]])  # (B=2, T=2, H=2)
+    output = reference.clone()
+    output[0, 0] = torch.tensor([4.0, 3.0])  # cosine 24/25, |difference| = sqrt(2)
+    output[1, 1] = 1e6  # a padded frame
+    real = torch.tensor([[True, True], [True, False]])
+    (error,) = quantization.output_errors(["x"], [reference], [output], real)
+    assert error.cosine == pytest.approx((24 / 25 + 1 + 1) / 3)
+    assert error.relative_error == pytest.approx(2 ** 0.5 / (25 + 1 + 4) ** 0.5)
+
+
+def test_int8_export_refuses_a_model_that_quantisation_breaks(tmp_path, offline_hf):
+    """Feed-forward layers that dominate the output, each with one large weight: that weight sets the layer's
+    per-tensor int8 scale, which rounds the layer's other weights to 0."""
+    torch.manual_seed(0)
+    model = ArmHubertModel(tiny_config(projection_dim=0)).eval()
+    with torch.no_grad():
+        for layer in model.encoder.layers:
+            layer.feed_forward.intermediate_dense.weight.mul_(50.0)[0, 0] = 1000.0
+    model.save_pretrained(tmp_path / "broken")
+    output = tmp_path / "broken.onnx"
+    argv = [str(output), "--model", str(tmp_path / "broken"), "--quantize", "int8", "--no-check"]
+    with pytest.raises(SystemExit, match="relative error of .* > --int8-max-error 0.05"):
+        export_onnx.main(argv)
+    assert output.exists() and not export_onnx.int8_path_for(output).exists()
+    # --accept-int8-error keeps the model and reports the same error.
+    int8_path = quantization.quantize_onnx_int8(output, export_onnx.int8_path_for(output))
+    args = export_onnx.parse_args(argv + ["--accept-int8-error"])
+    errors = export_onnx.check_int8(model, int8_path, args)
+    assert int8_path.exists() and max(e.relative_error for e in errors) > 0.05
