@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 # Columns of the table: task -> (header, metric in the results JSON, the test split's name)
 TASKS = {

@@ -45,6 +45,23 @@ def pad_batch(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     return values, mask
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory):
+    """`evaluate` metric modules and `datasets` files of the tests go to one tmp dir, not the user's cache.
+
+    One directory for the whole session: `evaluate` imports every metric module as a submodule of
+    one package, which Python keeps at the directory where it was first imported."""
+    import datasets
+    import evaluate
+
+    cache = tmp_path_factory.mktemp("hf-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluate.config, "HF_MODULES_CACHE", cache / "modules")
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache / "datasets"))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        yield cache
+
+
 @pytest.fixture
 def offline_hf(tmp_path, monkeypatch):
     """Keep Hugging Face caches inside the test's tmp dir and never touch the network."""

@@ -12,7 +12,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import datasets
 import evaluate
 import jiwer
 import numpy as np
@@ -57,17 +56,6 @@ def transcripts(split: str) -> dict[str, str]:
 def audio_path(utterance_id: str, split: str = "test-clean") -> Path:
     speaker, chapter, _ = utterance_id.split("-")
     return LIBRISPEECH / split / speaker / chapter / f"{utterance_id}.flac"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def private_caches(tmp_path_factory):
-    """Metric modules and `datasets` files of these tests go to a tmp dir, not the user's cache."""
-    cache = tmp_path_factory.mktemp("hf-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate.config, "HF_MODULES_CACHE", cache / "modules")
-        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache / "datasets"))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield cache
 
 
 @pytest.fixture(scope="module")

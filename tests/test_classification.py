@@ -40,15 +40,6 @@ QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "
          "--report_to", "none", "--classifier_proj_size", "32", "--seed", "0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_caches(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("hf-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache / "datasets"))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield cache
-
-
 class Clips:
     """Distinct short clips cut from the bundled audio, written as 16 kHz wav files."""
 

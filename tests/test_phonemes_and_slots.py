@@ -42,15 +42,6 @@ QUICK = ["--max_duration_seconds", "3", "--per_device_train_batch_size", "4", "-
          "--report_to", "none", "--superb_features", "auto", "--seed", "0"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_caches(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("hf-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(evaluate.config, "HF_MODULES_CACHE", cache / "modules")
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        yield cache
-
-
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
