@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     for name, dataset in data["predict"].items():
-        predict_metrics = trainer.transcribe(dataset, f"predict_{name}")
+        predict_metrics = trainer.score_split(dataset, f"predict_{name}")
         predict_metrics.update(out_of_lexicon.get(f"predict_{name}", {}))
         trainer.log_metrics(f"predict_{name}", predict_metrics)
         trainer.save_metrics(f"predict_{name}", predict_metrics)

@@ -1,7 +1,7 @@
 """`CtcTrainer`: fine-tunes, evaluates and transcribes CTC models on batches from `asr_vocabulary.CtcCollator`.
 
 Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction
-(`transcribe`) go in four steps, each its own function:
+(`score_split`) go in four steps, each its own function:
 
 1. `CtcTrainer.run_transcription` runs the model over a dataloader and collects, per utterance,
    its id, reference, greedy hypothesis, duration and share of the decode time (`Transcription`);
@@ -34,14 +34,14 @@ from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
 
 from .asr_pipeline import eos_as_blank
 from .asr_vocabulary import target_units
+from .model_card import fine_tuning_recipe
 from .speech_data import SAMPLING_RATE, skip_metrics
-from .speech_trainer import SpeechTrainer
+from .speech_trainer import SplitScoringTrainer
 
 if TYPE_CHECKING:  # only for type hints: run_asr_ctc imports this module
     from run_asr_ctc import AsrDataArguments, ModelArguments
 
 # Saved next to every model, so that the pipeline class named in its config.custom_pipelines can be loaded.
-PIPELINE_MODULE = Path(__file__).resolve().parent / "asr_pipeline.py"
 # What is scored for each kind of target (`asr_vocabulary.target_units`); the first one selects checkpoints.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "characters": ("wer", "cer"),
@@ -71,13 +71,15 @@ class Transcription:
     unknown_characters: int = 0  # transcript characters that became <unk>
 
 
-class CtcTrainer(SpeechTrainer):
+class CtcTrainer(SplitScoringTrainer):
     """A Trainer for CTC models whose batches come from `CtcCollator`.
 
     Training counts skipped (unreadable) audio files and characters that became <unk>, and logs
-    both. `evaluate` and `transcribe` decode greedily, score WER and CER with `evaluate`, measure
+    both. `evaluate` and `score_split` decode greedily, score WER and CER with `evaluate`, measure
     the real-time factor, and write per-utterance hypotheses.
     """
+
+    pipeline_files = (Path(__file__).resolve().parent / "asr_pipeline.py",)
 
     def __init__(self, *args, wer_metric: str, cer_metric: str, slot_filling_metric: str, **kwargs):
         super().__init__(*args, **kwargs)
@@ -110,22 +112,7 @@ class CtcTrainer(SpeechTrainer):
             logs["unknown_characters"] = self.unknown_characters
         super().log(logs, start_time)
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:  # the pipeline class named in config.custom_pipelines travels with the model
-            target = Path(output_dir if output_dir is not None else self.args.output_dir) / PIPELINE_MODULE.name
-            target.write_text(PIPELINE_MODULE.read_text())
-
-    # -- evaluation and prediction ------------------------------------------------------------
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        metrics = self.transcribe(dataset, metric_key_prefix, self.get_eval_dataloader(dataset))
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
-
-    def transcribe(self, dataset, name: str, dataloader=None) -> dict[str, float]:
+    def score_split(self, dataset, name: str, dataloader=None) -> dict[str, float]:
         """Greedy CTC transcription of `dataset`; writes `<name>_predictions.tsv` and returns the metrics.
 
         Metrics (prefixed "<name>_"): see `score`.
@@ -286,12 +273,6 @@ def asr_model_card(model: ArmHubertPreTrainedModel, model_args: ModelArguments, 
     data = (f"LibriSpeech {train_splits}" if data_args.librispeech_root
             else f"Audio SNIPS {train_splits}" if data_args.snips_root
             else f"{data_args.dataset_name} ({train_splits})")
-    length = (f"{training_args.max_steps} steps" if training_args.max_steps > 0
-              else f"{training_args.num_train_epochs:g} epochs")
-    batch = (f"{training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} "
-             f"accumulation x {training_args.world_size} processes")
-    optimizer = getattr(training_args.optim, "value", training_args.optim)
-    schedule = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
     eval_split = " + ".join(data_args.eval_splits)
     first = next(iter(columns))
     results = [f"| split | {' | '.join(columns.values())} | real-time factor |", "|---|" + "---|" * (len(columns) + 1)]
@@ -327,6 +308,5 @@ asr("speech.flac")["text"]          # or a 16 kHz float waveform
 
 ## Training
 
-Fine-tuned with `run_asr_ctc.py` of the armhubert project on {data}: {length}, batch {batch},
-{optimizer} lr {training_args.learning_rate:g} ({schedule} schedule), weight decay {training_args.weight_decay:g}.
+Fine-tuned with `run_asr_ctc.py` of the armhubert project on {data}: {fine_tuning_recipe(training_args)}
 """)

@@ -50,8 +50,8 @@ from .speech_data import (
     _column,
     _filter_by_length,
     _hub_index,
-    _try_duration,
     _warn_skipped,
+    header_durations,
     hub_dataset,
 )
 
@@ -409,14 +409,7 @@ class LabelledSpeechDataset(SpeechDataset):
 
 def _corpus_index(utterances: list[Utterance], num_workers: int | None, where: str) -> tuple[datasets.Dataset, Skipped]:
     """Index rows (id, path, duration, text = label) of the readable utterances, from file headers."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    paths = [path for _, path, _ in utterances]
-    if num_workers and num_workers > 1:
-        with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            durations = list(pool.map(_try_duration, paths))
-    else:
-        durations = [_try_duration(path) for path in paths]
+    durations = header_durations([path for _, path, _ in utterances], num_workers)
     columns: dict[str, list] = {"id": [], "path": [], "duration": [], "text": []}
     skipped: Skipped = {"unreadable": []}
     for (utt_id, path, label), duration in zip(utterances, durations):

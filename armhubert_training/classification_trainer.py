@@ -29,8 +29,9 @@ from transformers import TrainingArguments
 from modeling_armhubert import ArmHubertForSequenceClassification
 
 from .classification_data import LabelSet
+from .model_card import fine_tuning_recipe
 from .speech_data import AudioCollator, skip_metrics
-from .speech_trainer import SpeechTrainer
+from .speech_trainer import EpochSeededSampler, SplitScoringTrainer
 
 if TYPE_CHECKING:  # only for type hints: run_audio_classification imports this module
     from run_audio_classification import ModelArguments
@@ -38,8 +39,6 @@ if TYPE_CHECKING:  # only for type hints: run_audio_classification imports this 
     from .classification_data import ClassificationDataArguments
 
 # Saved next to every model: the pipeline class named in its config.custom_pipelines, and what it imports.
-PIPELINE_MODULES = [Path(__file__).resolve().parent / name for name in ("classification_pipeline.py",
-                                                                         "asr_pipeline.py")]
 PREDICTION_COLUMNS = ("id", "label", "prediction")
 
 
@@ -61,23 +60,20 @@ class ClassificationCollator:
         return batch
 
 
-class BalancedEpochSampler(WeightedRandomSampler):
+class BalancedEpochSampler(EpochSeededSampler, WeightedRandomSampler):
     """`len(weights)` draws with replacement in proportion to `weights`, redrawn by (seed, epoch)."""
 
     def __init__(self, weights: Sequence[float], seed: int):
         super().__init__(weights, num_samples=len(weights), replacement=True)
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return super().__iter__()
+        self._init_epoch_seed(seed)
 
 
-class ClassificationTrainer(SpeechTrainer):
+class ClassificationTrainer(SplitScoringTrainer):
     """A Trainer for `ArmHubertForSequenceClassification` on batches from `ClassificationCollator`."""
+
+    # The pipeline class, and the audio decoding it shares with the ASR pipeline.
+    pipeline_files = tuple(Path(__file__).resolve().parent / name
+                           for name in ("classification_pipeline.py", "asr_pipeline.py"))
 
     def __init__(self, *args, label_set: LabelSet, **kwargs):
         super().__init__(*args, **kwargs)
@@ -109,23 +105,7 @@ class ClassificationTrainer(SpeechTrainer):
                                          generator=torch.Generator().manual_seed(self._seed))
         return super()._get_eval_sampler(eval_dataset)
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:
-            folder = Path(output_dir if output_dir is not None else self.args.output_dir)
-            for module in PIPELINE_MODULES:
-                (folder / module.name).write_text(module.read_text())
-
-    # -- evaluation and prediction ------------------------------------------------------------
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        metrics = self.classify(dataset, metric_key_prefix, self.get_eval_dataloader(dataset))
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
-
-    def classify(self, dataset, name: str, dataloader=None) -> dict[str, float]:
+    def score_split(self, dataset, name: str, dataloader=None) -> dict[str, float]:
         """Classify `dataset`; write `<name>_predictions.tsv` and return the metrics, prefixed "<name>_":
         utterances, accuracy (and accuracy_<slot> with several slots) and loss when the data has labels,
         and the `skipped_files*` counts."""
@@ -215,12 +195,6 @@ def classification_model_card(model: ArmHubertForSequenceClassification, model_a
         output = f"{config.num_labels} classes: {shown}{', ...' if config.num_labels > 12 else ''}."
     data = (f"{data_args.corpus} ({' + '.join(data_args.train_splits)})" if data_args.corpus
             else f"{data_args.dataset_name} ({' + '.join(data_args.train_splits)})")
-    length = (f"{training_args.max_steps} steps" if training_args.max_steps > 0
-              else f"{training_args.num_train_epochs:g} epochs")
-    batch = (f"{training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} "
-             f"accumulation x {training_args.world_size} processes")
-    optimizer = getattr(training_args.optim, "value", training_args.optim)
-    schedule = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
     results = ["| split | accuracy | utterances |", "|---|---|---|"]
     for prefix in sorted({key.removesuffix("_accuracy") for key in metrics if key.endswith("_accuracy")}):
         split = " + ".join(data_args.eval_splits) if prefix == "eval" else prefix.removeprefix("predict_")
@@ -253,6 +227,5 @@ classify("speech.wav")[0]["label"]          # or a 16 kHz float waveform
 
 ## Training
 
-Fine-tuned with `run_audio_classification.py` of the armhubert project on {data}: {length}, batch {batch},
-{optimizer} lr {training_args.learning_rate:g} ({schedule} schedule), weight decay {training_args.weight_decay:g}.
+Fine-tuned with `run_audio_classification.py` of the armhubert project on {data}: {fine_tuning_recipe(training_args)}
 """)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
+from transformers import TrainingArguments
 
 PAPER = "https://arxiv.org/abs/2305.11685"
 
@@ -14,6 +15,18 @@ def _table(rows: dict[str, Any], header: tuple[str, str]) -> str:
     lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in rows.items()]
     return "\n".join(lines)
+
+
+def fine_tuning_recipe(training_args: TrainingArguments) -> str:
+    """One sentence of a fine-tuned model's card: steps, batch, optimiser, learning rate and schedule."""
+    length = (f"{training_args.max_steps} steps" if training_args.max_steps > 0
+              else f"{training_args.num_train_epochs:g} epochs")
+    batch = (f"{training_args.per_device_train_batch_size} x {training_args.gradient_accumulation_steps} "
+             f"accumulation x {training_args.world_size} processes")
+    optimizer = getattr(training_args.optim, "value", training_args.optim)
+    schedule = getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)
+    return (f"{length}, batch {batch},\n{optimizer} lr {training_args.learning_rate:g} ({schedule} schedule), "
+            f"weight decay {training_args.weight_decay:g}.")
 
 
 def distilled_student_card(

@@ -287,6 +287,14 @@ def _try_duration(path: str) -> float | None:
         return None
 
 
+def header_durations(paths: list[str], num_workers: int | None) -> list[float | None]:
+    """Each file's duration in seconds from its header (None = unreadable), read by `num_workers` threads."""
+    if num_workers and num_workers > 1:
+        with ThreadPoolExecutor(max_workers=num_workers) as pool:
+            return list(pool.map(_try_duration, paths))
+    return [_try_duration(path) for path in paths]
+
+
 def librispeech_dataset(
     root: str | os.PathLike, splits: Sequence[str], num_workers: int | None = None
 ) -> datasets.Dataset:
@@ -354,12 +362,7 @@ def _librispeech_index(
                     utt_id, _, text = line.strip().partition(" ")
                     utterances.append((utt_id, str(transcript.parent / f"{utt_id}.flac"), text))
 
-    paths = [path for _, path, _ in utterances]
-    if num_workers and num_workers > 1:
-        with ThreadPoolExecutor(max_workers=num_workers) as pool:
-            durations = list(pool.map(_try_duration, paths))
-    else:
-        durations = [_try_duration(path) for path in paths]
+    durations = header_durations([path for _, path, _ in utterances], num_workers)
 
     columns: dict[str, list] = {name: [] for name in _LIBRISPEECH_FEATURES}
     unreadable_files = []

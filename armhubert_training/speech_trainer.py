@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import datasets
@@ -47,15 +48,14 @@ def setup_script_logging(training_args: TrainingArguments, *script_loggers: str)
     transformers.utils.logging.set_verbosity(log_level)
 
 
-class LengthGroupedEpochSampler(LengthGroupedSampler):
-    """Length-grouped order from lengths known up front, reshuffled by (seed, epoch).
+class EpochSeededSampler:
+    """Mixin for a sampler with a `generator` attribute: a fresh generator seeded by (seed, epoch) at
+    every epoch. Seeding by epoch rather than drawing from a global generator makes the order the same
+    in every process and after resuming from a checkpoint. Call `_init_epoch_seed` in `__init__`."""
 
-    Seeding by epoch rather than drawing from a global generator makes the order the same in every
-    process and after resuming from a checkpoint.
-    """
+    generator: torch.Generator | None
 
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
+    def _init_epoch_seed(self, seed: int) -> None:
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -64,6 +64,14 @@ class LengthGroupedEpochSampler(LengthGroupedSampler):
     def __iter__(self):
         self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return super().__iter__()
+
+
+class LengthGroupedEpochSampler(EpochSeededSampler, LengthGroupedSampler):
+    """Length-grouped order from lengths known up front, reshuffled by (seed, epoch)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self._init_epoch_seed(seed)
 
 
 class AudioBudgetBatchSampler(Sampler[list[int]]):
@@ -163,6 +171,9 @@ class SpeechTrainer(Trainer):
             (`AudioBudgetBatchSampler`); None = batches of per_device_train_batch_size utterances.
         All other arguments are the Trainer's.
     """
+
+    # Files copied next to every saved model (task trainers: the pipeline class of the model).
+    pipeline_files: tuple[Path, ...] = ()
 
     def __init__(self, *args, model_card_fn: Callable[[], ModelCard] | None = None,
                  max_batch_seconds: float | None = None, **kwargs):
@@ -301,6 +312,13 @@ class SpeechTrainer(Trainer):
             logs["skipped_files"] = self.skipped_files
         super().log(logs, start_time)
 
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:  # the pipeline class named in config.custom_pipelines travels with the model
+            folder = Path(output_dir if output_dir is not None else self.args.output_dir)
+            for module in self.pipeline_files:
+                (folder / module.name).write_text(module.read_text())
+
     def create_model_card(self, **kwargs) -> None:
         """Write our card instead of the Trainer's generic one."""
         if self.model_card_fn is None:
@@ -397,3 +415,19 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_
         skipped.append(f"{path}: {reason}")
     raise ValueError(f"--resume_from_checkpoint last: no complete checkpoint in {output_dir}; "
                      f"{'; '.join(skipped)}. Resume from an explicit checkpoint path or start the run anew.")
+
+
+class SplitScoringTrainer(SpeechTrainer):
+    """What the task Trainers share: evaluation scores the whole split with `score_split` (the task's
+    metrics and a predictions file) instead of the Trainer's loss-only loop."""
+
+    def score_split(self, dataset, name: str, dataloader=None) -> dict[str, float]:
+        """Metrics of `dataset`, prefixed "<name>_", after writing `<name>_predictions.tsv`."""
+        raise NotImplementedError
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        metrics = self.score_split(dataset, metric_key_prefix, self.get_eval_dataloader(dataset))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics

@@ -62,6 +62,17 @@ def private_caches(tmp_path_factory):
         yield cache
 
 
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory) -> Path:
+    """A tiny random student saved as run_distill.py saves one (tests may override this fixture)."""
+    from modeling_armhubert import ArmHubertModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("student") / "tiny-student"
+    ArmHubertModel(tiny_config()).save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def offline_hf(tmp_path, monkeypatch):
     """Keep Hugging Face caches inside the test's tmp dir and never touch the network."""

@@ -30,7 +30,7 @@ from armhubert_training.classification_data import (
 )
 from armhubert_training.classification_trainer import accuracies, read_predictions
 from configuration_armhubert import ArmHubertConfig
-from modeling_armhubert import ArmHubertForSequenceClassification, ArmHubertModel
+from modeling_armhubert import ArmHubertForSequenceClassification
 
 RATE = 16_000
 # Speaker parts of Speech Commands file names whose hash puts them in each part of the list-less split.
@@ -287,14 +287,6 @@ def test_labels_outside_the_label_set_are_refused_before_training(corpora, tmp_p
 # ----------------------------------------------------------------------------------------------
 # run_audio_classification.py
 # ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def student_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("student") / "tiny-student"
-    ArmHubertModel(tiny_config()).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

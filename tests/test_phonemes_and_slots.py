@@ -33,21 +33,13 @@ from armhubert_training.asr_vocabulary import (
     read_lexicon,
 )
 from armhubert_training.speech_data import SNIPS_SPEAKERS
-from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertModel
+from modeling_armhubert import ArmHubertForSuperbCTC
 
 SLOT_METRIC = REPO / "metrics" / "slot_filling"
 QUICK = ["--max_duration_seconds", "3", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4",
          "--max_eval_samples", "3", "--max_predict_samples", "4", "--logging_steps", "1", "--save_strategy", "no",
          "--eval_strategy", "no", "--dataloader_num_workers", "0", "--dataloader_pin_memory", "false",
          "--report_to", "none", "--superb_features", "auto", "--seed", "0"]
-
-
-@pytest.fixture(scope="module")
-def student_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("student") / "tiny-student"
-    ArmHubertModel(tiny_config()).save_pretrained(path)
-    return path
 
 
 @contextlib.contextmanager
