@@ -53,21 +53,15 @@ except ImportError:
 logger = logging.get_logger(__name__)
 
 
-class _GradScale(torch.autograd.Function):
-    """Identity forward; gradient multiplied by `scale` backward."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.scale = scale
-        return tensor.view_as(tensor)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return grad * ctx.scale, None
-
-
 def grad_scale(tensor: torch.Tensor, scale: float) -> torch.Tensor:
-    return _GradScale.apply(tensor, scale)
+    """Identity forward (the same values); the gradient is multiplied by `scale` backward.
+
+    Written with `detach` rather than as an autograd.Function: under torch.compile (Inductor) the
+    Function's scaling was lost from the compiled backward, silently (gradients 4x too large in a
+    2-layer student), while plain tensor ops compile like the rest of the model.
+    """
+    frozen = tensor.detach()
+    return frozen + (tensor - frozen) * scale  # + 0 forward, gradient * scale backward
 
 
 def conv_output_lengths(input_lengths: torch.Tensor | int, conv_kernel: Sequence[int],
@@ -451,6 +445,11 @@ class ArmHubertFeatureEncoder(nn.Module):
                 and any(layer.gradient_checkpointing for layer in self.conv_layers)
                 and any(param.requires_grad for param in self.parameters()))
 
+    # Left to eager under torch.compile: Inductor's lowering of the conv backward specialises on the
+    # frame count (a recompile for every batch length) and, with a dynamic number of samples, failed on
+    # some lengths (invalid value ranges, wrong reshapes). The convs run as library kernels either way,
+    # so compiling them gains little; the Transformer after them compiles with a dynamic frame count.
+    @torch.compiler.disable
     def forward(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """input_values (B, S), first_layer_lengths (B,) real steps after the first conv -> (B, C, T)."""
         # For a batch on a CPU the convs run as height-1 2-D convs in channels-last layout, where
@@ -503,6 +502,9 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
         self.num_pad_remove = 1 if kernel % 2 == 0 else 0
         self.activation = ACT2FN["gelu"]
 
+    # Left to eager under torch.compile, as the conv feature encoder: Inductor's conv backward
+    # specialises on the frame count, which would recompile the whole encoder for every batch length.
+    @torch.compiler.disable
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, hidden) -> (B, T, hidden)."""
         if hidden_states.device.type == "cpu" and not _is_tracing():
