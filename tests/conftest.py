@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -34,6 +35,22 @@ def bundled_waveforms(split: str = "train-clean-100", count: int = 4) -> list[to
     return [torch.from_numpy(soundfile.read(f, dtype="float32")[0]) for f in files]
 
 
+def transcripts(split: str) -> dict[str, str]:
+    """id -> transcript of a bundled split, straight from its *.trans.txt files."""
+    lines = {}
+    for path in sorted((LIBRISPEECH / split).glob("*/*/*.trans.txt")):
+        for line in path.read_text().splitlines():
+            utterance_id, text = line.split(" ", 1)
+            lines[utterance_id] = text
+    return lines
+
+
+def logged_losses(run: Path) -> list[float]:
+    """The training losses a Trainer run logged (its output folder's trainer_state.json)."""
+    history = json.loads((run / "trainer_state.json").read_text())["log_history"]
+    return [entry["loss"] for entry in history if "loss" in entry]
+
+
 def pad_batch(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad waveforms into (B, S) values and a (B, S) 1/0 attention mask."""
     length = max(len(w) for w in waveforms)
@@ -64,7 +81,7 @@ def private_caches(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory) -> Path:
-    """A tiny random student saved as run_distill.py saves one (tests may override this fixture)."""
+    """A tiny random student (with distillation heads) saved as run_distill.py saves one."""
     from modeling_armhubert import ArmHubertModel
 
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCTC, Wav2Vec2Processor
 
-from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch, tiny_config
+from conftest import LIBRISPEECH, REPO, bundled_waveforms, logged_losses, pad_batch, tiny_config, transcripts
 import run_asr_ctc
 from armhubert_training.asr_trainer import read_predictions
 from armhubert_training.asr_vocabulary import (
@@ -43,28 +43,9 @@ QUICK = ["--librispeech_root", str(CORPUS), "--max_duration_seconds", "3", "--pe
          "--dataloader_pin_memory", "false"]
 
 
-def transcripts(split: str) -> dict[str, str]:
-    """id -> transcript, straight from the bundled *.trans.txt files."""
-    lines = {}
-    for path in sorted((LIBRISPEECH / split).glob("*/*/*.trans.txt")):
-        for line in path.read_text().splitlines():
-            utterance_id, text = line.split(" ", 1)
-            lines[utterance_id] = text
-    return lines
-
-
 def audio_path(utterance_id: str, split: str = "test-clean") -> Path:
     speaker, chapter, _ = utterance_id.split("-")
     return LIBRISPEECH / split / speaker / chapter / f"{utterance_id}.flac"
-
-
-@pytest.fixture(scope="module")
-def student_dir(tmp_path_factory) -> Path:
-    """A tiny distilled student as run_distill.py writes it (with distillation heads)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("student") / "tiny-student"
-    ArmHubertModel(tiny_config()).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -287,11 +268,6 @@ def test_superb_padded_batch_equals_each_item_alone_and_auto_map(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # run_asr_ctc.py
 # ----------------------------------------------------------------------------------------------
-
-
-def logged_losses(run: Path) -> list[float]:
-    history = json.loads((run / "trainer_state.json").read_text())["log_history"]
-    return [entry["loss"] for entry in history if "loss" in entry]
 
 
 def test_linear_fine_tuning_lowers_the_ctc_loss(linear_run, student_dir):

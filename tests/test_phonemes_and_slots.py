@@ -17,7 +17,7 @@ import torch
 from rapidfuzz.distance import Levenshtein
 from transformers import pipeline
 
-from conftest import LIBRISPEECH, REPO, tiny_config
+from conftest import LIBRISPEECH, REPO, logged_losses, tiny_config, transcripts
 import run_asr_ctc
 from armhubert_training.asr_pipeline import eos_as_blank
 from armhubert_training.asr_trainer import read_predictions
@@ -52,20 +52,6 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def transcripts(split: str) -> dict[str, str]:
-    lines = {}
-    for path in sorted((LIBRISPEECH / split).glob("*/*/*.trans.txt")):
-        for line in path.read_text().splitlines():
-            utterance_id, text = line.split(" ", 1)
-            lines[utterance_id] = text
-    return lines
-
-
-def logged_losses(run: Path) -> list[float]:
-    state = json.loads((run / "trainer_state.json").read_text())
-    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
 
 
 def slot_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
