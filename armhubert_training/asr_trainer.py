@@ -96,16 +96,9 @@ class CtcTrainer(SplitScoringTrainer):
         unknown = inputs.pop("num_unknown_chars", None)
         return inputs.pop("text", []), inputs.pop("id", []), int(unknown) if unknown is not None else 0
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.count_skipped(inputs)
+    def pop_bookkeeping(self, inputs: dict[str, Any]) -> None:
         _, _, unknown = self._pop_bookkeeping(inputs)
         self.unknown_characters += unknown
-        if self.is_empty(inputs):
-            loss = self.zero_loss(model)
-            return (loss, None) if return_outputs else loss
-        outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
-                        labels=inputs["labels"])
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:

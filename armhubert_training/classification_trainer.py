@@ -79,30 +79,19 @@ class ClassificationTrainer(SplitScoringTrainer):
         super().__init__(*args, **kwargs)
         self.label_set = label_set
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.count_skipped(inputs)
+    def pop_bookkeeping(self, inputs: dict[str, Any]) -> None:
         inputs.pop("id", None), inputs.pop("label", None)
-        if self.is_empty(inputs):
-            loss = self.zero_loss(model)
-            return (loss, None) if return_outputs else loss
-        outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
-                        labels=inputs["labels"])
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
-
-    @property
-    def _seed(self) -> int:
-        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if getattr(dataset, "sample_weights", None) is not None:
-            return BalancedEpochSampler(dataset.sample_weights, self._seed)
+            return BalancedEpochSampler(dataset.sample_weights, self.data_seed)
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
         if getattr(eval_dataset, "sample_weights", None) is not None:
             return WeightedRandomSampler(eval_dataset.sample_weights, len(eval_dataset), replacement=True,
-                                         generator=torch.Generator().manual_seed(self._seed))
+                                         generator=torch.Generator().manual_seed(self.data_seed))
         return super()._get_eval_sampler(eval_dataset)
 
     def score_split(self, dataset, name: str, dataloader=None) -> dict[str, float]:

@@ -191,6 +191,11 @@ class SpeechTrainer(Trainer):
             self.add_callback(DatasetEpochCallback(self.train_dataset))
 
     @property
+    def data_seed(self) -> int:
+        """The seed of every data order: --data_seed, else --seed (as the Trainer's own samplers)."""
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
+    @property
     def _skip_counter(self) -> SkippedFilesCallback:
         # Looked up each time: restoring callback states from a checkpoint replaces the instance.
         return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, SkippedFilesCallback))
@@ -216,7 +221,7 @@ class SpeechTrainer(Trainer):
                              "map-style --dataset_name), not a streamed dataset.")
         batch_sampler = AudioBudgetBatchSampler(
             list(lengths), max_samples=round(self.max_batch_seconds * SAMPLING_RATE),
-            max_batch_size=self.args.per_device_train_batch_size, seed=self.args.data_seed or self.args.seed)
+            max_batch_size=self.args.per_device_train_batch_size, seed=self.data_seed)
         args = self.args
         loader = DataLoader(
             self.train_dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator,
@@ -246,7 +251,7 @@ class SpeechTrainer(Trainer):
             # optimisation step are the same however the run is split.
             global_batch = (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
                             * self.args.world_size)
-            return LengthGroupedEpochSampler(global_batch, lengths, seed=self.args.data_seed or self.args.seed)
+            return LengthGroupedEpochSampler(global_batch, lengths, seed=self.data_seed)
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):
@@ -259,9 +264,8 @@ class SpeechTrainer(Trainer):
             return None
         lengths = getattr(eval_dataset, "lengths", None)
         if self.args.train_sampling_strategy == "group_by_length" and lengths is not None:
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return LengthGroupedSampler(self.args.eval_batch_size, lengths=list(lengths),
-                                        generator=torch.Generator().manual_seed(seed))
+                                        generator=torch.Generator().manual_seed(self.data_seed))
         # Under several processes, None lets accelerate shard the dataset in order.
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
@@ -418,8 +422,23 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_
 
 
 class SplitScoringTrainer(SpeechTrainer):
-    """What the task Trainers share: evaluation scores the whole split with `score_split` (the task's
-    metrics and a predictions file) instead of the Trainer's loss-only loop."""
+    """What the task Trainers share: a supervised loss on (input_values, attention_mask, labels) batches,
+    and evaluation that scores the whole split with `score_split` (the task's metrics and a predictions
+    file) instead of the Trainer's loss-only loop."""
+
+    def pop_bookkeeping(self, inputs: dict[str, Any]) -> None:
+        """Take the collator's fields that are not model inputs (ids, references, counts) out of a training
+        batch; `num_skipped` is taken by `count_skipped` before."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        self.count_skipped(inputs)
+        self.pop_bookkeeping(inputs)
+        if self.is_empty(inputs):
+            loss = self.zero_loss(model)
+            return (loss, None) if return_outputs else loss
+        outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
+                        labels=inputs["labels"])
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def score_split(self, dataset, name: str, dataloader=None) -> dict[str, float]:
         """Metrics of `dataset`, prefixed "<name>_", after writing `<name>_predictions.tsv`."""
