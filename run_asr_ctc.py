@@ -2,14 +2,14 @@
 """CTC tasks on top of an ArmHubert student: speech recognition, phoneme recognition and slot filling
 (fine-tuning, evaluation and transcription).
 
-    python run_asr_ctc.py configs/asr-linear-demo.yaml --model_name_or_path STUDENT     # bundled audio, CPU minutes
-    python run_asr_ctc.py configs/superb-asr-librispeech.yaml --model_name_or_path STUDENT \\
+    python run_asr_ctc.py configs/demo/asr-linear.yaml --model_name_or_path STUDENT     # bundled audio, CPU minutes
+    python run_asr_ctc.py configs/superb/asr-librispeech.yaml --model_name_or_path STUDENT \\
         --librispeech_root /data --output_dir armhubert-superb-asr     # the paper's SUPERB ASR setting
     python run_asr_ctc.py --model_name_or_path armhubert-superb-asr --librispeech_root /data \\
         --do_predict --predict_splits test-clean test-other --output_dir armhubert-superb-asr   # evaluate only
-    python run_asr_ctc.py configs/superb-pr-librispeech.yaml --model_name_or_path STUDENT --librispeech_root /data \
+    python run_asr_ctc.py configs/superb/pr-librispeech.yaml --model_name_or_path STUDENT --librispeech_root /data \
         --lexicon librispeech-lexicon-200k-g2p.txt librispeech-lexicon-allothers-g2p.txt   # SUPERB PR
-    python run_asr_ctc.py configs/superb-sf.yaml --model_name_or_path STUDENT --snips_root /data   # SUPERB SF
+    python run_asr_ctc.py configs/superb/sf.yaml --model_name_or_path STUDENT --snips_root /data   # SUPERB SF
 
 Three kinds of target (--targets):
   characters  letters and apostrophe of the upper-cased transcript, "|" between words; WER and CER.

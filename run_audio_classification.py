@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Audio classification on top of an ArmHubert student: fine-tuning, evaluation and prediction.
 
-    python run_audio_classification.py configs/classification-demo.yaml --model_name_or_path STUDENT  # bundled audio
-    python run_audio_classification.py configs/superb-ks.yaml --model_name_or_path STUDENT \\
+    python run_audio_classification.py configs/demo/classification.yaml --model_name_or_path STUDENT  # bundled audio
+    python run_audio_classification.py configs/superb/ks.yaml --model_name_or_path STUDENT \\
         --corpus_root /data/speech_commands_v0.01 --speech_commands_test_root /data/speech_commands_test_set_v0.01
     python run_audio_classification.py --model_name_or_path armhubert-superb-ks --corpus speech_commands \\
         --corpus_root ... --speech_commands_test_root ... --do_predict --output_dir armhubert-superb-ks  # evaluate only

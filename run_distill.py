@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Distil a HuBERT / WavLM / wav2vec 2.0 teacher into an ArmHubert student with masking distillation.
 
-    python run_distill.py configs/demo.yaml --teacher DIR          # bundled audio, minutes on a CPU
-    accelerate launch run_distill.py configs/armhubert-960h.yaml \\
+    python run_distill.py configs/demo/distill.yaml --teacher DIR          # bundled audio, minutes on a CPU
+    accelerate launch run_distill.py configs/distill/armhubert-960h.yaml \\
         --librispeech_root /data/LibriSpeech --output_dir armhubert   # the paper's recipe
 
 A YAML recipe from configs/ comes first; any option after it overrides the recipe. Every option is

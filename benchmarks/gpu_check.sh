@@ -64,7 +64,7 @@ step 60 "corpus and teacher" bash -c "
     '$PY' tools/make_random_teacher.py '$WORK/teacher' --size $TEACHER_SIZE"
 
 DISTILL=(-m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision "$PRECISION"
-         --dynamo_backend no run_distill.py configs/armhubert-960h.yaml --teacher "$WORK/teacher"
+         --dynamo_backend no run_distill.py configs/distill/armhubert-960h.yaml --teacher "$WORK/teacher"
          --librispeech_root "$WORK/corpus" --train_splits train-clean-100 --eval_splits dev-clean
          --output_dir "$WORK/student" --precision "$PRECISION" --per_device_train_batch_size "$BATCH"
          --per_device_eval_batch_size "$BATCH" --gradient_accumulation_steps 1 --learning_rate 5e-4

@@ -34,8 +34,8 @@ from armhubert_training.asr_vocabulary import (
 from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertModel
 
 CORPUS = LIBRISPEECH.parent
-LINEAR_DEMO = REPO / "configs" / "asr-linear-demo.yaml"
-SUPERB_DEMO = REPO / "configs" / "asr-superb-demo.yaml"
+LINEAR_DEMO = REPO / "configs" / "demo" / "asr-linear.yaml"
+SUPERB_DEMO = REPO / "configs" / "demo" / "asr-superb.yaml"
 # Short utterances and few steps keep each run to seconds on two CPU cores.
 QUICK = ["--librispeech_root", str(CORPUS), "--max_duration_seconds", "3", "--per_device_train_batch_size", "4",
          "--per_device_eval_batch_size", "4", "--max_eval_samples", "3", "--max_predict_samples", "4",
@@ -393,11 +393,11 @@ def test_authors_checkpoint_is_converted_and_keeps_its_heads_for_superb(tmp_path
     assert (linear.projection_dim, linear.layer_grad_scale, linear.vocab_size) == (0, False, len(tokenizer))
 
 
-@pytest.mark.parametrize("recipe, schedule, warmup", [("superb-asr-librispeech.yaml", "constant", 0),
-                                                      ("superb-asr-librispeech-paper.yaml", "linear", 1400)])
+@pytest.mark.parametrize("recipe, schedule, warmup", [("asr-librispeech.yaml", "constant", 0),
+                                                      ("asr-librispeech-paper.yaml", "linear", 1400)])
 def test_superb_librispeech_recipes_are_superbs_asr_setting(recipe, schedule, warmup):
     model, data, training = run_asr_ctc.parse_args([
-        str(REPO / "configs" / recipe), "--model_name_or_path", "armhubert-hf",
+        str(REPO / "configs" / "superb" / recipe), "--model_name_or_path", "armhubert-hf",
         "--librispeech_root", "/data", "--report_to", "none"])
     assert (model.head, model.superb_features, model.superb_projection_dim, model.superb_lstm_hidden_size,
             model.superb_lstm_layers, model.superb_lstm_dropout) == ("superb", "auto", 1024, 1024, 2, 0.2)

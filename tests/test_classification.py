@@ -294,7 +294,7 @@ def ic_run(student_dir, corpora, tmp_path_factory) -> Path:
     """SUPERB's protocol on the tiny Fluent Speech Commands; also predicts its own training split."""
     output = tmp_path_factory.mktemp("runs") / "ic"
     run_audio_classification.main([
-        str(REPO / "configs" / "superb-ic.yaml"), "--model_name_or_path", str(student_dir), "--output_dir", str(output),
+        str(REPO / "configs" / "superb" / "ic.yaml"), "--model_name_or_path", str(student_dir), "--output_dir", str(output),
         "--corpus_root", str(corpora["fluent"]), "--predict_splits", "test", "train", "--max_steps", "30",
         # A random student's distillation heads give near-zero features: its layers make the toy task learnable.
         "--superb_features", "hidden_states", "--learning_rate", "2e-2", "--eval_strategy", "no",

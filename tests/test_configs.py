@@ -31,7 +31,7 @@ def parse(*argv: str):
 @pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
 def test_paper_recipe(name):
     preset, teacher, lr, mask_prob, per_step, num_splits = PAPER_RECIPES[name]
-    model, distill, data, training = parse(str(REPO / "configs" / f"{name}.yaml"), "--report_to", "none")
+    model, distill, data, training = parse(str(REPO / "configs" / "distill" / f"{name}.yaml"), "--report_to", "none")
     assert (model.student_preset, model.teacher, training.learning_rate, distill.mask_prob) == (
         preset, teacher, lr, mask_prob)
     assert training.per_device_train_batch_size * training.gradient_accumulation_steps * 2 == per_step
@@ -44,7 +44,7 @@ def test_paper_recipe(name):
 
 
 def test_command_line_overrides_the_yaml():
-    model, distill, _, training = parse(str(REPO / "configs" / "demo.yaml"), "--mask_prob", "0.3", "--max_steps",
+    model, distill, _, training = parse(str(REPO / "configs" / "demo" / "distill.yaml"), "--mask_prob", "0.3", "--max_steps",
                                         "7", "--teacher", "some/teacher")
     assert (distill.mask_prob, training.max_steps, model.teacher) == (0.3, 7, "some/teacher")
 
@@ -76,7 +76,7 @@ def _asr_model_args(overrides: str):
 def test_unknown_override_fields_are_refused_with_the_valid_fields():
     with pytest.raises(ValueError, match=r"--config_overrides: unknown ArmHubertConfig field\(s\) \['hiden_size'\]"
                                          r"\. Valid fields: .*\bhidden_size\b.*\breuse_pattern\b"):
-        parse(str(REPO / "configs" / "demo.yaml"), "--config_overrides", '{"hiden_size": 64}')
+        parse(str(REPO / "configs" / "demo" / "distill.yaml"), "--config_overrides", '{"hiden_size": 64}')
     with pytest.raises(ValueError, match=r"--config_overrides: unknown ArmHubertConfig field\(s\) \['final_dropuot'\]"):
         _asr_model_args('{"final_dropuot": 0.0}')
 
@@ -101,8 +101,8 @@ def test_override_values_of_the_wrong_type_or_bad_json_are_refused(overrides, er
 def test_the_old_name_of_config_overrides_is_refused():
     # One name in both scripts: the distillation script's former --student_overrides is not an option any more.
     with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--student_overrides'"):
-        parse(str(REPO / "configs" / "demo.yaml"), "--student_overrides", '{"hidden_size": 64}')
-    model = parse(str(REPO / "configs" / "demo.yaml"), "--config_overrides", '{"hidden_dropout": 0.0}')[0]
+        parse(str(REPO / "configs" / "demo" / "distill.yaml"), "--student_overrides", '{"hidden_size": 64}')
+    model = parse(str(REPO / "configs" / "demo" / "distill.yaml"), "--config_overrides", '{"hidden_dropout": 0.0}')[0]
     assert model.config_overrides == '{"hidden_dropout": 0.0}'
 
 

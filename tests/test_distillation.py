@@ -27,7 +27,7 @@ NO_DROPOUT = json.dumps({**json.loads(TINY_STUDENT_OVERRIDES), "hidden_dropout":
 
 
 def distill_argv(teacher_dir, output_dir, *extra: str, overrides: str = TINY_STUDENT_OVERRIDES) -> list[str]:
-    return [str(REPO / "configs" / "demo.yaml"), "--teacher", str(teacher_dir), "--output_dir", str(output_dir),
+    return [str(REPO / "configs" / "demo" / "distill.yaml"), "--teacher", str(teacher_dir), "--output_dir", str(output_dir),
             "--librispeech_root", str(LIBRISPEECH.parent), "--config_overrides", overrides,
             "--learning_rate", "2e-3", "--logging_steps", "1", "--dataloader_pin_memory", "false", *extra]
 

@@ -213,7 +213,7 @@ def phoneme_run(student_dir, tmp_path_factory) -> tuple[Path, dict[str, list[str
     (folder / "lexicon.txt").write_text("".join(f"{w} {' '.join(p)}\n" for w, p in lexicon.items()))
     output = folder / "run"
     with one_torch_thread():
-        run_asr_ctc.main([str(REPO / "configs" / "superb-pr-librispeech.yaml"), "--model_name_or_path",
+        run_asr_ctc.main([str(REPO / "configs" / "superb" / "pr-librispeech.yaml"), "--model_name_or_path",
                           str(student_dir), "--output_dir", str(output), "--librispeech_root", str(LIBRISPEECH.parent),
                           "--lexicon", str(folder / "lexicon.txt"), *QUICK, "--max_steps", "16",
                           "--gradient_accumulation_steps", "1", "--superb_projection_dim", "32",
@@ -323,7 +323,7 @@ def snips_run(student_dir, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (corpus / "slots.txt").write_text("O\nartist\ncity")
     output = root / "run"
     with one_torch_thread():
-        run_asr_ctc.main([str(REPO / "configs" / "superb-sf.yaml"), "--model_name_or_path", str(student_dir),
+        run_asr_ctc.main([str(REPO / "configs" / "superb" / "sf.yaml"), "--model_name_or_path", str(student_dir),
                           "--output_dir", str(output), "--snips_root", str(root), *QUICK, "--max_steps", "10",
                           "--learning_rate", "5e-3", "--superb_projection_dim", "32", "--superb_lstm_hidden_size",
                           "24", "--load_best_model_at_end", "false"])
@@ -353,7 +353,7 @@ def test_slot_filling_on_a_tiny_snips_folder(snips_run):
 
 
 def test_pr_and_sf_recipes_parse_and_ask_for_their_data():
-    pr, sf = str(REPO / "configs" / "superb-pr-librispeech.yaml"), str(REPO / "configs" / "superb-sf.yaml")
+    pr, sf = str(REPO / "configs" / "superb" / "pr-librispeech.yaml"), str(REPO / "configs" / "superb" / "sf.yaml")
     common = ["--model_name_or_path", "armhubert-hf", "--report_to", "none"]
     model, data, training = run_asr_ctc.parse_args([pr, *common, "--librispeech_root", "/data", "--lexicon", "a", "b"])
     assert (data.targets, data.lexicon, data.append_eos, model.superb_lstm_layers) == ("phonemes", ["a", "b"], True, 0)

@@ -1,4 +1,4 @@
-"""Every SUPERB recipe in configs/ carries SUPERB's downstream values (configs/superb_protocol.yaml)."""
+"""Every SUPERB recipe in configs/ carries SUPERB's downstream values (configs/superb/protocol.yaml)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import yaml
 
 from conftest import REPO
 
-CONFIGS = REPO / "configs"
-PROTOCOL = yaml.safe_load((CONFIGS / "superb_protocol.yaml").read_text())
-RECIPES = sorted(path.name for path in CONFIGS.glob("superb-*.yaml"))
+CONFIGS = REPO / "configs" / "superb"
+PROTOCOL = yaml.safe_load((CONFIGS / "protocol.yaml").read_text())
+RECIPES = sorted(path.name for path in CONFIGS.glob("*.yaml") if path.name != "protocol.yaml")
 
 
 def recipe_value(recipe: dict, key: str):
@@ -30,7 +30,7 @@ def same(a, b) -> bool:
 
 def expected_values(recipe_name: str) -> dict:
     tasks = [task for task, entry in PROTOCOL.items() if recipe_name in entry["recipes"]]
-    assert len(tasks) == 1, f"{recipe_name} must be listed under exactly one task of superb_protocol.yaml: {tasks}"
+    assert len(tasks) == 1, f"{recipe_name} must be listed under exactly one task of protocol.yaml: {tasks}"
     entry = PROTOCOL[tasks[0]]
     values = dict(entry["settings"])
     values.update((entry.get("variants") or {}).get(recipe_name, {}))
