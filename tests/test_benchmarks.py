@@ -179,7 +179,10 @@ def test_time_interleaved_runs_every_runner_round_robin():
     calls = []
     times = bench_utils.time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                                          warmup=1, repeats=3, gate=bench_utils.QuietGate(max_wait_s=0.2))
-    assert calls == ["a", "b"] * 4
+    # The gate may re-run a call that another process disturbed (a busy machine): a re-run repeats
+    # the same runner at once, so the order without immediate repeats is still round-robin.
+    rounds = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert rounds == ["a", "b"] * 4
     assert [len(v) for v in times.values()] == [3, 3]
 
 
