@@ -1,7 +1,7 @@
 """`CtcTrainer`: fine-tunes, evaluates and transcribes CTC models on batches from `asr_vocabulary.CtcCollator`.
 
 Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction
-(`score_split`) go in four steps, each its own function:
+(`predict`, `score_split`) go in four steps, each its own function:
 
 1. `CtcTrainer.run_transcription` runs the model over a dataloader and collects, per utterance,
    its id, reference, greedy hypothesis, duration and share of the decode time (`Transcription`);
@@ -36,7 +36,7 @@ from .asr_pipeline import eos_as_blank
 from .asr_vocabulary import target_units
 from .model_card import fine_tuning_recipe
 from .speech_data import SAMPLING_RATE, skip_metrics
-from .speech_trainer import SplitScoringTrainer
+from .speech_trainer import ScoredSplit, SplitScoringTrainer
 
 if TYPE_CHECKING:  # only for type hints: run_asr_ctc imports this module
     from run_asr_ctc import AsrDataArguments, ModelArguments
@@ -75,7 +75,7 @@ class CtcTrainer(SplitScoringTrainer):
     """A Trainer for CTC models whose batches come from `CtcCollator`.
 
     Training counts skipped (unreadable) audio files and characters that became <unk>, and logs
-    both. `evaluate` and `score_split` decode greedily, score WER and CER with `evaluate`, measure
+    both. `evaluate`, `predict` and `score_split` decode greedily, score WER and CER with `evaluate`, measure
     the real-time factor, and write per-utterance hypotheses.
     """
 
@@ -105,8 +105,8 @@ class CtcTrainer(SplitScoringTrainer):
             logs["unknown_characters"] = self.unknown_characters
         super().log(logs, start_time)
 
-    def score_split(self, dataset, name: str, dataloader=None) -> dict[str, float]:
-        """Greedy CTC transcription of `dataset`; writes `<name>_predictions.tsv` and returns the metrics.
+    def run_split(self, dataset, name: str, dataloader=None) -> ScoredSplit:
+        """Greedy CTC transcription of `dataset`; writes `<name>_predictions.tsv` and scores it.
 
         Metrics (prefixed "<name>_"): see `score`.
         """
@@ -115,7 +115,9 @@ class CtcTrainer(SplitScoringTrainer):
         metrics = {f"{name}_{key}": value for key, value in self.score(transcription, dataset).items()}
         if self.is_world_process_zero():
             write_predictions(Path(self.args.output_dir) / f"{name}_predictions.tsv", transcription.utterances)
-        return metrics
+        utterances = transcription.utterances
+        return ScoredSplit(ids=[u.id for u in utterances], references=[u.reference for u in utterances],
+                           predictions=[u.hypothesis for u in utterances], metrics=metrics)
 
     def run_transcription(self, dataloader) -> Transcription:
         """Run the model over `dataloader` and collect every utterance's hypothesis, with the loss and
@@ -141,6 +143,7 @@ class CtcTrainer(SplitScoringTrainer):
             if self.accelerator.num_processes > 1:
                 utterances = self.accelerator.gather_for_metrics(utterances, use_gather_object=True)
             result.utterances.extend(utterances)
+            self.prediction_step_done(dataloader)
 
         counts = torch.tensor([result.loss_total, result.loss_items, result.skipped, result.unknown_characters],
                               device=self.args.device)

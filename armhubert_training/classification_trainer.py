@@ -1,6 +1,6 @@
 """`ClassificationTrainer`: trains, evaluates and runs utterance classifiers on `classification_data` batches.
 
-Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction (`classify`)
+Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction (`predict`)
 collect per utterance its id, reference label and predicted label (the best value of every slot,
 joined with "|" for intent classification), write them to `<name>_predictions.tsv` and score
 accuracy: the share of utterances whose every slot is right (plus `accuracy_<slot>` per slot for a
@@ -31,7 +31,7 @@ from modeling_armhubert import ArmHubertForSequenceClassification
 from .classification_data import LabelSet
 from .model_card import fine_tuning_recipe
 from .speech_data import AudioCollator, skip_metrics
-from .speech_trainer import EpochSeededSampler, SplitScoringTrainer
+from .speech_trainer import EpochSeededSampler, ScoredSplit, SplitScoringTrainer
 
 if TYPE_CHECKING:  # only for type hints: run_audio_classification imports this module
     from run_audio_classification import ModelArguments
@@ -94,8 +94,8 @@ class ClassificationTrainer(SplitScoringTrainer):
                                          generator=torch.Generator().manual_seed(self.data_seed))
         return super()._get_eval_sampler(eval_dataset)
 
-    def score_split(self, dataset, name: str, dataloader=None) -> dict[str, float]:
-        """Classify `dataset`; write `<name>_predictions.tsv` and return the metrics, prefixed "<name>_":
+    def run_split(self, dataset, name: str, dataloader=None) -> ScoredSplit:
+        """Classify `dataset`; write `<name>_predictions.tsv` and score it. Metrics, prefixed "<name>_":
         utterances, accuracy (and accuracy_<slot> with several slots) and loss when the data has labels,
         and the `skipped_files*` counts."""
         dataloader = dataloader if dataloader is not None else self.get_test_dataloader(dataset)
@@ -119,6 +119,7 @@ class ClassificationTrainer(SplitScoringTrainer):
             if self.accelerator.num_processes > 1:
                 batch_rows = self.accelerator.gather_for_metrics(batch_rows, use_gather_object=True)
             rows.extend(batch_rows)
+            self.prediction_step_done(dataloader)
         counts = torch.tensor([loss_total, loss_items, undecodable], device=self.args.device, dtype=torch.float64)
         loss_total, loss_items, undecodable = self.accelerator.reduce(counts, "sum").tolist()
 
@@ -128,7 +129,9 @@ class ClassificationTrainer(SplitScoringTrainer):
             metrics["loss"] = loss_total / loss_items
         if self.is_world_process_zero():
             write_predictions(Path(self.args.output_dir) / f"{name}_predictions.tsv", rows)
-        return {f"{name}_{key}": value for key, value in metrics.items()}
+        ids, references, predictions = (list(column) for column in zip(*rows)) if rows else ([], [], [])
+        return ScoredSplit(ids=ids, references=references, predictions=predictions,
+                           metrics={f"{name}_{key}": value for key, value in metrics.items()})
 
 
 def accuracies(rows: Sequence[tuple[str, str, str]], label_set: LabelSet) -> dict[str, float]:

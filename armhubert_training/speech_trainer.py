@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +31,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampl
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
-from transformers.trainer_utils import EvalLoopOutput, has_length, seed_worker
+from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, has_length, seed_worker, speed_metrics
 
 from .speech_data import SAMPLING_RATE, skip_metrics
 
@@ -178,6 +180,9 @@ class SpeechTrainer(Trainer):
     def __init__(self, *args, model_card_fn: Callable[[], ModelCard] | None = None,
                  max_batch_seconds: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # Our collators' batches carry what the loss and the scoring need besides the model's inputs
+        # (ids, references, skip counts); the Trainer's column pruning would drop them silently.
+        self.args.remove_unused_columns = False
         self.model_card_fn = model_card_fn
         self.max_batch_seconds = max_batch_seconds
         if self.args.dataloader_persistent_workers and hasattr(self.train_dataset, "set_epoch"):
@@ -421,10 +426,35 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_
                      f"{'; '.join(skipped)}. Resume from an explicit checkpoint path or start the run anew.")
 
 
+@dataclass
+class ScoredSplit:
+    """One split as a task trainer scored it: the rows of its `<name>_predictions.tsv` and its metrics."""
+
+    ids: list[str]
+    references: list[str]  # "" for an utterance without a reference
+    predictions: list[str]  # transcripts (CTC) or labels (classification), in the order of `ids`
+    metrics: dict[str, float]  # prefixed "<name>_"
+
+
 class SplitScoringTrainer(SpeechTrainer):
     """What the task Trainers share: a supervised loss on (input_values, attention_mask, labels) batches,
-    and evaluation that scores the whole split with `score_split` (the task's metrics and a predictions
-    file) instead of the Trainer's loss-only loop."""
+    and evaluation that scores the whole split with the task's metrics and writes a predictions file.
+
+    The Trainer's evaluation hooks work as a Transformers user expects: `evaluate()` (also a dict of
+    datasets, as the Trainer), `predict()` (its predictions are the decoded strings), `on_evaluate` /
+    `on_predict` / `on_prediction_step` callbacks (so the progress bar shows), the speed metrics, and
+    `metric_for_best_model` on any metric of the task. `compute_metrics` and
+    `preprocess_logits_for_metrics` are refused: the task's metrics are computed on decoded strings
+    by `run_split`; extend it in a subclass to add one.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.compute_metrics is not None or self.preprocess_logits_for_metrics is not None:
+            raise ValueError(
+                f"{type(self).__name__} computes the task's metrics itself, on decoded transcripts or labels "
+                "(run_split), so compute_metrics / preprocess_logits_for_metrics would never be called. Leave them "
+                f"out; to add a metric, subclass {type(self).__name__} and extend run_split.")
 
     def pop_bookkeeping(self, inputs: dict[str, Any]) -> None:
         """Take the collator's fields that are not model inputs (ids, references, counts) out of a training
@@ -440,13 +470,47 @@ class SplitScoringTrainer(SpeechTrainer):
                         labels=inputs["labels"])
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
-    def score_split(self, dataset, name: str, dataloader=None) -> dict[str, float]:
-        """Metrics of `dataset`, prefixed "<name>_", after writing `<name>_predictions.tsv`."""
+    def run_split(self, dataset, name: str, dataloader: DataLoader | None = None) -> ScoredSplit:
+        """Run the model over `dataset` (or `dataloader`), write `<name>_predictions.tsv` and score it.
+        Subclasses call `prediction_step_done` after each batch."""
         raise NotImplementedError
 
+    def prediction_step_done(self, dataloader: DataLoader) -> None:
+        """Tell the callbacks a batch was scored (the Trainer's progress bar counts these)."""
+        self.callback_handler.eval_dataloader = dataloader
+        self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
+
+    def score_split(self, dataset, name: str, dataloader: DataLoader | None = None) -> dict[str, float]:
+        """Metrics of `dataset`, prefixed "<name>_", after writing `<name>_predictions.tsv`."""
+        return self.run_split(dataset, name, dataloader).metrics
+
+    def _timed_split(self, dataset, name: str, dataloader: DataLoader) -> ScoredSplit:
+        start = time.time()
+        scored = self.run_split(dataset, name, dataloader)
+        scored.metrics.update(speed_metrics(name, start, num_samples=len(scored.ids), num_steps=len(dataloader)
+                                            if has_length(dataloader) else None))
+        return scored
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Score the evaluation split(s): a dict of datasets (or the name of one of `self.eval_dataset`'s)
+        is scored per dataset under "<prefix>_<name>_", as the Trainer does."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        metrics = self.score_split(dataset, metric_key_prefix, self.get_eval_dataloader(dataset))
+        if isinstance(dataset, dict):
+            metrics: dict[str, float] = {}
+            for key, split in dataset.items():
+                metrics.update(self.evaluate(split, ignore_keys, f"{metric_key_prefix}_{key}"))
+            return metrics
+        if isinstance(dataset, str):
+            dataset = self.eval_dataset[dataset]
+        metrics = self._timed_split(dataset, metric_key_prefix, self.get_eval_dataloader(dataset)).metrics
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test") -> PredictionOutput:
+        """Score `test_dataset` like `evaluate` (without logging) and return its predictions: the decoded
+        strings, with the references as `label_ids` when the data has them."""
+        scored = self._timed_split(test_dataset, metric_key_prefix, self.get_test_dataloader(test_dataset))
+        self.control = self.callback_handler.on_predict(self.args, self.state, self.control, scored.metrics)
+        label_ids = scored.references if any(scored.references) else None
+        return PredictionOutput(predictions=scored.predictions, label_ids=label_ids, metrics=scored.metrics)

@@ -28,7 +28,14 @@ from armhubert_training.classification_data import (
     build_classification_datasets,
     speech_commands_hash_split,
 )
-from armhubert_training.classification_trainer import accuracies, read_predictions
+from transformers import TrainerCallback, TrainingArguments
+
+from armhubert_training.classification_trainer import (
+    ClassificationCollator,
+    ClassificationTrainer,
+    accuracies,
+    read_predictions,
+)
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertForSequenceClassification
 
@@ -417,3 +424,52 @@ def test_evaluation_only_run_reuses_the_models_classes_and_refuses_unknown_label
         run_audio_classification.main(["--student_preset", "armhubert", "--output_dir", str(tmp_path / "x"),
                                        "--corpus", "fluent_commands", "--corpus_root", str(corpora["fluent"]),
                                        "--do_predict", *QUICK])
+
+
+def test_trainer_evaluate_predict_and_callbacks_work_and_compute_metrics_is_refused(ic_run, corpora, tmp_path):
+    """The Trainer's evaluation hooks on a task trainer: evaluate() (also over a dict of datasets),
+    predict() returning the decoded labels, the callbacks (progress steps, on_evaluate, on_predict)."""
+    model = ArmHubertForSequenceClassification.from_pretrained(ic_run)
+    label_set = LabelSet.from_config(model.config)
+    data = build_classification_datasets(
+        data_args(corpus="fluent_commands", corpus_root=str(corpora["fluent"]), predict_splits=["test"]),
+        do_train=False, do_eval=True, do_predict=True, seed=0, label_set=label_set)
+
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.steps, self.evaluated, self.predicted = 0, [], []
+
+        def on_prediction_step(self, args, state, control, **kwargs):
+            self.steps += 1
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            self.evaluated.append(metrics)
+
+        def on_predict(self, args, state, control, metrics=None, **kwargs):
+            self.predicted.append(metrics)
+
+    recorder = Recorder()
+    args = TrainingArguments(str(tmp_path), per_device_eval_batch_size=2, report_to="none",
+                             dataloader_num_workers=0, dataloader_pin_memory=False)
+    trainer = ClassificationTrainer(model=model, args=args, eval_dataset=data.eval,
+                                    data_collator=ClassificationCollator(label_set), label_set=label_set,
+                                    callbacks=[recorder])
+    metrics = trainer.evaluate()
+    assert recorder.evaluated == [metrics] and recorder.steps == -(-len(data.eval) // 2)
+    assert metrics["eval_utterances"] == len(data.eval) and metrics["eval_runtime"] > 0
+
+    test = data.predict["test"]
+    output = trainer.predict(test)
+    rows = read_predictions(tmp_path / "test_predictions.tsv")
+    assert output.predictions == [row["prediction"] for row in rows]
+    assert output.label_ids == [row["label"] for row in rows] and len(rows) == len(test)
+    assert output.metrics["test_accuracy"] == pytest.approx(
+        np.mean([p == r for p, r in zip(output.predictions, output.label_ids)]))
+    assert recorder.predicted == [output.metrics] and recorder.steps == -(-len(data.eval) // 2) + -(-len(test) // 2)
+
+    both = trainer.evaluate({"first": data.eval, "again": data.eval})
+    assert both["eval_first_accuracy"] == both["eval_again_accuracy"] == metrics["eval_accuracy"]
+
+    with pytest.raises(ValueError, match="compute_metrics"):
+        ClassificationTrainer(model=model, args=args, data_collator=ClassificationCollator(label_set),
+                              label_set=label_set, compute_metrics=lambda prediction: {})
