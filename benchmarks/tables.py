@@ -227,12 +227,16 @@ def marked_tables(docs: Sequence[Path] = DOCS) -> dict[str, list[Path]]:
     return found
 
 
+def _label(doc: Path) -> str:
+    return str(doc.relative_to(REPO)) if doc.is_relative_to(REPO) else str(doc)
+
+
 def stale_tables(docs: Sequence[Path] = DOCS) -> list[str]:
     """'doc: table' for every generated table that differs from what its JSON gives now."""
     stale = []
     for doc in docs:
-        _, changed = regenerate(doc.read_text(), str(doc.relative_to(REPO)))
-        stale += [f"{doc.relative_to(REPO)}: {name}" for name in changed]
+        _, changed = regenerate(doc.read_text(), _label(doc))
+        stale += [f"{_label(doc)}: {name}" for name in changed]
     return stale
 
 
@@ -247,10 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"out of date: {entry} (run python -m benchmarks.tables)")
         return 1 if stale else 0
     for doc in DOCS:
-        text, changed = regenerate(doc.read_text(), str(doc.relative_to(REPO)))
+        text, changed = regenerate(doc.read_text(), _label(doc))
         if changed:
             doc.write_text(text)
-            print(f"{doc.relative_to(REPO)}: rewrote {', '.join(changed)}")
+            print(f"{_label(doc)}: rewrote {', '.join(changed)}")
     return 0
 
 
