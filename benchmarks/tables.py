@@ -173,8 +173,8 @@ def headline_table() -> str:
         })
     return markdown_table(shown, [
         ("model", "model"), ("params", "parameters, with distillation heads"),
-        ("params_deployed", "without heads (deployed)"), ("params_pct", "params % of HuBERT Base"),
-        ("gmacs", "GMACs / s of audio"), ("macs_pct", "MACs % of HuBERT Base"),
+        ("params_deployed", "without heads (deployed)"), ("params_pct", "params with heads, % of HuBERT Base"),
+        ("gmacs", "GMACs / s of audio, deployed"), ("macs_pct", "MACs % of HuBERT Base"),
         ("cpu", "× faster, CPU fp32, 1 × 10 s"), ("gpu", "× faster, GPU bf16, 32 × 10 s"),
     ])
 
