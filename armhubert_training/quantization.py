@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 # Largest relative error of any output (any layer, when the hidden states are exported) that the
-# int8 export accepts. The students measured in the README stay near 0.01 on speech; 0.05 means
+# int8 export accepts. The students measured in docs/deployment.md stay near 0.01 on speech; 0.05 means
 # that a twentieth of the output's norm is quantisation noise.
 DEFAULT_MAX_RELATIVE_ERROR = 0.05
 

@@ -49,8 +49,9 @@ import run_distill
 from armhubert_training import distillation_trainer
 from armhubert_training.speech_data import load_audio
 from benchmarks.bench_utils import (
-    RESULTS_DIR, TINY_STUDENT, command_line, describe_machine, machine_info, markdown_table, write_json,
+    RESULTS_DIR, TINY_STUDENT, command_line, describe_machine, machine_info, write_json,
 )
+from benchmarks.tables import distill_end_to_end_table
 from tools.make_random_teacher import make_random_teacher
 from tools.make_synthetic_librispeech import sample_durations, write_corpus
 
@@ -294,17 +295,8 @@ def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
           f"batch {args.batch_size}, {args.workers} workers; {describe_machine(result['machine'])}")
     print(f"decoding {per_worker:.0f} audio s / s per worker: {TARGET_AUDIO_S_PER_S} audio s / s needs "
           f"{TARGET_AUDIO_S_PER_S / per_worker:.1f} workers")
-    print(table(rows))
+    print(distill_end_to_end_table(rows))
     return result
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    shown = [{**row, "status": row.get("error", "ok")[:60]} for row in rows]
-    return markdown_table(shown, [
-        ("variant", "variant"), ("audio_s_per_s", "audio s / s"), ("step_ms", "step (ms)"),
-        ("data_wait_share", "data wait"), ("padding_share", "padding"), ("mask_ms_per_step", "mask (ms)"),
-        ("peak_memory_gib", "peak memory (GiB)"), ("status", "status"),
-    ])
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ from armhubert_training.distillation_trainer import DistillationArguments, disti
 from armhubert_training.teacher import FrozenTeacher, default_layer_map
 from benchmarks.bench_utils import (
     RESULTS_DIR, TINY_BASELINE, TINY_STUDENT, command_line, count_flops, describe_machine, machine_info,
-    markdown_table, random_audio, synchronize, write_json,
+    random_audio, synchronize, write_json,
 )
+from benchmarks.tables import distill_throughput_table
 from configuration_armhubert import PRESETS, ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
 
@@ -317,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         write_json(args.output, result)  # after every variant: a run cut short keeps what it measured
     print(f"\n{device.type} {args.dtype}; teacher {result['teacher']}, student {result['student']}, "
           f"batch {args.batch_size} x {args.seconds:g} s; {describe_machine(result['machine'])}")
-    print(table(rows))
+    print(distill_throughput_table(rows))
     return result
 
 
@@ -326,17 +327,6 @@ def _row_line(row: dict[str, Any]) -> str:
         return f"{row['variant']}: FAILED {row['error'][:300]}"
     return (f"{row['variant']}: {row['audio_s_per_s']:.1f} audio s/s, step {row['step_ms']:.1f} ms, "
             f"{row['achieved_tflop_s']:.2f} TFLOP/s")
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    shown = [{**row, "status": row.get("error", "ok")[:60],
-              "share": "on" if row["share_features"] else "off",
-              "fused": "on" if row["fused_attention"] else "off"} for row in rows]
-    return markdown_table(shown, [
-        ("variant", "variant"), ("share", "shared teacher features"), ("fused", "fused attention"),
-        ("compile", "torch.compile"), ("audio_s_per_s", "audio s / s"), ("step_ms", "step (ms)"),
-        ("peak_memory_gib", "peak memory (GiB)"), ("achieved_tflop_s", "TFLOP/s"), ("status", "status"),
-    ])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU numbers of the README in one go, on one CUDA GPU (H100 / H200): about 7 minutes.
+# The GPU numbers of docs/benchmarks.md and docs/distillation.md in one go, on one CUDA GPU (H100 / H200): about 7 minutes.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     # OUT_DIR default: benchmarks/results/gpu
 #   SMOKE=1 bash benchmarks/gpu_check.sh /tmp/smoke   # the same steps, tiny, on the CPU: checks the script

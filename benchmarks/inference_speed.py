@@ -40,8 +40,9 @@ import torch
 from armhubert_training.quantization import quantize_linear_layers, quantize_onnx_int8
 from benchmarks.bench_utils import (
     DISTINCT_PRESETS, MODEL_NAMES, RESULTS_DIR, QuietGate, build_model, command_line, describe_machine, is_baseline,
-    machine_info, markdown_table, median, random_audio, time_interleaved, write_json,
+    machine_info, median, random_audio, time_interleaved, write_json,
 )
+from benchmarks.tables import inference_speed_table
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BASELINE = "hubert-base"
@@ -219,17 +220,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     write_json(args.output, result)
     print(f"{device.type} {args.dtype}, {args.seconds:g} s utterances, median of {args.repeats} interleaved rounds; "
           f"{describe_machine(result['machine'])}")
-    print(table(rows))
+    print(inference_speed_table(rows))
     return result
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    shown = [{**row, "shape": f"{row['batch']} x {row['seconds']:g} s"} for row in rows]
-    return markdown_table(shown, [
-        ("name", "model"), ("shape", "batch"), ("latency_ms", "latency (ms)"),
-        ("throughput_audio_s_per_s", "audio s / s"), ("speedup_vs_hubert_base", "x faster than HuBERT Base"),
-        ("size_mib", "size (MiB)"),
-    ])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from armhubert_training.export_onnx import (
 from armhubert_training.quantization import (
     DEFAULT_MAX_RELATIVE_ERROR, OutputError, output_errors, quantize_linear_layers, quantize_onnx_int8,
 )
-from benchmarks.bench_utils import RESULTS_DIR, build_model, command_line, machine_info, markdown_table, write_json
+from benchmarks.bench_utils import RESULTS_DIR, build_model, command_line, machine_info, write_json
+from benchmarks.tables import int8_accuracy_table
 from configuration_armhubert import PRESETS
 
 
@@ -94,19 +95,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     write_json(args.output, result)
-    print(table(rows))
+    print(int8_accuracy_table(rows))
     return result
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    errors = ("first_layer_relative_error", "middle_layer_relative_error", "last_layer_relative_error")
-    shown = [{**row, **{key: f"{row[key]:.4f}" for key in errors}, "min_cosine": f"{row['min_cosine']:.6f}"}
-             for row in rows]
-    return markdown_table(shown, [
-        ("model", "model"), ("runtime", "runtime"), ("first_layer_relative_error", "rel. error, layer 1"),
-        ("middle_layer_relative_error", "middle layer"), ("last_layer_relative_error", "last layer"),
-        ("min_cosine", "lowest cosine"),
-    ])
 
 
 if __name__ == "__main__":

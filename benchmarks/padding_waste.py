@@ -29,7 +29,8 @@ import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from armhubert_training.speech_trainer import AudioBudgetBatchSampler
-from benchmarks.bench_utils import RESULTS_DIR, command_line, markdown_table, write_json
+from benchmarks.bench_utils import RESULTS_DIR, command_line, write_json
+from benchmarks.tables import padding_waste_table
 from tools.make_synthetic_librispeech import sample_durations
 
 SAMPLE_RATE = 16_000
@@ -78,10 +79,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         summarise(f"group_by_length, {args.batch_size} utts", batches_of(list(grouped), args.batch_size), lengths),
         summarise(f"budget {budget:.0f} s, <= {sampler.max_batch_size} utts", list(sampler), lengths),
     ]
-    columns = [("strategy", "strategy"), ("padding", "padding"), ("utts_per_batch", "utts / batch"),
-               ("batches", "batches"), ("mean_padded_s", "mean padded s"), ("max_padded_s", "max padded s")]
     print(f"{args.count} utterances of {lengths.mean() / SAMPLE_RATE:.1f} s mean (LibriSpeech-like lengths)\n")
-    print(markdown_table(rows, columns))
+    print(padding_waste_table(rows))
     write_json(args.output, {"command": command_line(__file__, argv), "rows": rows})
     return rows
 

@@ -24,8 +24,9 @@ from typing import Any, Sequence
 
 from benchmarks.bench_utils import (
     MODEL_NAMES, RESULTS_DIR, build_model, command_line, count_forward_macs, is_baseline, machine_info,
-    markdown_table, random_audio, write_json,
+    random_audio, write_json,
 )
+from benchmarks.tables import size_compute_table
 
 REFERENCE = "hubert-base"
 
@@ -66,28 +67,6 @@ def add_relative(rows: list[dict[str, Any]]) -> None:
         row["macs_pct_of_hubert_base"] = 100 * row["macs_per_second"] / reference["macs_per_second"]
         row["macs_with_heads_pct_of_hubert_base"] = (100 * row["macs_per_second_with_heads"]
                                                      / reference["macs_per_second"])
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    shown = [{
-        **row,
-        "params_with_heads_m": row["params_with_heads"] / 1e6,
-        "params_without_heads_m": row["params_without_heads"] / 1e6,
-        "gmacs": row["macs_per_second"] / 1e9,
-        "conv_gmacs": row["conv_encoder_macs_per_second"] / 1e9,
-        "gmacs_heads": row["macs_per_second_with_heads"] / 1e9,
-    } for row in rows]
-    return markdown_table(shown, [
-        ("model", "model"),
-        ("params_with_heads_m", "params (M), with heads"),
-        ("params_without_heads_m", "params (M), no heads"),
-        ("params_pct_of_hubert_base", "params % of HuBERT Base"),
-        ("gmacs", "GMACs / s of audio"),
-        ("macs_pct_of_hubert_base", "MACs % of HuBERT Base"),
-        ("conv_gmacs", "of which conv encoder"),
-        ("gmacs_heads", "GMACs / s with heads"),
-        ("macs_with_heads_pct_of_hubert_base", "with heads, % of HuBERT Base"),
-    ])
 
 
 def cpu_latency_pct(speed_json: Path | None) -> dict[str, float]:
@@ -165,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.output_dir / "size_compute.json", result)
-    text = table(rows)
+    text = size_compute_table(rows)
     print(text)
     if not args.no_plot:
         latency = cpu_latency_pct(args.speed_json)

@@ -1,0 +1,60 @@
+"""The docs stay true: every generated table matches its JSON, and every relative link leads somewhere."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from benchmarks import tables
+from conftest import REPO
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FENCED_CODE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)\)")
+
+
+def test_every_generated_table_matches_its_json():
+    assert tables.stale_tables() == [], "run `python -m benchmarks.tables`"
+
+
+def test_every_known_table_is_in_the_docs():
+    assert set(tables.marked_tables()) == set(tables.TABLES)
+
+
+def test_the_check_names_an_out_of_date_table(tmp_path):
+    doc = tmp_path / "page.md"
+    doc.write_text("text\n<!-- table: padding_waste -->\n| strategy |\n|---|\n| old |\n<!-- /table -->\nmore\n")
+    assert tables.stale_tables([doc]) == [f"{doc}: padding_waste"]
+    text, changed = tables.regenerate(doc.read_text())
+    assert changed == ["padding_waste"]
+    assert text.startswith("text\n<!-- table: padding_waste -->\n| strategy | padding |")
+    assert text.endswith("\n<!-- /table -->\nmore\n")
+    assert tables.regenerate(text) == (text, [])
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(doc: Path) -> set[str]:
+    text = FENCED_CODE.sub("", doc.read_text())
+    return {_slug(INLINE_CODE.sub(lambda m: m[0].strip("`"), line.lstrip("#")))
+            for line in text.splitlines() if line.startswith("#")}
+
+
+def test_every_relative_link_points_to_an_existing_file_and_heading():
+    broken = []
+    for doc in DOCS:
+        text = INLINE_CODE.sub("", FENCED_CODE.sub("", doc.read_text()))
+        for target in LINK.findall(text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not checked offline
+            path, _, anchor = target.partition("#")
+            linked = (doc.parent / path).resolve() if path else doc
+            if not linked.exists():
+                broken.append(f"{doc.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                broken.append(f"{doc.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
