@@ -4,7 +4,7 @@ Every later version must load these folders (with its own classes, and with the 
 the code saved in each folder) and give the same outputs: tests/test_saved_models.py checks it.
 Run this once per saved-format version, from the repository root, and commit the folder:
 
-    python tools/make_saved_model_fixture.py tests/fixtures/saved-v0.1
+    python -m tools.make_saved_model_fixture tests/fixtures/saved-v0.1
 
 Each folder is saved the way the scripts save their models: the config built as the script builds
 it, the task model loaded from the saved student with `from_pretrained(student, config=...)`,
@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from configuration_armhubert import ArmHubertConfig  # noqa: E402
-from modeling_armhubert import (  # noqa: E402
+from configuration_armhubert import ArmHubertConfig
+from modeling_armhubert import (
     ArmHubertForCTC,
     ArmHubertForSequenceClassification,
     ArmHubertForSuperbCTC,
