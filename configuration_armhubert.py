@@ -20,9 +20,7 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
   (SUPERB's KS/IC/SID/ER protocol, or full fine-tuning like `HubertForSequenceClassification`).
 """
 
-from __future__ import annotations
-
-import functools
+import dataclasses
 import json
 import numbers
 import types
@@ -30,6 +28,9 @@ import typing
 from typing import Any
 
 from transformers import PretrainedConfig
+
+# No `from __future__ import annotations`: the fields' annotations stay types, which `field_types` reads
+# (through `dataclasses.fields`) to check users' overrides.
 
 REUSE_MODES = ("probs", "legacy_double_softmax")
 # What `ArmHubertForSuperbCTC` takes the weighted sum of (see `ArmHubertConfig.superb_features`).
@@ -325,8 +326,10 @@ class ArmHubertConfig(PretrainedConfig):
 
     @classmethod
     def field_types(cls) -> dict[str, Any]:
-        """The fields this class declares (those a user may override), with their types."""
-        return _declared_field_types(cls)
+        """The fields this class declares (those a user may override), with their types. The base class's
+        fields (dtype, ...) are not for users to set."""
+        own = ArmHubertConfig.__annotations__
+        return {field.name: field.type for field in dataclasses.fields(cls) if field.name in own}
 
     @classmethod
     def parse_overrides(cls, overrides: str | dict[str, Any] | None, option: str = "overrides") -> dict[str, Any]:
@@ -370,46 +373,26 @@ class ArmHubertConfig(PretrainedConfig):
             raise error(f"{option} gives an invalid config: {err}") from err
 
 
-@functools.cache
-def _declared_field_types(cls: type) -> dict[str, Any]:
-    # The annotations are strings (postponed evaluation). Only ArmHubertConfig's own are resolved: the
-    # base class's refer to types (torch.dtype) this module does not import, and are not for users to set.
-    namespace = {**vars(typing), **globals()}
-    declared: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        if isinstance(klass, type) and issubclass(klass, ArmHubertConfig):
-            for name, annotation in klass.__dict__.get("__annotations__", {}).items():
-                if not str(annotation).startswith(("ClassVar", "typing.ClassVar")):
-                    declared[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
-    return declared
-
-
 def _has_type(value: Any, expected: Any) -> bool:
-    """Whether `value` fits the annotation `expected` (JSON numbers: an int is a valid float, a bool is no int)."""
+    """Whether `value` fits the annotation `expected`, in JSON's terms: an int is a number, a bool is no int."""
     origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if expected is Any:
-        return True
-    if expected is None or expected is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
+    if origin is types.UnionType:
         return any(_has_type(value, arg) for arg in args)
     if origin in (list, tuple):
         return isinstance(value, (list, tuple)) and all(_has_type(item, args[0]) for item in value)
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if expected is type(None) or isinstance(value, bool):
+        return type(value) is expected
+    if expected in (int, float):
+        return isinstance(value, numbers.Integral if expected is int else numbers.Real)
     return isinstance(value, expected)
 
 
 def _describe_type(expected: Any) -> str:
     """`list[int] | tuple[int, ...] | None` -> "a list of int or null" (JSON's words), for error messages."""
     origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if expected is None or expected is type(None):
+    if expected is type(None):
         return "null"
-    if origin in (typing.Union, types.UnionType):
+    if origin is types.UnionType:
         described = list(dict.fromkeys(_describe_type(arg) for arg in args))
         return " or ".join(described)
     if origin in (list, tuple):
@@ -418,4 +401,9 @@ def _describe_type(expected: Any) -> str:
         expected, getattr(expected, "__name__", str(expected)))
 
 
-__all__ = ["CLASSIFIER_MODES", "ArmHubertConfig", "PRESETS", "REUSE_MODES", "SUPERB_FEATURES"]
+# Samples that one frame of the published students (and of their HuBERT/WavLM teachers) sees: 400, i.e.
+# 25 ms at 16 kHz. Shorter audio gives no frame at all; data pipelines drop it before the model.
+RECEPTIVE_FIELD_SAMPLES: int = ArmHubertConfig.from_preset("armhubert").receptive_field
+
+__all__ = ["CLASSIFIER_MODES", "ArmHubertConfig", "PRESETS", "RECEPTIVE_FIELD_SAMPLES", "REUSE_MODES",
+           "SUPERB_FEATURES"]
