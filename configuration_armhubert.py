@@ -293,6 +293,11 @@ class ArmHubertConfig(PretrainedConfig):
         return bool(self.projection_dim)
 
     @property
+    def spec_augment_masks_time(self) -> bool:
+        """Whether SpecAugment masks frames while training (writing the mask embedding over them)."""
+        return self.apply_spec_augment and self.mask_time_prob > 0
+
+    @property
     def receptive_field(self) -> int:
         """Samples seen by one output frame of the conv feature encoder (400 for the presets)."""
         field = 1

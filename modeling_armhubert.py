@@ -702,43 +702,43 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         return hidden_states
 
 
-def _without_unused_student_parts(config: ArmHubertConfig, model_name: str, uses_heads: bool,
-                                  uses_mask_embedding: bool) -> tuple[ArmHubertConfig, list[str]]:
-    """A task model's copy of `config` without the distillation heads when it does not use them, and the
-    key patterns of the student weights it leaves out (for `_keys_to_ignore_on_load_unexpected`).
+# Weights of a distilled student that a task model leaves out when it does not use them: the distillation
+# heads, and the mask embedding of a student that is fine-tuned without time masking. A task model loads
+# a student's checkpoint, so these are expected there, not reported as unexpected.
+_STUDENT_ONLY_KEYS = [r"projection_heads\.", r"masked_spec_embed"]
+
+
+def _without_unused_heads(config: ArmHubertConfig, model_name: str, uses_heads: bool) -> ArmHubertConfig:
+    """`config`, or a copy with `projection_dim=0` (and one log line) for a task model that does not use the
+    student's distillation heads.
 
     Parameters that never get a gradient would make DistributedDataParallel fail (without
-    find_unused_parameters) and only cost memory, so a task model does not carry them.
+    find_unused_parameters) and only cost memory. The task scripts build their configs without unused
+    heads; this covers a student's config given as it is, e.g. `AutoModelForCTC.from_pretrained(student)`.
     """
-    dropped, patterns = [], []
-    if config.has_projection_heads and not uses_heads:
-        dropped.append(f"the distillation heads (projection_dim={config.projection_dim})")
-        config = copy.deepcopy(config)
-        config.projection_dim = 0
-    if not uses_heads:
-        patterns.append(r"projection_heads\.")
-    if not uses_mask_embedding:
-        patterns.append(r"masked_spec_embed")
-    if dropped:
-        logger.warning(f"{model_name} does not use {' or '.join(dropped)}: left out of the model (and their weights "
-                       "ignored when loading a student); its config gets projection_dim=0.")
-    return config, patterns
+    if uses_heads or not config.has_projection_heads:
+        return config
+    logger.warning(f"{model_name} does not use the distillation heads (projection_dim={config.projection_dim}): "
+                   "left out of the model (and their weights ignored when loading a student); its config gets "
+                   "projection_dim=0.")
+    config = copy.deepcopy(config)  # the caller's config, often the student's, stays as it is
+    config.projection_dim = 0
+    return config
 
 
 class ArmHubertForCTC(ArmHubertPreTrainedModel):
     """ArmHubert with a linear CTC head on the last hidden state, like `HubertForCTC`."""
 
+    _keys_to_ignore_on_load_unexpected = _STUDENT_ONLY_KEYS
+
     def __init__(self, config: ArmHubertConfig):
         if config.vocab_size is None or config.vocab_size < 1:
             raise ValueError("ArmHubertForCTC needs config.vocab_size (the CTC vocabulary size, blank included); "
                              "pass vocab_size=len(tokenizer) to from_pretrained.")
-        # The mask embedding is used only by SpecAugment's time masking; the heads never.
-        uses_mask_embedding = config.apply_spec_augment and config.mask_time_prob > 0
-        config, ignored = _without_unused_student_parts(config, type(self).__name__, uses_heads=False,
-                                                        uses_mask_embedding=uses_mask_embedding)
+        config = _without_unused_heads(config, type(self).__name__, uses_heads=False)
         super().__init__(config)
-        self._keys_to_ignore_on_load_unexpected = ignored
-        self.armhubert = ArmHubertModel(config, use_mask_embedding=uses_mask_embedding)
+        # The mask embedding is used only by SpecAugment's time masking.
+        self.armhubert = ArmHubertModel(config, use_mask_embedding=config.spec_augment_masks_time)
         self.dropout = nn.Dropout(config.final_dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
@@ -932,6 +932,8 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
     while training, as SUPERB's ASR and slot-filling recipes do.
     """
 
+    _keys_to_ignore_on_load_unexpected = _STUDENT_ONLY_KEYS
+
     def __init__(self, config: ArmHubertConfig):
         if config.vocab_size is None or config.vocab_size < 1:
             raise ValueError("ArmHubertForSuperbCTC needs config.vocab_size (the CTC vocabulary size, blank "
@@ -939,15 +941,12 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         if config.superb_features == "projected" and not config.has_projection_heads:
             raise ValueError("superb_features='projected' needs the student's distillation heads (projection_dim); "
                              "this student has none: use superb_features='hidden_states'.")
-        projected = config.superb_features == "projected"
         # The frozen student keeps all its weights (its mask embedding too, never trained here, so no
         # trainable parameter goes unused) except the heads when the features are not the projected ones.
-        config, ignored = _without_unused_student_parts(config, type(self).__name__, uses_heads=projected,
-                                                        uses_mask_embedding=True)
+        config = _without_unused_heads(config, type(self).__name__, uses_heads=config.superb_features == "projected")
         super().__init__(config)
         # Transformers picks the loss from the class name, which "ForSuperbCTC" does not match.
         self.loss_type = "ForCTC"
-        self._keys_to_ignore_on_load_unexpected = ignored
         self.armhubert = ArmHubertModel(config)
         self.featurizer = ArmHubertSuperbFeaturizer(config)
         self.spec_augment = SuperbSpecAugment(config) if config.superb_spec_augment else None
@@ -1035,6 +1034,8 @@ class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTraine
     sum of the slots' cross-entropies, and an utterance is right only when every slot is.
     """
 
+    _keys_to_ignore_on_load_unexpected = _STUDENT_ONLY_KEYS
+
     def __init__(self, config: ArmHubertConfig):
         superb = config.classifier_mode == "superb"
         uses_featurizer = superb or config.use_weighted_layer_sum
@@ -1042,13 +1043,10 @@ class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTraine
         if projected and not config.has_projection_heads:
             raise ValueError("superb_features='projected' needs the student's distillation heads (projection_dim); "
                              "this student has none: use superb_features='hidden_states'.")
-        # A frozen student keeps all its weights (none is trained); a fine-tuned one only those it uses.
-        uses_mask_embedding = superb or (config.apply_spec_augment and config.mask_time_prob > 0)
-        config, ignored = _without_unused_student_parts(config, type(self).__name__, uses_heads=projected,
-                                                        uses_mask_embedding=uses_mask_embedding)
+        config = _without_unused_heads(config, type(self).__name__, uses_heads=projected)
         super().__init__(config)
-        self._keys_to_ignore_on_load_unexpected = ignored
-        self.armhubert = ArmHubertModel(config, use_mask_embedding=uses_mask_embedding)
+        # A frozen student keeps all its weights (none is trained); a fine-tuned one only those it uses.
+        self.armhubert = ArmHubertModel(config, use_mask_embedding=superb or config.spec_augment_masks_time)
         self.featurizer = ArmHubertSuperbFeaturizer(config) if uses_featurizer else None
         feature_dim = self.featurizer.feature_dim if uses_featurizer else config.hidden_size
         self.projector = nn.Linear(feature_dim, config.classifier_proj_size)
