@@ -25,6 +25,7 @@ import json
 import numbers
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import PretrainedConfig
@@ -68,6 +69,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "armwavlm-s": _preset(432, 816, reuse=True),
     "maskhubert": _preset(480, 640, reuse=False),
 }
+
+
+def _receptive_field(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
+    """Samples seen by one output frame of a conv stack with these kernels and strides."""
+    field = 1
+    for kernel, stride in zip(reversed(conv_kernel), reversed(conv_stride)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+# Samples that one frame of the published students (and of their HuBERT/WavLM teachers) sees: 400, i.e.
+# 25 ms at 16 kHz. Shorter audio gives no frame at all; data pipelines drop it before the model.
+RECEPTIVE_FIELD_SAMPLES = _receptive_field(PRESETS["armhubert"]["conv_kernel"], PRESETS["armhubert"]["conv_stride"])
 
 
 AUTO_MAP = {
@@ -300,10 +314,7 @@ class ArmHubertConfig(PretrainedConfig):
     @property
     def receptive_field(self) -> int:
         """Samples seen by one output frame of the conv feature encoder (400 for the presets)."""
-        field = 1
-        for kernel, stride in zip(reversed(self.conv_kernel), reversed(self.conv_stride)):
-            field = (field - 1) * stride + kernel
-        return field
+        return _receptive_field(self.conv_kernel, self.conv_stride)
 
     @property
     def total_stride(self) -> int:
@@ -404,11 +415,6 @@ def _describe_type(expected: Any) -> str:
         return f"a list of {args[0].__name__}"
     return {bool: "a bool (true/false)", int: "an int", float: "a number", str: "a string"}.get(
         expected, getattr(expected, "__name__", str(expected)))
-
-
-# Samples that one frame of the published students (and of their HuBERT/WavLM teachers) sees: 400, i.e.
-# 25 ms at 16 kHz. Shorter audio gives no frame at all; data pipelines drop it before the model.
-RECEPTIVE_FIELD_SAMPLES: int = ArmHubertConfig.from_preset("armhubert").receptive_field
 
 __all__ = ["CLASSIFIER_MODES", "ArmHubertConfig", "PRESETS", "RECEPTIVE_FIELD_SAMPLES", "REUSE_MODES",
            "SUPERB_FEATURES"]
