@@ -20,16 +20,18 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
   (SUPERB's KS/IC/SID/ER protocol, or full fine-tuning like `HubertForSequenceClassification`).
 """
 
-from __future__ import annotations
-
-import functools
+import dataclasses
 import json
 import numbers
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any
 
 from transformers import PretrainedConfig
+
+# No `from __future__ import annotations`: the fields' annotations stay types, which `field_types` reads
+# (through `dataclasses.fields`) to check users' overrides.
 
 REUSE_MODES = ("probs", "legacy_double_softmax")
 # What `ArmHubertForSuperbCTC` takes the weighted sum of (see `ArmHubertConfig.superb_features`).
@@ -67,6 +69,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "armwavlm-s": _preset(432, 816, reuse=True),
     "maskhubert": _preset(480, 640, reuse=False),
 }
+
+
+def _receptive_field(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
+    """Samples seen by one output frame of a conv stack with these kernels and strides."""
+    field = 1
+    for kernel, stride in zip(reversed(conv_kernel), reversed(conv_stride)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+# Samples that one frame of the published students (and of their HuBERT/WavLM teachers) sees: 400, i.e.
+# 25 ms at 16 kHz. Shorter audio gives no frame at all; data pipelines drop it before the model.
+RECEPTIVE_FIELD_SAMPLES = _receptive_field(PRESETS["armhubert"]["conv_kernel"], PRESETS["armhubert"]["conv_stride"])
 
 
 AUTO_MAP = {
@@ -292,12 +307,14 @@ class ArmHubertConfig(PretrainedConfig):
         return bool(self.projection_dim)
 
     @property
+    def spec_augment_masks_time(self) -> bool:
+        """Whether SpecAugment masks frames while training (writing the mask embedding over them)."""
+        return self.apply_spec_augment and self.mask_time_prob > 0
+
+    @property
     def receptive_field(self) -> int:
         """Samples seen by one output frame of the conv feature encoder (400 for the presets)."""
-        field = 1
-        for kernel, stride in zip(reversed(self.conv_kernel), reversed(self.conv_stride)):
-            field = (field - 1) * stride + kernel
-        return field
+        return _receptive_field(self.conv_kernel, self.conv_stride)
 
     @property
     def total_stride(self) -> int:
@@ -325,8 +342,10 @@ class ArmHubertConfig(PretrainedConfig):
 
     @classmethod
     def field_types(cls) -> dict[str, Any]:
-        """The fields this class declares (those a user may override), with their types."""
-        return _declared_field_types(cls)
+        """The fields this class declares (those a user may override), with their types. The base class's
+        fields (dtype, ...) are not for users to set."""
+        own = ArmHubertConfig.__annotations__
+        return {field.name: field.type for field in dataclasses.fields(cls) if field.name in own}
 
     @classmethod
     def parse_overrides(cls, overrides: str | dict[str, Any] | None, option: str = "overrides") -> dict[str, Any]:
@@ -370,46 +389,26 @@ class ArmHubertConfig(PretrainedConfig):
             raise error(f"{option} gives an invalid config: {err}") from err
 
 
-@functools.cache
-def _declared_field_types(cls: type) -> dict[str, Any]:
-    # The annotations are strings (postponed evaluation). Only ArmHubertConfig's own are resolved: the
-    # base class's refer to types (torch.dtype) this module does not import, and are not for users to set.
-    namespace = {**vars(typing), **globals()}
-    declared: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        if isinstance(klass, type) and issubclass(klass, ArmHubertConfig):
-            for name, annotation in klass.__dict__.get("__annotations__", {}).items():
-                if not str(annotation).startswith(("ClassVar", "typing.ClassVar")):
-                    declared[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
-    return declared
-
-
 def _has_type(value: Any, expected: Any) -> bool:
-    """Whether `value` fits the annotation `expected` (JSON numbers: an int is a valid float, a bool is no int)."""
+    """Whether `value` fits the annotation `expected`, in JSON's terms: an int is a number, a bool is no int."""
     origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if expected is Any:
-        return True
-    if expected is None or expected is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
+    if origin is types.UnionType:
         return any(_has_type(value, arg) for arg in args)
     if origin in (list, tuple):
         return isinstance(value, (list, tuple)) and all(_has_type(item, args[0]) for item in value)
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if expected is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if expected is type(None) or isinstance(value, bool):
+        return type(value) is expected
+    if expected in (int, float):
+        return isinstance(value, numbers.Integral if expected is int else numbers.Real)
     return isinstance(value, expected)
 
 
 def _describe_type(expected: Any) -> str:
     """`list[int] | tuple[int, ...] | None` -> "a list of int or null" (JSON's words), for error messages."""
     origin, args = typing.get_origin(expected), typing.get_args(expected)
-    if expected is None or expected is type(None):
+    if expected is type(None):
         return "null"
-    if origin in (typing.Union, types.UnionType):
+    if origin is types.UnionType:
         described = list(dict.fromkeys(_describe_type(arg) for arg in args))
         return " or ".join(described)
     if origin in (list, tuple):
@@ -417,5 +416,5 @@ def _describe_type(expected: Any) -> str:
     return {bool: "a bool (true/false)", int: "an int", float: "a number", str: "a string"}.get(
         expected, getattr(expected, "__name__", str(expected)))
 
-
-__all__ = ["CLASSIFIER_MODES", "ArmHubertConfig", "PRESETS", "REUSE_MODES", "SUPERB_FEATURES"]
+__all__ = ["CLASSIFIER_MODES", "ArmHubertConfig", "PRESETS", "RECEPTIVE_FIELD_SAMPLES", "REUSE_MODES",
+           "SUPERB_FEATURES"]

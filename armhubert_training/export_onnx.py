@@ -83,15 +83,6 @@ def load_student(model_dir: str) -> ArmHubertModel | ArmHubertForCTC:
     return ArmHubertModel.from_pretrained(model_dir).eval()
 
 
-def receptive_field(config) -> int:
-    """Samples seen by one output frame of the conv feature encoder (any config with conv_kernel/conv_stride,
-    so that Transformers' HuBERT exports too, for comparisons)."""
-    field = 1
-    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
-        field = (field - 1) * stride + kernel
-    return field
-
-
 def example_inputs(config: ArmHubertConfig, batch: int = 2, samples: int = 16000,
                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A padded batch: random audio, the last item shorter by a quarter (never below the receptive field)."""
@@ -99,7 +90,7 @@ def example_inputs(config: ArmHubertConfig, batch: int = 2, samples: int = 16000
     values = torch.randn(batch, samples, generator=generator)
     mask = torch.ones(batch, samples, dtype=torch.long)
     if batch > 1:
-        real = max(receptive_field(config), samples - samples // 4)
+        real = max(config.receptive_field, samples - samples // 4)
         mask[-1, real:] = 0
         values[-1, real:] = 0.0
     return values, mask
@@ -115,7 +106,7 @@ def export_student(model: ArmHubertModel | ArmHubertForCTC, path: str | Path, hi
     # Batch 2 with padding, so that nothing is specialised to one batch size or to an unpadded batch.
     args = example_inputs(model.config)
     batch = torch.export.Dim("batch", min=1)
-    samples = torch.export.Dim("samples", min=receptive_field(model.config))
+    samples = torch.export.Dim("samples", min=model.config.receptive_field)
     dynamic = {"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}}
     # The exporter warns about torchvision ops it cannot register and about the two inputs sharing
     # their axis names (which is the point); neither concerns this model.
