@@ -1,10 +1,11 @@
 """The scripts' command lines: argument dataclasses, one concept each, and how they are parsed.
 
 A script gives `HfArgumentParser` the concepts it uses, composed into one dataclass per side (e.g.
-`run_asr_ctc.ModelArguments(StudentSourceArguments, ..., CtcHeadArguments)`), so that every option
-in its `--help` does something in that script and an option name means the same in every script.
-A concept's checks run in its `__post_init__`, which ends with `super().__post_init__()`: a dataclass
-composed of several concepts runs the checks of all of them.
+run_asr_ctc.py's `ModelArguments(FineTuningArguments, SuperbFeatureArguments, CtcHeadArguments,
+StudentSourceArguments)`), so that every option in its `--help` does something in that script and an
+option name means the same in every script (tests/test_script_options.py checks both). A concept's
+checks run in its `__post_init__`, which ends with `super().__post_init__()`: a dataclass composed of
+several concepts runs the checks of all of them.
 
 Command lines have the form `script.py [config.yaml] [--option value ...]`: the YAML file gives the
 recipe, options on the command line override it. The YAML is turned into the equivalent options

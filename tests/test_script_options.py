@@ -4,10 +4,11 @@ thing in every script.
 A script's options are the fields of the dataclasses it gives `HfArgumentParser` (TrainingArguments'
 own options aside). An option does something when its value is read: an attribute access `.name`
 (or `getattr(x, "name")`) on an argument object of that script, in the script or in the package code
-it hands the object to. Argument objects are the parameters annotated with one of the script's
-argument classes (or a class they are composed of), the names a script binds from its own function
-that returns them (`model_args, data_args, training_args = parse_args(argv)`), and `self` in the
-public methods and properties of those classes (`__post_init__` only checks and defaults values).
+it hands the object to. The objects are followed from the script's functions (parameters annotated
+with its argument classes, names bound from parsing) through calls into the package, aliases,
+`dataclasses.replace` copies, attributes of `self` they are stored in, and the methods and properties
+of the argument classes that code uses (`__post_init__` only checks and defaults values, so a field
+read there alone does nothing).
 """
 
 from __future__ import annotations
@@ -106,10 +107,12 @@ class Code:
         self.functions: dict[str, list[tuple[ast.FunctionDef, str | None]]] = defaultdict(list)
         self.members: dict[str, dict[str, ast.FunctionDef]] = defaultdict(dict)
         self.dataclass_fields: dict[str, list[str]] = {}  # of the dataclasses without an __init__ of their own
+        self.bases: dict[str, list[str]] = {}
         self.trees = {path: ast.parse(path.read_text()) for path in paths}
         for tree in self.trees.values():
             for node in ast.walk(tree):
                 if isinstance(node, ast.ClassDef):
+                    self.bases[node.name] = [ast.unparse(base).split(".")[-1] for base in node.bases]
                     if any("dataclass" in ast.unparse(decorator) for decorator in node.decorator_list):
                         self.dataclass_fields[node.name] = [member.target.id for member in node.body
                                                             if isinstance(member, ast.AnnAssign)
@@ -127,10 +130,17 @@ class Code:
     def callees(self, call: ast.Call) -> list[tuple[ast.FunctionDef, bool]]:
         """(function, whether its first parameter is bound: self or cls) for each function `call` may run."""
         name = _called_name(call)
-        if name in self.members and "__init__" in self.members[name]:  # a class of these files built
-            return [(self.members[name]["__init__"], True)]
+        if name in self.bases:  # a class of these files built: its own or an inherited __init__
+            init = self.method(name, "__init__")
+            return [(init, True)] if init is not None else []
         is_method = isinstance(call.func, ast.Attribute)
         return [(function, owner is not None and is_method) for function, owner in self.functions.get(name, [])]
+
+    def method(self, klass: str, name: str) -> ast.FunctionDef | None:
+        """`klass`'s method `name`, its own or the nearest base's among these files."""
+        if name in self.members.get(klass, {}):
+            return self.members[klass][name]
+        return next(filter(None, (self.method(base, name) for base in self.bases.get(klass, []))), None)
 
 
 def fields_read(script: str, class_names: set[str]) -> set[str]:
@@ -189,7 +199,7 @@ def fields_read(script: str, class_names: set[str]) -> set[str]:
                         and isinstance(node.args[1], ast.Constant)):
                     read.add(node.args[1].value)
                 built = owner if _called_name(node) == "cls" else _called_name(node)
-                if built in code.dataclass_fields and "__init__" not in code.members.get(built, {}):
+                if built in code.dataclass_fields and code.method(built, "__init__") is None:
                     fields = code.dataclass_fields[built]
                     store(built, {field for field, value in zip(fields, node.args) if holds(value, names, owner)}
                           | {keyword.arg for keyword in node.keywords
