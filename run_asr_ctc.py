@@ -29,7 +29,7 @@ Two heads (--head):
 
 STUDENT is a directory or hub id written by run_distill.py or by the checkpoint converter
 (armhubert_training.convert_original_checkpoint), or an authors' .ckpt file, converted on the
-fly; --student_preset gives a randomly initialised one for smoke tests. A directory written by
+fly; --random_student_preset gives a randomly initialised one for smoke tests. A directory written by
 this script (a fine-tuned model) can be evaluated or fine-tuned further; it keeps its vocabulary
 and head.
 
@@ -45,29 +45,30 @@ model returns its phones, a slot filling model its tagged words).
 to --output_dir, with name "eval" or "predict_<split>". The metrics come from `evaluate` modules
 shipped in metrics/, which load without the Hub. --max_duration_seconds only limits training: evaluation and prediction score
 every utterance of their split. A YAML recipe from configs/ may come first; any option after it
-overrides it. The Trainer that evaluates and transcribes, and the model card, are in armhubert_training/asr_trainer.py.
+overrides it. The Trainer that evaluates and transcribes is in armhubert_training/asr_trainer.py, the model card
+in armhubert_training/model_card.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from transformers import (
-    AutoFeatureExtractor,
-    HfArgumentParser,
-    TrainingArguments,
-    Wav2Vec2Processor,
-    set_seed,
-)
+from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
 
-from armhubert_training.asr_trainer import CtcTrainer, asr_model_card
+from armhubert_training.arguments import (
+    CtcHeadArguments,
+    FineTuningArguments,
+    HelpFormatter,
+    StudentSourceArguments,
+    SuperbFeatureArguments,
+    parse_config_and_args,
+)
+from armhubert_training.asr_trainer import CtcTrainer
 from armhubert_training.asr_vocabulary import (
     CharacterTargets,
     CtcCollator,
@@ -84,16 +85,11 @@ from armhubert_training.asr_vocabulary import (
     target_units,
     unknown_tokens,
 )
-from armhubert_training.speech_data import (
-    DataArguments,
-    SpeechDataset,
-    build_dataset,
-    raw_waveform_feature_extractor,
-    snips_folder,
-)
-from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
-from armhubert_training.yaml_arguments import parse_config_and_args
-from configuration_armhubert import PRESETS, ArmHubertConfig
+from armhubert_training.model_card import asr_model_card
+from armhubert_training.speech_data import DataArguments, SpeechDataset, build_dataset, snips_folder
+from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging, split_name
+from armhubert_training.student_source import resolve_source, student_feature_extractor
+from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
 
 logger = logging.getLogger("run_asr_ctc")
@@ -105,68 +101,10 @@ CUSTOM_PIPELINES = {"automatic-speech-recognition": {
     "impl": "asr_pipeline.ArmHubertSpeechRecognitionPipeline", "pt": ["AutoModelForCTC"], "type": "multimodal"}}
 
 
+# --help lists the options of the last base first: the student, the head, its features, then fine-tuning.
 @dataclass
-class ModelArguments:
+class ModelArguments(FineTuningArguments, SuperbFeatureArguments, CtcHeadArguments, StudentSourceArguments):
     """Which student, which head, and the head's settings."""
-
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "The student: a directory or hub id of an ArmHubert model (written by run_distill.py or "
-                "armhubert_training.convert_original_checkpoint), or an authors' Lightning checkpoint (*.ckpt), "
-                "converted into OUTPUT_DIR/converted-student first. A model fine-tuned by this script is evaluated (or trained "
-                "further) with its own vocabulary and head. Use this or --student_preset."})
-    student_preset: str | None = field(default=None, metadata={
-        "help": f"A randomly initialised student of this architecture, one of {sorted(PRESETS)} (smoke tests only)."})
-    head: Literal["linear", "superb"] | None = field(default=None, metadata={
-        "help": "'linear': full fine-tuning with a Linear CTC head on the last layer. 'superb': SUPERB's ASR "
-                "protocol (frozen student, weighted sum of its layers, BiLSTM, CTC). Default: the head of a "
-                "fine-tuned --model_name_or_path, else 'linear'."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Where models from the hub are stored."})
-    freeze_feature_encoder: bool = field(default=True, metadata={
-        "help": "--head linear: do not train the conv feature encoder (standard for CTC fine-tuning)."})
-    mask_time_prob: float = field(default=0.05, metadata={
-        "help": "--head linear: SpecAugment-style time masking, the probability of each frame to start a masked "
-                "span (Transformers' default for wav2vec 2.0 / HuBERT fine-tuning)."})
-    mask_time_length: int = field(default=10, metadata={"help": "--head linear: frames per time-mask span."})
-    mask_feature_prob: float = field(default=0.0, metadata={
-        "help": "--head linear: the probability of each channel to start a masked span of channels."})
-    mask_feature_length: int = field(default=10, metadata={"help": "--head linear: channels per feature-mask span."})
-    superb_features: Literal["auto", "projected", "hidden_states"] = field(default="auto", metadata={
-        "help": "--head superb: what the weighted sum is taken over. 'projected': the outputs of the student's "
-                "distillation heads, one per layer (the features the authors gave SUPERB); 'hidden_states': the "
-                "encoder input and every layer's output; 'auto': 'projected' when the student has heads."})
-    superb_projection_dim: int = field(default=1024, metadata={
-        "help": "--head superb: width of the Linear before the BiLSTM (SUPERB: 1024)."})
-    superb_lstm_hidden_size: int = field(default=1024, metadata={
-        "help": "--head superb: units per direction of each BiLSTM layer (SUPERB: 1024)."})
-    superb_lstm_layers: int = field(default=2, metadata={
-        "help": "--head superb: BiLSTM layers (SUPERB ASR and slot filling: 2; phoneme recognition: 0, the CTC "
-                "layer then reads the projection)."})
-    superb_lstm_dropout: float = field(default=0.2, metadata={
-        "help": "--head superb: dropout after each BiLSTM layer (SUPERB: 0.2)."})
-    superb_spec_augment: bool = field(default=False, metadata={
-        "help": "--head superb: SUPERB's SpecAugment on the weighted-sum features while training (time warp "
-                "window 5, 4 channel bands < 50 wide, 2 frame bands < 40 wide, zeroed), as SUPERB's ASR recipe "
-                "does. Its sizes are ArmHubertConfig fields (superb_time_warp_window, ...): change them with "
-                "--config_overrides."})
-    ctc_loss_reduction: Literal["mean", "sum"] = field(default="mean", metadata={
-        "help": "'mean': each utterance's CTC loss divided by its label length, averaged over the batch "
-                "(PyTorch's and SUPERB's default); 'sum': summed over the batch."})
-    ctc_zero_infinity: bool = field(default=True, metadata={
-        "help": "Zero the loss of utterances whose transcript is too long for their frames (infinite CTC loss) "
-                "instead of letting it break training."})
-    config_overrides: str | None = field(default=None, metadata={
-        "help": "JSON object of other ArmHubertConfig fields to change for training, e.g. "
-                "'{\"hidden_dropout\": 0.0, \"final_dropout\": 0.0}'. Unknown fields and values of the wrong type "
-                "are refused."})
-
-    def __post_init__(self) -> None:
-        if (self.model_name_or_path is None) == (self.student_preset is None):
-            raise ValueError("Give exactly one model source: --model_name_or_path (a student or fine-tuned model) "
-                             f"or --student_preset; got {self.model_name_or_path!r} and {self.student_preset!r}.")
-        if self.student_preset is not None and self.student_preset not in PRESETS:
-            raise ValueError(f"Unknown --student_preset {self.student_preset!r}; choose one of {sorted(PRESETS)}.")
-        # A typo in the overrides stops the run here, before the data and the model are loaded.
-        ArmHubertConfig.parse_overrides(self.config_overrides, "--config_overrides")
 
 
 @dataclass
@@ -254,11 +192,6 @@ class AsrDataArguments(DataArguments):
 # ----------------------------------------------------------------------------------------------
 
 
-def split_name(split: str) -> str:
-    """A split name or expression as a file-name part: 'test[:10%]' -> 'test_10'."""
-    return re.sub(r"[^0-9A-Za-z_.-]+", "_", split).strip("_")
-
-
 def make_encoder(data_args: AsrDataArguments, units: str) -> TargetEncoder:
     """The target encoder of `units`: characters, phonemes from --lexicon, or slots from SNIPS' slots.txt."""
     if units == "phonemes":
@@ -340,21 +273,6 @@ def report_unknown_characters(name: str, dataset, vocab: dict[str, int], encoder
 # ----------------------------------------------------------------------------------------------
 
 
-def resolve_source(model_args: ModelArguments, output_dir: str) -> tuple[str | None, ArmHubertConfig]:
-    """(weights path or hub id, or None for a random preset; its config). Converts an authors' .ckpt."""
-    if model_args.student_preset is not None:
-        return None, ArmHubertConfig.from_preset(model_args.student_preset)
-    source = model_args.model_name_or_path
-    if source.endswith(".ckpt"):
-        from armhubert_training.convert_original_checkpoint import convert
-
-        converted = Path(output_dir) / "converted-student"
-        logger.info("Converting the authors' checkpoint %s into %s", source, converted)
-        convert(Path(source), converted)
-        source = str(converted)
-    return source, ArmHubertConfig.from_pretrained(source, cache_dir=model_args.cache_dir)
-
-
 def fine_tuned_head(config: ArmHubertConfig) -> str | None:
     """'linear' or 'superb' when `config` belongs to a model this script fine-tuned, else None."""
     for head, model_class in HEADS.items():
@@ -411,9 +329,9 @@ def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArgum
         model = HEADS[head].from_pretrained(source, config=config, cache_dir=model_args.cache_dir)
     else:
         if not training_args.do_train:
-            raise ValueError(f"{source or model_args.student_preset} is a student without a CTC head: --do_eval and "
-                             "--do_predict need a fine-tuned model. Add --do_train, or point --model_name_or_path "
-                             "at a directory this script wrote.")
+            raise ValueError(f"{source or model_args.random_student_preset} is a student without a CTC head: "
+                             "--do_eval and --do_predict need a fine-tuned model. Add --do_train, or point "
+                             "--model_name_or_path at a directory this script wrote.")
         tokenizer = make_tokenizer(data_args, train_dataset, training_args.output_dir, encoder)
         feature_extractor = student_feature_extractor(source, model_args.cache_dir)
         processor = Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
@@ -429,7 +347,7 @@ def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArgum
         model.freeze_base_model()  # from_pretrained marks every loaded weight trainable again
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("%s (head %r) from %s: %.2f M parameters, %.2f M trained; vocabulary of %d tokens",
-                type(model).__name__, head, source or f"preset {model_args.student_preset}",
+                type(model).__name__, head, source or f"preset {model_args.random_student_preset}",
                 model.num_parameters() / 1e6, trainable / 1e6, len(processor.tokenizer))
     return model, processor
 
@@ -464,23 +382,9 @@ def make_tokenizer(data_args: AsrDataArguments, train_dataset, output_dir: str, 
     return create_tokenizer(vocab, output_dir)
 
 
-def student_feature_extractor(source: str | None, cache_dir: str | None):
-    """The student's feature extractor; raw 16 kHz waveforms without normalisation when it has none."""
-    if source is not None:
-        try:
-            return AutoFeatureExtractor.from_pretrained(source, cache_dir=cache_dir)
-        except (OSError, ValueError):
-            pass
-    return raw_waveform_feature_extractor()
-
-
 # ----------------------------------------------------------------------------------------------
 # Main
 # ----------------------------------------------------------------------------------------------
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help keeps the layout of the module docstring and shows every default."""
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, AsrDataArguments, TrainingArguments]:

@@ -26,8 +26,8 @@ training; unreadable files are skipped and counted.
 
 STUDENT is a directory or hub id written by run_distill.py or by the checkpoint converter
 (armhubert_training.convert_original_checkpoint), or an authors' .ckpt file, converted on the fly;
---student_preset gives a randomly initialised one for smoke tests. A directory written by this script
-(a fine-tuned model) keeps its classes and head.
+--random_student_preset gives a randomly initialised one for smoke tests. A directory written by this
+script (a fine-tuned model) keeps its classes and head.
 
 --do_eval (on --eval_splits) and --do_predict (on each of --predict_splits) write
 `<name>_predictions.tsv` (id, label, prediction per utterance) and `<name>_results.json` (accuracy,
@@ -41,25 +41,29 @@ may come first; any option after it overrides it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-import run_asr_ctc
+from armhubert_training.arguments import (
+    ClassifierHeadArguments,
+    FineTuningArguments,
+    HelpFormatter,
+    StudentSourceArguments,
+    SuperbFeatureArguments,
+    parse_config_and_args,
+)
 from armhubert_training.classification_data import (
     ClassificationData,
     ClassificationDataArguments,
     LabelSet,
     build_classification_datasets,
 )
-from armhubert_training.classification_trainer import (
-    ClassificationCollator,
-    ClassificationTrainer,
-    classification_model_card,
-)
-from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
-from armhubert_training.yaml_arguments import parse_config_and_args
+from armhubert_training.classification_trainer import ClassificationCollator, ClassificationTrainer
+from armhubert_training.model_card import classification_model_card
+from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging, split_name
+from armhubert_training.student_source import resolve_source, student_feature_extractor
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertForSequenceClassification
 
@@ -71,51 +75,10 @@ CUSTOM_PIPELINES = {"audio-classification": {
     "pt": ["AutoModelForAudioClassification"], "type": "audio"}}
 
 
+# --help lists the options of the last base first: the student, the classifier, its features, then fine-tuning.
 @dataclass
-class ModelArguments(run_asr_ctc.ModelArguments):
-    """Which student, which mode, and the classifier's settings (the student options of run_asr_ctc.py)."""
-
-    model_name_or_path: str | None = field(default=None, metadata={
-        "help": "The student: a directory or hub id of an ArmHubert model (written by run_distill.py or "
-                "armhubert_training.convert_original_checkpoint), or an authors' Lightning checkpoint (*.ckpt), "
-                "converted into OUTPUT_DIR/converted-student first. A classifier written by this script is evaluated "
-                "(or trained further) with its own classes and head. Use this or --student_preset."})
-    # The CTC heads' options do not apply here (init=False keeps them out of the parser).
-    head: str | None = field(default=None, init=False)
-    superb_projection_dim: int = field(default=1024, init=False)
-    superb_lstm_hidden_size: int = field(default=1024, init=False)
-    superb_lstm_layers: int = field(default=2, init=False)
-    superb_lstm_dropout: float = field(default=0.2, init=False)
-    ctc_loss_reduction: str = field(default="mean", init=False)
-    ctc_zero_infinity: bool = field(default=True, init=False)
-    classifier_mode: Literal["superb", "fine_tune"] | None = field(default=None, metadata={
-        "help": "'superb': SUPERB's protocol (frozen student, weighted sum of its layers, Linear, mean pooling, "
-                "Linear). 'fine_tune': the whole student trained. Default: the mode of a fine-tuned "
-                "--model_name_or_path, else 'superb'."})
-    classifier_proj_size: int = field(default=256, metadata={
-        "help": "Width of the frame-wise Linear before mean pooling (SUPERB: 256)."})
-    use_weighted_layer_sum: bool = field(default=False, metadata={
-        "help": "--classifier_mode fine_tune: classify a learned weighted sum of the layers instead of the last one."})
-    freeze_feature_encoder: bool = field(default=True, metadata={
-        "help": "--classifier_mode fine_tune: do not train the conv feature encoder."})
-    mask_time_prob: float = field(default=0.05, metadata={
-        "help": "--classifier_mode fine_tune: SpecAugment-style time masking, the probability of each frame to "
-                "start a masked span (Transformers' default for HuBERT fine-tuning)."})
-    mask_time_length: int = field(default=10, metadata={"help": "--classifier_mode fine_tune: frames per time mask."})
-    mask_feature_prob: float = field(default=0.0, metadata={
-        "help": "--classifier_mode fine_tune: the probability of each channel to start a masked span of channels."})
-    mask_feature_length: int = field(default=10, metadata={
-        "help": "--classifier_mode fine_tune: channels per feature mask."})
-    superb_features: Literal["auto", "projected", "hidden_states"] = field(default="auto", metadata={
-        "help": "What the weighted layer sum is taken over. 'projected': the outputs of the student's distillation "
-                "heads, one per layer (the features the authors gave SUPERB); 'hidden_states': the encoder input "
-                "and every layer's output; 'auto': 'projected' in superb mode when the student has heads, else "
-                "'hidden_states'."})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.classifier_proj_size < 1:
-            raise ValueError(f"--classifier_proj_size must be a positive integer; got {self.classifier_proj_size}.")
+class ModelArguments(FineTuningArguments, SuperbFeatureArguments, ClassifierHeadArguments, StudentSourceArguments):
+    """Which student, which mode, and the classifier's settings."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,8 +125,8 @@ def load_model(model_args: ModelArguments, training_args: TrainingArguments, sou
                                                                    cache_dir=model_args.cache_dir)
     else:
         if not training_args.do_train:
-            raise ValueError(f"{source or model_args.student_preset} is a student without a classifier: --do_eval "
-                             "and --do_predict need a fine-tuned model. Add --do_train, or point "
+            raise ValueError(f"{source or model_args.random_student_preset} is a student without a classifier: "
+                             "--do_eval and --do_predict need a fine-tuned model. Add --do_train, or point "
                              "--model_name_or_path at a directory this script wrote.")
         config = classifier_config(model_args, config, model_args.classifier_mode or "superb", label_set)
         model = (ArmHubertForSequenceClassification(config) if source is None else
@@ -175,7 +138,7 @@ def load_model(model_args: ModelArguments, training_args: TrainingArguments, sou
         model.freeze_feature_encoder()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("%s (mode %r) from %s: %.2f M parameters, %.2f M trained; %d classes", type(model).__name__,
-                model.config.classifier_mode, source or f"preset {model_args.student_preset}",
+                model.config.classifier_mode, source or f"preset {model_args.random_student_preset}",
                 model.num_parameters() / 1e6, trainable / 1e6, model.config.num_labels)
     return model
 
@@ -187,7 +150,7 @@ def load_model(model_args: ModelArguments, training_args: TrainingArguments, sou
 
 def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, ClassificationDataArguments, TrainingArguments]:
     parser = HfArgumentParser((ModelArguments, ClassificationDataArguments, TrainingArguments), description=__doc__,
-                              formatter_class=run_asr_ctc.HelpFormatter)
+                              formatter_class=HelpFormatter)
     model_args, data_args, training_args = parse_config_and_args(parser, argv)
     training_args.remove_unused_columns = False  # the batch is ours; the Trainer must not prune it
     return model_args, data_args, training_args
@@ -200,13 +163,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ValueError("Nothing to do: give at least one of --do_train, --do_eval, --do_predict.")
 
-    source, config = run_asr_ctc.resolve_source(model_args, training_args.output_dir)
+    source, config = resolve_source(model_args, training_args.output_dir)
     # Data before the model: a missing split or column, or an unknown label, fails before any weights load.
     data: ClassificationData = build_classification_datasets(
         data_args, training_args.do_train, training_args.do_eval, training_args.do_predict, training_args.seed,
-        label_set=LabelSet.from_config(config) if is_fine_tuned(config) else None, split_key=run_asr_ctc.split_name)
+        label_set=LabelSet.from_config(config) if is_fine_tuned(config) else None, split_key=split_name)
     model = load_model(model_args, training_args, source, config, data.label_set)
-    feature_extractor = run_asr_ctc.student_feature_extractor(source, model_args.cache_dir)
+    feature_extractor = student_feature_extractor(source, model_args.cache_dir)
 
     metrics: dict[str, float] = {}
     trainer = ClassificationTrainer(

@@ -11,8 +11,6 @@ Evaluation (`evaluate`, also run during training with --eval_strategy) and predi
    real-time factor and counts;
 4. `write_predictions`: the per-utterance `<name>_predictions.tsv` (the Trainer's `save_metrics`
    writes the `<name>_results.json` summary).
-
-`asr_model_card` describes a fine-tuned model for its README.md.
 """
 
 from __future__ import annotations
@@ -23,25 +21,18 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import evaluate
 import torch
-from huggingface_hub import ModelCard, ModelCardData
-from transformers import TrainingArguments
 
-from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
+from modeling_armhubert import ArmHubertPreTrainedModel
 
 from .asr_pipeline import eos_as_blank
 from .asr_vocabulary import target_units
-from .model_card import fine_tuning_recipe
 from .speech_data import SAMPLING_RATE, skip_metrics
 from .speech_trainer import ScoredSplit, SplitScoringTrainer
 
-if TYPE_CHECKING:  # only for type hints: run_asr_ctc imports this module
-    from run_asr_ctc import AsrDataArguments, ModelArguments
-
-# Saved next to every model, so that the pipeline class named in its config.custom_pipelines can be loaded.
 # What is scored for each kind of target (`asr_vocabulary.target_units`); the first one selects checkpoints.
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "characters": ("wer", "cer"),
@@ -239,70 +230,3 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle, delimiter="\t"))
 
-
-# Per kind of target: (task, what the CTC layer emits); and the metrics' column titles.
-_CARD_TASKS = {
-    "characters": ("Speech recognition", "upper-case characters"),
-    "phonemes": ("Phoneme recognition", "SUPERB's 71 ARPAbet phones (with stress)"),
-    "slots": ("Slot filling", "upper-case characters and slot tags"),
-}
-_METRIC_TITLES = {"wer": "WER", "cer": "CER", "per": "PER", "slot_type_f1": "slot-type F1",
-                  "slot_value_cer": "slot-value CER"}
-
-
-def asr_model_card(model: ArmHubertPreTrainedModel, model_args: ModelArguments, data_args: AsrDataArguments,
-                   training_args: TrainingArguments, metrics: dict[str, float], units: str = "characters") -> ModelCard:
-    """A model card for a fine-tuned model: what it is, how to use it, its results and recipe."""
-    name = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
-    source = model_args.model_name_or_path or f"preset {model_args.student_preset}"
-    is_hub_id = "/" in source and not os.path.exists(source) and not source.endswith(".ckpt")
-    superb = isinstance(model, ArmHubertForSuperbCTC)
-    task, emitted = _CARD_TASKS[units]
-    columns = {name: _METRIC_TITLES[name] for name in TASK_METRICS[units]}
-    head = (f"SUPERB's downstream protocol: the student frozen, a softmax-weighted sum of its "
-            f"{model.config.superb_features.replace('_', ' ')} features"
-            f"{' (SUPERB SpecAugment in training)' if model.config.superb_spec_augment else ''}, "
-            f"{model.config.superb_lstm_layers} BiLSTM "
-            f"layers of {model.config.superb_lstm_hidden_size} units and a CTC layer" if superb
-            else "a CTC layer on the last layer, the whole student fine-tuned (conv encoder frozen)")
-    train_splits = " + ".join(data_args.train_splits)
-    data = (f"LibriSpeech {train_splits}" if data_args.librispeech_root
-            else f"Audio SNIPS {train_splits}" if data_args.snips_root
-            else f"{data_args.dataset_name} ({train_splits})")
-    eval_split = " + ".join(data_args.eval_splits)
-    first = next(iter(columns))
-    results = [f"| split | {' | '.join(columns.values())} | real-time factor |", "|---|" + "---|" * (len(columns) + 1)]
-    for prefix in sorted({key.removesuffix(f"_{first}") for key in metrics if key.endswith(f"_{first}")}):
-        split = eval_split if prefix == "eval" else prefix.removeprefix("predict_")
-        values = " | ".join(f"{100 * metrics[f'{prefix}_{name}']:.2f} %" for name in columns)
-        results.append(f"| {split} | {values} | {metrics[prefix + '_rtf']:.4f} |")
-    card_data = ModelCardData(library_name="transformers", pipeline_tag="automatic-speech-recognition",
-                              tags=["audio", "speech", "ctc", "armhubert", "recycle-and-distill"]
-                              + (["superb"] if superb else []),
-                              base_model=source if is_hub_id else None, metrics=list(columns), license="mit")
-    return ModelCard(f"""---
-{card_data.to_yaml()}
----
-
-# {name}
-
-{task} with an ArmHubert student (Recycle-and-Distill, [paper](https://arxiv.org/abs/2305.11685))
-from `{source}`, with {head}. Greedy CTC decoding over {emitted}, no language model.
-
-## Usage
-
-```python
-from transformers import pipeline
-
-asr = pipeline("automatic-speech-recognition", model="{name}", trust_remote_code=True)
-asr("speech.flac")["text"]          # or a 16 kHz float waveform
-```
-
-## Results
-
-{chr(10).join(results) if len(results) > 2 else "No evaluation was run."}
-
-## Training
-
-Fine-tuned with `run_asr_ctc.py` of the armhubert project on {data}: {fine_tuning_recipe(training_args)}
-""")

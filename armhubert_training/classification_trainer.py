@@ -9,8 +9,6 @@ model with several). The Trainer's `save_metrics` writes the `<name>_results.jso
 Speech Commands' train and validation data are sampled class-balanced, with replacement, as SUPERB
 does (`sample_weights` of the dataset): training draws anew each epoch (seeded by seed and epoch),
 evaluation draws the same resample every time, so that successive evaluations are comparable.
-
-`classification_model_card` describes a fine-tuned model for its README.md.
 """
 
 from __future__ import annotations
@@ -19,26 +17,15 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
-from huggingface_hub import ModelCard, ModelCardData
 from torch.utils.data import WeightedRandomSampler
-from transformers import TrainingArguments
-
-from modeling_armhubert import ArmHubertForSequenceClassification
 
 from .classification_data import LabelSet
-from .model_card import fine_tuning_recipe
 from .speech_data import AudioCollator, skip_metrics
 from .speech_trainer import EpochSeededSampler, ScoredSplit, SplitScoringTrainer
 
-if TYPE_CHECKING:  # only for type hints: run_audio_classification imports this module
-    from run_audio_classification import ModelArguments
-
-    from .classification_data import ClassificationDataArguments
-
-# Saved next to every model: the pipeline class named in its config.custom_pipelines, and what it imports.
 PREDICTION_COLUMNS = ("id", "label", "prediction")
 
 
@@ -162,62 +149,3 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle, delimiter="\t"))
 
-
-def classification_model_card(model: ArmHubertForSequenceClassification, model_args: ModelArguments,
-                              data_args: ClassificationDataArguments, training_args: TrainingArguments,
-                              metrics: dict[str, float]) -> ModelCard:
-    """A model card for a fine-tuned classifier: what it is, how to use it, its results and recipe."""
-    name = training_args.hub_model_id or os.path.basename(os.path.normpath(training_args.output_dir))
-    source = model_args.model_name_or_path or f"preset {model_args.student_preset}"
-    is_hub_id = "/" in source and not os.path.exists(source) and not source.endswith(".ckpt")
-    config = model.config
-    superb = config.classifier_mode == "superb"
-    features = (f"a softmax-weighted sum of its {config.superb_features.replace('_', ' ')} features"
-                if model.featurizer is not None else "its last layer")
-    head = (f"SUPERB's utterance-level protocol: the student frozen, {features}, a frame-wise Linear("
-            f"{config.classifier_proj_size}), mean pooling over the real frames and a linear classifier" if superb
-            else f"the whole student fine-tuned on {features}, a frame-wise Linear({config.classifier_proj_size}), "
-                 "mean pooling and a linear classifier")
-    if config.classifier_slot_names:
-        classes = "; ".join(f"{slot}: {block.stop - block.start} values" for slot, block in config.slot_slices)
-        output = (f"Three single-label decisions ({classes}) from one output layer; the pipeline returns their "
-                  "best values joined with \"|\".")
-    else:
-        shown = ", ".join(config.id2label[i] for i in range(min(config.num_labels, 12)))
-        output = f"{config.num_labels} classes: {shown}{', ...' if config.num_labels > 12 else ''}."
-    data = (f"{data_args.corpus} ({' + '.join(data_args.train_splits)})" if data_args.corpus
-            else f"{data_args.dataset_name} ({' + '.join(data_args.train_splits)})")
-    results = ["| split | accuracy | utterances |", "|---|---|---|"]
-    for prefix in sorted({key.removesuffix("_accuracy") for key in metrics if key.endswith("_accuracy")}):
-        split = " + ".join(data_args.eval_splits) if prefix == "eval" else prefix.removeprefix("predict_")
-        results.append(f"| {split} | {100 * metrics[prefix + '_accuracy']:.2f} % | {metrics[prefix + '_utterances']} |")
-    card_data = ModelCardData(library_name="transformers", pipeline_tag="audio-classification",
-                              tags=["audio", "speech", "audio-classification", "armhubert", "recycle-and-distill"]
-                              + (["superb"] if superb else []),
-                              base_model=source if is_hub_id else None, metrics=["accuracy"], license="mit")
-    return ModelCard(f"""---
-{card_data.to_yaml()}
----
-
-# {name}
-
-Audio classification with an ArmHubert student (Recycle-and-Distill, [paper](https://arxiv.org/abs/2305.11685))
-from `{source}`, with {head}. {output}
-
-## Usage
-
-```python
-from transformers import pipeline
-
-classify = pipeline("audio-classification", model="{name}", trust_remote_code=True)
-classify("speech.wav")[0]["label"]          # or a 16 kHz float waveform
-```
-
-## Results
-
-{chr(10).join(results) if len(results) > 2 else "No evaluation was run."}
-
-## Training
-
-Fine-tuned with `run_audio_classification.py` of the armhubert project on {data}: {fine_tuning_recipe(training_args)}
-""")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ def setup_script_logging(training_args: TrainingArguments, *script_loggers: str)
         logging.getLogger(name).setLevel(log_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
+
+
+def split_name(split: str) -> str:
+    """A split name or expression as the name of its scores and predictions file: 'test[:10%]' -> 'test_10'."""
+    return re.sub(r"[^0-9A-Za-z_.-]+", "_", split).strip("_")
 
 
 class EpochSeededSampler:

@@ -1,11 +1,12 @@
 """End-to-end throughput of run_distill.py: everything a real run does, on a corpus on disk.
 
-Each variant builds the trainer with `run_distill.build_trainer` (the Trainer, the DataLoader and
-its workers, the length-grouped sampler, FLAC decoding, the collator, the span mask, the frozen
-teacher, the student, AdamW, gradient clipping, mixed precision) and trains for a fixed number of
-steps on a LibriSpeech-layout corpus of FLAC files that this script writes first, with
-utterance lengths drawn like LibriSpeech's (2-35 s, mean about 12.6 s; see
-tools/make_synthetic_librispeech.py), or on a corpus given with --corpus.
+Each variant builds the trainer as run_distill.py does, with
+`distillation_setup.build_distillation_trainer` (the Trainer, the DataLoader and its workers, the
+length-grouped sampler, FLAC decoding, the collator, the span mask, the frozen teacher, the
+student, AdamW, gradient clipping, mixed precision) and trains for a fixed number of steps on a
+LibriSpeech-layout corpus of FLAC files that this script writes first, with utterance lengths
+drawn like LibriSpeech's (2-35 s, mean about 12.6 s; see tools/make_synthetic_librispeech.py), or
+on a corpus given with --corpus.
 
 Reported per variant, over the timed steps (after the warm-up steps):
   audio s / s      real (unpadded) audio seconds distilled per second of wall time
@@ -43,11 +44,13 @@ from typing import Any, Sequence
 
 import soundfile as sf
 import torch
-from transformers import TrainerCallback
+from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
-import run_distill
 from armhubert_training import distillation_trainer
-from armhubert_training.speech_data import load_audio
+from armhubert_training.arguments import DistillationModelArguments
+from armhubert_training.distillation_setup import build_distillation_trainer
+from armhubert_training.speech_data import DataArguments, load_audio
+from armhubert_training.speech_trainer import setup_script_logging
 from benchmarks.bench_utils import (
     RESULTS_DIR, TINY_STUDENT, command_line, describe_machine, machine_info, write_json,
 )
@@ -143,7 +146,11 @@ def run_variant(name: str, args: argparse.Namespace, teacher_dir: Path, corpus: 
         *(["--use_cpu", "true"] if args.device == "cpu" else []),
         *variant_arguments(name, args),
     ]
-    trainer = run_distill.build_trainer(argv)
+    parser = HfArgumentParser((DistillationModelArguments, distillation_trainer.DistillationArguments, DataArguments,
+                               TrainingArguments))
+    model_args, distill_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    setup_script_logging(training_args)  # as run_distill.py logs
+    trainer = build_distillation_trainer(model_args, distill_args, data_args, training_args)
     per_step = instrument(trainer)
     clock = StepClock()
     trainer.add_callback(clock)

@@ -31,6 +31,7 @@ from armhubert_training.asr_vocabulary import (
     create_tokenizer,
     normalize_transcript,
 )
+from armhubert_training.student_source import resolve_source, student_feature_extractor
 from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertModel
 
 CORPUS = LIBRISPEECH.parent
@@ -96,7 +97,7 @@ def test_vocabulary_and_tokenizer_round_trip_on_bundled_transcripts(tmp_path):
     assert list(vocab) == ["<pad>", "<unk>", "|", *characters] and characters[0] == "'"
     assert list(vocab.values()) == list(range(len(vocab)))
 
-    processor = Wav2Vec2Processor(feature_extractor=run_asr_ctc.student_feature_extractor(None, None),
+    processor = Wav2Vec2Processor(feature_extractor=student_feature_extractor(None, None),
                                   tokenizer=create_tokenizer(vocab, tmp_path / "tok"))
     processor.save_pretrained(tmp_path / "processor")
     tokenizer = Wav2Vec2Processor.from_pretrained(tmp_path / "processor").tokenizer
@@ -384,7 +385,7 @@ def test_pipeline_transcribes_files_and_arrays_like_do_predict(linear_run, super
 def test_authors_checkpoint_is_converted_and_keeps_its_heads_for_superb(tmp_path):
     checkpoint = REPO / "tests" / "fixtures" / "original" / "tiny-armhubert.ckpt"
     args = run_asr_ctc.ModelArguments(model_name_or_path=str(checkpoint), head="superb")
-    source, config = run_asr_ctc.resolve_source(args, str(tmp_path))
+    source, config = resolve_source(args, str(tmp_path))
     assert Path(source) == tmp_path / "converted-student" and (Path(source) / "model.safetensors").is_file()
     tokenizer = create_tokenizer(build_vocabulary(["A B"]), tmp_path / "tok")
     superb = run_asr_ctc.head_config(args, config, "superb", tokenizer)
@@ -438,12 +439,13 @@ def test_clear_errors_on_the_librispeech_folder(student_dir, tmp_path, extra, er
 @pytest.mark.parametrize("old", [
     ["--crop_to_max_duration", "false"],  # CTC never crops: a crop would no longer match its transcript
     ["--student_overrides", "{}"],  # the distillation script's former name of --config_overrides
+    ["--student_preset", "armhubert"],  # the former name of --random_student_preset: distillation's option now
 ])
 def test_options_that_are_gone_are_refused(old):
     with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \[" + repr(old[0])):
-        run_asr_ctc.parse_args(["--student_preset", "armhubert", "--librispeech_root", str(CORPUS),
+        run_asr_ctc.parse_args(["--random_student_preset", "armhubert", "--librispeech_root", str(CORPUS),
                                 "--report_to", "none", *old])
-    _, data, _ = run_asr_ctc.parse_args(["--student_preset", "armhubert", "--librispeech_root", str(CORPUS),
+    _, data, _ = run_asr_ctc.parse_args(["--random_student_preset", "armhubert", "--librispeech_root", str(CORPUS),
                                          "--max_duration_seconds", "3", "--report_to", "none"])
     assert data.crop_to_max_duration is False
 

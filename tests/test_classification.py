@@ -421,7 +421,7 @@ def test_evaluation_only_run_reuses_the_models_classes_and_refuses_unknown_label
     assert read_predictions(output / "predict_test_predictions.tsv") == read_predictions(
         ic_run / "predict_test_predictions.tsv")
     with pytest.raises(ValueError, match="student without a classifier"):
-        run_audio_classification.main(["--student_preset", "armhubert", "--output_dir", str(tmp_path / "x"),
+        run_audio_classification.main(["--random_student_preset", "armhubert", "--output_dir", str(tmp_path / "x"),
                                        "--corpus", "fluent_commands", "--corpus_root", str(corpora["fluent"]),
                                        "--do_predict", *QUICK])
 

@@ -6,11 +6,11 @@ import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
 from conftest import REPO, tiny_config
+from armhubert_training.arguments import DistillationModelArguments as ModelArguments
+from armhubert_training.arguments import parse_config_and_args, yaml_to_argv
 from armhubert_training.distillation_trainer import DistillationArguments
 from armhubert_training.speech_data import DataArguments
-from armhubert_training.yaml_arguments import parse_config_and_args, yaml_to_argv
 from configuration_armhubert import ArmHubertConfig
-from run_distill import ModelArguments
 
 # name: (preset, teacher, peak lr, mask prob, utterances per step on 2 GPUs, train splits)
 PAPER_RECIPES = {
@@ -70,7 +70,7 @@ def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
 def _asr_model_args(overrides: str):
     import run_asr_ctc
 
-    return run_asr_ctc.ModelArguments(student_preset="armhubert", config_overrides=overrides)
+    return run_asr_ctc.ModelArguments(random_student_preset="armhubert", config_overrides=overrides)
 
 
 def test_unknown_override_fields_are_refused_with_the_valid_fields():
@@ -112,7 +112,7 @@ def test_wrong_types_in_code_name_the_field():
 
 
 def test_student_config_with_overrides_is_validated_like_a_preset(tmp_path):
-    from run_distill import build_student
+    from armhubert_training.distillation_setup import build_student
 
     config_file = tmp_path / "student.json"
     tiny_config().to_json_file(config_file)  # 4 layers, reuse_pattern of 4 entries

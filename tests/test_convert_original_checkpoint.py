@@ -120,6 +120,7 @@ class _CreatesFileWhenUnpickled:
 
 def test_checkpoint_carrying_code_is_refused_unless_trusted(tmp_path, offline_hf):
     import run_asr_ctc
+    from armhubert_training.student_source import resolve_source
 
     marker = tmp_path / "payload-ran"
     checkpoint = torch.load(FIXTURES / "tiny-armhubert.ckpt")
@@ -133,8 +134,8 @@ def test_checkpoint_carrying_code_is_refused_unless_trusted(tmp_path, offline_hf
     assert not marker.exists() and not (tmp_path / "out").exists()
     # run_asr_ctc.py converts a .ckpt through the same loader.
     with pytest.raises(ValueError, match="--trust_checkpoint"):
-        run_asr_ctc.resolve_source(run_asr_ctc.ModelArguments(model_name_or_path=str(crafted), head="superb"),
-                                   str(tmp_path / "asr"))
+        resolve_source(run_asr_ctc.ModelArguments(model_name_or_path=str(crafted), head="superb"),
+                       str(tmp_path / "asr"))
     assert not marker.exists()
 
     # The explicit opt-in unpickles everything, the payload included: hence its warning.

@@ -9,19 +9,33 @@ import configparser
 from conftest import REPO
 
 TOP_LEVEL = {"configuration_armhubert", "modeling_armhubert", "run_distill", "run_asr_ctc", "run_audio_classification"}
+SCRIPTS = {name for name in TOP_LEVEL if name.startswith("run_")}
 # Copied next to saved models and imported there as remote code, without this project installed.
 TRAVELLING = ["configuration_armhubert.py", "modeling_armhubert.py", "armhubert_training/asr_pipeline.py",
               "armhubert_training/classification_pipeline.py"]
 
 
 def _imported_modules(path) -> set[str]:
+    """Every module an `import` or `from` statement of the file names, wherever the statement is (in a
+    function, under TYPE_CHECKING); relative ones with their leading dots."""
+    return _imports_in(path.read_text())
+
+
+def _imports_in(source: str) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            names.add("." * node.level + (node.module or ""))
+            module = "." * node.level + (node.module or "")
+            names.add(module)
+            if node.module is None:  # `from . import name`: the names are modules
+                names.update(module + alias.name for alias in node.names)
     return names
+
+
+def _imported_scripts(path) -> set[str]:
+    return {name for name in _imported_modules(path) if name.lstrip(".").split(".")[0] in SCRIPTS}
 
 
 def test_only_the_model_and_the_scripts_are_top_level_modules():
@@ -49,3 +63,24 @@ def test_no_module_edits_the_import_path():
         if {".venv", "build", ".git"} & set(path.relative_to(REPO).parts):
             continue
         assert needle not in path.read_text(), path
+
+
+def test_no_module_imports_a_script():
+    # Each script is an entry point: what scripts share lives in the package.
+    modules = [path for folder in ("armhubert_training", "benchmarks", "tools")
+               for path in (REPO / folder).rglob("*.py")]
+    assert len(modules) > 20
+    for path in [*modules, *(REPO / f"{script}.py" for script in SCRIPTS)]:
+        assert not _imported_scripts(path), (path, _imported_scripts(path))
+
+
+def test_imports_are_found_wherever_they_are():
+    source = """
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from run_asr_ctc import ModelArguments
+def main():
+    import run_distill as distill
+from . import run_audio_classification
+"""
+    assert {"run_asr_ctc", "run_distill", ".run_audio_classification"} <= _imports_in(source)
