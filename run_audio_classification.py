@@ -20,7 +20,7 @@ Data: --corpus with --corpus_root reads SUPERB's corpora in their original downl
 (speech_commands, fluent_commands, voxceleb1, iemocap with --fold N) or a folder of class folders
 (folder: <root>/<split>/<label>/<audio file>); their splits are train, validation and test. --dataset_name
 reads any `datasets` dataset with an audio column and a label column (--audio_column, --label_column).
-armhubert_training/classification_data.py says how each corpus is read. A label outside the classes
+armhubert_training/corpora/ reads each corpus, one module per corpus. A label outside the classes
 (fixed by the corpus, else those of the training data or of the fine-tuned model) stops the run before
 training; unreadable files are skipped and counted.
 
@@ -47,17 +47,11 @@ from typing import Any, Literal
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 import run_asr_ctc
-from armhubert_training.classification_data import (
-    ClassificationData,
-    ClassificationDataArguments,
-    LabelSet,
-    build_classification_datasets,
-)
-from armhubert_training.classification_trainer import (
-    ClassificationCollator,
-    ClassificationTrainer,
-    classification_model_card,
-)
+from armhubert_training.arguments import ClassificationDataArguments
+from armhubert_training.classification_trainer import ClassificationTrainer, classification_model_card
+from armhubert_training.collators import ClassificationCollator
+from armhubert_training.corpora.labels import LabelSet
+from armhubert_training.speech_datasets import ClassificationData, build_classification_datasets
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
 from armhubert_training.yaml_arguments import parse_config_and_args
 from configuration_armhubert import ArmHubertConfig

@@ -20,10 +20,13 @@ from typing import Literal
 import torch
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
+from armhubert_training.arguments import DistillationDataArguments
+from armhubert_training.audio import raw_waveform_feature_extractor
+from armhubert_training.collators import AudioCollator
 from armhubert_training.distillation_trainer import (DistillationArguments, DistillationMasker,
                                                      MaskingDistillationTrainer)
 from armhubert_training.model_card import distilled_student_card
-from armhubert_training.speech_data import AudioCollator, DataArguments, build_dataset, raw_waveform_feature_extractor
+from armhubert_training.speech_datasets import build_dataset
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
 from armhubert_training.teacher import FrozenTeacher, default_layer_map, load_teacher
 from armhubert_training.yaml_arguments import parse_config_and_args
@@ -109,7 +112,7 @@ def resolve_precision(training_args: TrainingArguments, precision: str) -> Train
 
 def build_trainer(argv: list[str] | None = None) -> MaskingDistillationTrainer:
     """Parse the command line and set up the teacher, the student, the data and the Trainer."""
-    parser = HfArgumentParser((ModelArguments, DistillationArguments, DataArguments, TrainingArguments),
+    parser = HfArgumentParser((ModelArguments, DistillationArguments, DistillationDataArguments, TrainingArguments),
                               description=__doc__)
     model_args, distill_args, data_args, training_args = parse_config_and_args(parser, argv)
     training_args.remove_unused_columns = False  # the batch is ours; the Trainer must not prune it

@@ -34,12 +34,14 @@ from modeling_armhubert import ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
 
 from .asr_pipeline import eos_as_blank
 from .asr_vocabulary import target_units
+from .audio import SAMPLING_RATE, skip_metrics
 from .model_card import fine_tuning_recipe
-from .speech_data import SAMPLING_RATE, skip_metrics
 from .speech_trainer import SplitScoringTrainer
 
 if TYPE_CHECKING:  # only for type hints: run_asr_ctc imports this module
-    from run_asr_ctc import AsrDataArguments, ModelArguments
+    from run_asr_ctc import ModelArguments
+
+    from .arguments import AsrDataArguments
 
 # Saved next to every model, so that the pipeline class named in its config.custom_pipelines can be loaded.
 # What is scored for each kind of target (`asr_vocabulary.target_units`); the first one selects checkpoints.
@@ -177,7 +179,7 @@ class CtcTrainer(SplitScoringTrainer):
         mean over utterances), loss (when there are labels), rtf = decode time / audio
         duration, and the counts of utterances, audio seconds, characters that became <unk>, and
         files left out (`skipped_files` and one `skipped_files_<reason>` per
-        `speech_data.SKIP_REASONS`, those of `dataset`'s index plus those that failed when read).
+        `audio.SKIP_REASONS`, those of `dataset`'s index plus those that failed when read).
         """
         utterances = transcription.utterances
         audio_seconds = sum(utterance.seconds for utterance in utterances)

@@ -1,4 +1,4 @@
-"""`ClassificationTrainer`: trains, evaluates and runs utterance classifiers on `classification_data` batches.
+"""`ClassificationTrainer`: trains, evaluates and runs utterance classifiers on `collators.ClassificationCollator` batches.
 
 Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction (`classify`)
 collect per utterance its id, reference label and predicted label (the best value of every slot,
@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData
@@ -28,36 +27,18 @@ from transformers import TrainingArguments
 
 from modeling_armhubert import ArmHubertForSequenceClassification
 
-from .classification_data import LabelSet
+from .audio import skip_metrics
+from .corpora.labels import LabelSet
 from .model_card import fine_tuning_recipe
-from .speech_data import AudioCollator, skip_metrics
 from .speech_trainer import EpochSeededSampler, SplitScoringTrainer
 
 if TYPE_CHECKING:  # only for type hints: run_audio_classification imports this module
     from run_audio_classification import ModelArguments
 
-    from .classification_data import ClassificationDataArguments
+    from .arguments import ClassificationDataArguments
 
 # Saved next to every model: the pipeline class named in its config.custom_pipelines, and what it imports.
 PREDICTION_COLUMNS = ("id", "label", "prediction")
-
-
-@dataclass
-class ClassificationCollator:
-    """`AudioCollator`'s batch plus ``label`` (the B label strings) and ``labels``: long (B,), or (B, slots)
-    for a several-slot task; no ``labels`` when an item has no label (unlabelled prediction data)."""
-
-    label_set: LabelSet
-    audio: AudioCollator = field(default_factory=AudioCollator)
-
-    def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
-        batch = self.audio(items)
-        labels = [item["label"] for item in items if item is not None]
-        batch["label"] = labels
-        if labels and all(labels):
-            encoded = torch.tensor([self.label_set.encode(label) for label in labels], dtype=torch.long)
-            batch["labels"] = encoded if self.label_set.is_multi_slot else encoded[:, 0]
-        return batch
 
 
 class BalancedEpochSampler(EpochSeededSampler, WeightedRandomSampler):

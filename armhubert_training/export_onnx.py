@@ -42,7 +42,7 @@ from torch import nn
 from armhubert_training.quantization import (
     DEFAULT_MAX_RELATIVE_ERROR, OutputError, error_table, output_errors, quantize_onnx_int8,
 )
-from configuration_armhubert import PRESETS, ArmHubertConfig
+from configuration_armhubert import PRESETS, ArmHubertConfig, conv_receptive_field
 from modeling_armhubert import ArmHubertForCTC, ArmHubertModel
 
 INPUT_NAMES = ["input_values", "attention_mask"]
@@ -86,10 +86,7 @@ def load_student(model_dir: str) -> ArmHubertModel | ArmHubertForCTC:
 def receptive_field(config) -> int:
     """Samples seen by one output frame of the conv feature encoder (any config with conv_kernel/conv_stride,
     so that Transformers' HuBERT exports too, for comparisons)."""
-    field = 1
-    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
-        field = (field - 1) * stride + kernel
-    return field
+    return conv_receptive_field(config.conv_kernel, config.conv_stride)
 
 
 def example_inputs(config: ArmHubertConfig, batch: int = 2, samples: int = 16000,
@@ -180,7 +177,7 @@ def int8_errors(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.
 
 def speech_batch(files: Sequence[str | Path]) -> tuple[torch.Tensor, torch.Tensor]:
     """Audio files (resampled to 16 kHz) as a right-padded (B, S) batch and its (B, S) attention mask."""
-    from armhubert_training.speech_data import load_audio
+    from armhubert_training.audio import load_audio
 
     waveforms = [torch.from_numpy(load_audio(str(f))) for f in files]
     values = torch.zeros(len(waveforms), max(len(w) for w in waveforms))

@@ -47,7 +47,7 @@ from transformers import TrainerCallback
 
 import run_distill
 from armhubert_training import distillation_trainer
-from armhubert_training.speech_data import load_audio
+from armhubert_training.audio import load_audio
 from benchmarks.bench_utils import (
     RESULTS_DIR, TINY_STUDENT, command_line, describe_machine, machine_info, markdown_table, write_json,
 )

@@ -6,8 +6,8 @@ import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
 from conftest import REPO, tiny_config
+from armhubert_training.arguments import DistillationDataArguments
 from armhubert_training.distillation_trainer import DistillationArguments
-from armhubert_training.speech_data import DataArguments
 from armhubert_training.yaml_arguments import parse_config_and_args, yaml_to_argv
 from configuration_armhubert import ArmHubertConfig
 from run_distill import ModelArguments
@@ -24,7 +24,7 @@ PAPER_RECIPES = {
 
 
 def parse(*argv: str):
-    parser = HfArgumentParser((ModelArguments, DistillationArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DistillationArguments, DistillationDataArguments, TrainingArguments))
     return parse_config_and_args(parser, list(argv))
 
 
