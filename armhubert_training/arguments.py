@@ -23,11 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------------------------
 # Data side: where the audio comes from and which utterances to use.
 #
-# `DataSourceArguments` holds what every source shares (splits, how much of them, indexing) and
-# refuses anything but exactly one source; each source concept (LibriSpeech, Audio SNIPS, a
-# `datasets` dataset, a classification corpus) adds its option to `data_sources` and may name its
-# own default splits. A concept's `__post_init__` first hands on to the concepts it builds on, then
-# checks its own options, so the source is settled before anything that depends on it is checked.
+# `DataSourceArguments` refuses anything but exactly one source; each source concept (LibriSpeech,
+# Audio SNIPS, a `datasets` dataset, a classification corpus) adds its option to `data_sources` and
+# may name its own default splits, which `SplitArguments` fills in. A concept's `__post_init__`
+# first hands on to the concepts it builds on, then checks its own options, so the source is settled
+# before anything that depends on it is checked.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -38,29 +38,13 @@ class CheckedArguments:
         pass
 
 
-@dataclass
 class DataSourceArguments(CheckedArguments):
-    """Exactly one data source (given by the source concepts below), the splits of it to train and
-    evaluate on, and how much of them."""
-
-    train_splits: list[str] | None = field(default=None, metadata={
-        "help": "What to train on, read as one split: split names of the local corpus (LibriSpeech's split "
-                "folders, e.g. train-clean-100 train-clean-360 train-other-500; the other corpora's train, "
-                "valid or validation, test), or split names or expressions of --dataset_name, e.g. train.100 or "
-                "'train[:1000]'. Default: train-clean-100 for LibriSpeech, else train."})
-    eval_splits: list[str] | None = field(default=None, metadata={
-        "help": "What to evaluate on (and choose the best checkpoint on), read like --train_splits. Default: "
-                "dev-clean for LibriSpeech, valid for Audio SNIPS, else validation."})
-    max_train_samples: int | None = field(default=None, metadata={
-        "help": "Use only the first N training utterances (after filtering), for quick runs."})
-    max_eval_samples: int | None = field(default=None, metadata={
-        "help": "Use only the first N evaluation utterances (after filtering), for quick runs."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={
-        "help": "Workers reading audio headers when indexing (threads for a local corpus folder, processes for "
-                "a map-style --dataset_name)."})
+    """Exactly one data source: each source concept below adds its option to `data_sources` (and may
+    name its own default splits)."""
 
     def data_sources(self) -> dict[str, str]:
-        """Option (attribute name) -> what it reads, for every source of this script; exactly one is given."""
+        """Option (attribute name) -> what it reads, for every source of this script (in --help order);
+        exactly one is given."""
         return {}
 
     def default_splits(self) -> dict[str, str]:
@@ -80,6 +64,30 @@ class DataSourceArguments(CheckedArguments):
                 + ", ".join(f"--{name} ({what})" for name, what in sources.items()) + "; got "
                 + ", ".join(f"--{name} {getattr(self, name)!r}" for name in sources) + "."
             )
+
+
+@dataclass
+class SplitArguments(DataSourceArguments):
+    """The splits of the data source to train and evaluate on, how much of them, and how they are indexed."""
+
+    train_splits: list[str] | None = field(default=None, metadata={
+        "help": "What to train on, read as one split: split names of the local corpus (LibriSpeech's split "
+                "folders, e.g. train-clean-100 train-clean-360 train-other-500; the other corpora's train, "
+                "valid or validation, test), or split names or expressions of --dataset_name, e.g. train.100 or "
+                "'train[:1000]'. Default: train-clean-100 for LibriSpeech, else train."})
+    eval_splits: list[str] | None = field(default=None, metadata={
+        "help": "What to evaluate on (and, with --load_best_model_at_end, choose the best checkpoint on), read "
+                "like --train_splits. Default: dev-clean for LibriSpeech, valid for Audio SNIPS, else validation."})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "Use only the first N training utterances (after filtering), for quick runs."})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "Use only the first N evaluation utterances (after filtering), for quick runs."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={
+        "help": "Workers reading audio headers when indexing (threads for a local corpus folder, processes for "
+                "a map-style --dataset_name)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         defaults = self.default_splits()
         if self.train_splits is None:
             self.train_splits = [defaults["train"]]
@@ -94,6 +102,28 @@ class DataSourceArguments(CheckedArguments):
 
 
 @dataclass
+class PredictionSplitArguments(SplitArguments):
+    """What --do_predict runs on, each split scored on its own."""
+
+    predict_splits: list[str] | None = field(default=None, metadata={
+        "help": "What --do_predict runs on, each split scored on its own: split names of the local corpus, or "
+                "split names or expressions of --dataset_name, e.g. 'test[:100]'. Default: test-clean for "
+                "LibriSpeech, else test."})
+    max_predict_samples: int | None = field(default=None, metadata={
+        "help": "Predict on only the first N utterances of each prediction split, for quick runs."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.predict_splits is None:
+            self.predict_splits = [self.default_splits()["predict"]]
+        if not self.predict_splits or not all(self.predict_splits):
+            raise ValueError(f"--predict_splits needs at least one split name, and no empty one; "
+                             f"got {self.predict_splits}.")
+        if self.max_predict_samples is not None and self.max_predict_samples < 1:
+            raise ValueError(f"--max_predict_samples must be a positive integer; got {self.max_predict_samples}.")
+
+
+@dataclass
 class LibriSpeechArguments(DataSourceArguments):
     """A local LibriSpeech folder (`corpora.librispeech`)."""
 
@@ -102,7 +132,7 @@ class LibriSpeechArguments(DataSourceArguments):
                 "LibriSpeech/ itself). One of the data sources: give exactly one."})
 
     def data_sources(self) -> dict[str, str]:
-        return {"librispeech_root": "a local LibriSpeech folder", **super().data_sources()}
+        return {**super().data_sources(), "librispeech_root": "a local LibriSpeech folder"}
 
     def default_splits(self) -> dict[str, str]:
         if self.librispeech_root is not None:
@@ -121,7 +151,7 @@ class SnipsArguments(DataSourceArguments):
                 "the data sources: give exactly one."})
 
     def data_sources(self) -> dict[str, str]:
-        return {"snips_root": "a local Audio SNIPS folder", **super().data_sources()}
+        return {**super().data_sources(), "snips_root": "a local Audio SNIPS folder"}
 
     def default_splits(self) -> dict[str, str]:
         if self.snips_root is not None:
@@ -141,7 +171,7 @@ class HubDatasetArguments(DataSourceArguments):
     audio_column: str = field(default="audio", metadata={"help": "Column of --dataset_name holding the audio."})
 
     def data_sources(self) -> dict[str, str]:
-        return {"dataset_name": "a `datasets` dataset", **super().data_sources()}
+        return {**super().data_sources(), "dataset_name": "a `datasets` dataset"}
 
 
 @dataclass
@@ -197,7 +227,7 @@ class ClassificationCorpusArguments(DataSourceArguments):
         "help": "iemocap: the session held out as the test split (1-5); SUPERB reports the mean over the 5 folds."})
 
     def data_sources(self) -> dict[str, str]:
-        return {"corpus": "a corpus folder, with --corpus_root", **super().data_sources()}
+        return {**super().data_sources(), "corpus": "a corpus folder, with --corpus_root"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -207,28 +237,6 @@ class ClassificationCorpusArguments(DataSourceArguments):
     @property
     def split_file(self) -> Path:
         return Path(self.voxceleb1_split_file) if self.voxceleb1_split_file else Path(self.corpus_root) / "iden_split.txt"
-
-
-@dataclass
-class PredictionSplitArguments(DataSourceArguments):
-    """What --do_predict runs on, each split scored on its own."""
-
-    predict_splits: list[str] | None = field(default=None, metadata={
-        "help": "What --do_predict runs on, each split scored on its own: split names of the local corpus, or "
-                "split names or expressions of --dataset_name, e.g. 'test[:100]'. Default: test-clean for "
-                "LibriSpeech, else test."})
-    max_predict_samples: int | None = field(default=None, metadata={
-        "help": "Predict on only the first N utterances of each prediction split, for quick runs."})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.predict_splits is None:
-            self.predict_splits = [self.default_splits()["predict"]]
-        if not self.predict_splits or not all(self.predict_splits):
-            raise ValueError(f"--predict_splits needs at least one split name, and no empty one; "
-                             f"got {self.predict_splits}.")
-        if self.max_predict_samples is not None and self.max_predict_samples < 1:
-            raise ValueError(f"--max_predict_samples must be a positive integer; got {self.max_predict_samples}.")
 
 
 @dataclass
@@ -355,18 +363,19 @@ class CtcMetricArguments(CheckedArguments):
                 "module in metrics/slot_filling)."})
 
 
-# Each script's data arguments: the concepts it uses, nothing added.
+# Each script's data arguments: the concepts it uses, nothing added. HfArgumentParser lists the options
+# of the last base first, so the data source comes last here and first in --help.
 
 
 @dataclass
-class DistillationDataArguments(LibriSpeechArguments, TranscriptColumnArguments, StreamingArguments,
-                                CroppingArguments, BatchBudgetArguments):
+class DistillationDataArguments(BatchBudgetArguments, CroppingArguments, SplitArguments, StreamingArguments,
+                                TranscriptColumnArguments, LibriSpeechArguments):
     """run_distill.py: LibriSpeech or a `datasets` dataset (streamed or not), cropped or filtered by duration."""
 
 
 @dataclass
-class AsrDataArguments(LibriSpeechArguments, CtcTargetArguments, TranscriptColumnArguments,
-                       PredictionSplitArguments, AudioLengthArguments, BatchBudgetArguments, CtcMetricArguments):
+class AsrDataArguments(CtcMetricArguments, BatchBudgetArguments, AudioLengthArguments, PredictionSplitArguments,
+                       CtcTargetArguments, TranscriptColumnArguments, LibriSpeechArguments):
     """run_asr_ctc.py: transcribed speech (LibriSpeech, Audio SNIPS or a `datasets` dataset), its CTC
     targets, prediction splits and metrics."""
 
@@ -378,7 +387,7 @@ class AsrDataArguments(LibriSpeechArguments, CtcTargetArguments, TranscriptColum
 
 
 @dataclass
-class ClassificationDataArguments(ClassificationCorpusArguments, HubLabelArguments, PredictionSplitArguments,
-                                  CroppingArguments):
+class ClassificationDataArguments(CroppingArguments, PredictionSplitArguments, HubLabelArguments,
+                                  ClassificationCorpusArguments):
     """run_audio_classification.py: labelled audio (a corpus folder or a `datasets` dataset), training
     utterances cropped or filtered by duration, prediction splits."""
