@@ -95,7 +95,8 @@ class SplitArguments(DataSourceArguments):
             self.eval_splits = [defaults["eval"]]
         for name in ("train_splits", "eval_splits"):
             if not getattr(self, name) or not all(getattr(self, name)):
-                raise ValueError(f"--{name} needs at least one split name, and no empty one; got {getattr(self, name)}.")
+                raise ValueError(f"--{name} needs at least one split name, and no empty one; "
+                                 f"got {getattr(self, name)}.")
         for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}.")
@@ -236,7 +237,8 @@ class ClassificationCorpusArguments(DataSourceArguments):
 
     @property
     def split_file(self) -> Path:
-        return Path(self.voxceleb1_split_file) if self.voxceleb1_split_file else Path(self.corpus_root) / "iden_split.txt"
+        """The VoxCeleb1 identification split file: --voxceleb1_split_file, else the one in --corpus_root."""
+        return Path(self.voxceleb1_split_file or Path(self.corpus_root) / "iden_split.txt")
 
 
 @dataclass

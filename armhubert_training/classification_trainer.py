@@ -1,4 +1,4 @@
-"""`ClassificationTrainer`: trains, evaluates and runs utterance classifiers on `collators.ClassificationCollator` batches.
+"""`ClassificationTrainer`: trains, evaluates and runs utterance classifiers on `ClassificationCollator` batches.
 
 Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction (`classify`)
 collect per utterance its id, reference label and predicted label (the best value of every slot,

@@ -1,4 +1,5 @@
-"""Tests for the data pipeline (audio, corpora, speech_datasets, collators): decoding, corpus indexing, filtering/cropping, hub datasets, batching."""
+"""Tests for the data pipeline (audio, corpora, speech_datasets, collators): decoding, corpus indexing,
+filtering/cropping, hub datasets, batching."""
 
 from __future__ import annotations
 
@@ -298,7 +299,8 @@ def test_audio_shorter_than_the_receptive_field_is_named_and_counted(tmp_path, c
         str(tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet"))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="armhubert_training"):
-        streamed = list(build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "hub"), streaming=True), "eval"))
+        streamed = list(build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "hub"), streaming=True),
+                                      "eval"))
     assert streamed[0] is None and streamed[1]["id"] == "good.flac"
     assert AudioCollator()(streamed)["num_skipped"].item() == 1
     assert any("short.flac" in r.getMessage() and "receptive field" in r.getMessage() for r in caplog.records)
@@ -320,7 +322,8 @@ def test_empty_split_stops_at_start_up_naming_split_and_reason(tmp_path, damage,
     elif damage == "no_transcripts":
         for transcript in corpus.glob("dev-clean/*/*/*.trans.txt"):
             transcript.unlink()
-    args = DistillationDataArguments(librispeech_root=str(tmp_path), max_duration_seconds=0.5, crop_to_max_duration=False)
+    args = DistillationDataArguments(librispeech_root=str(tmp_path), max_duration_seconds=0.5,
+                                     crop_to_max_duration=False)
     with pytest.raises(ValueError, match=expected):
         build_dataset(args, split)
 
@@ -455,7 +458,8 @@ def test_hub_build_dataset_items_match_files(hub_folder):
 
 def test_split_options_take_librispeech_folders_or_datasets_split_expressions(hub_folder):
     folder, originals = hub_folder
-    both = build_dataset(DistillationDataArguments(librispeech_root=str(CORPUS), train_splits=["train-clean-100", "dev-clean"]),
+    both = build_dataset(DistillationDataArguments(librispeech_root=str(CORPUS),
+                                                   train_splits=["train-clean-100", "dev-clean"]),
                          "train")
     assert column(both.index, "id") == (column(librispeech_dataset(CORPUS, ["train-clean-100"]), "id")
                                         + column(librispeech_dataset(CORPUS, ["dev-clean"]), "id"))
@@ -496,7 +500,8 @@ def test_hub_missing_split_or_column_errors_list_what_exists(hub_folder):
 def test_hub_streaming_iterates_the_same_items(hub_folder):
     folder, _ = hub_folder
     map_style = build_dataset(DistillationDataArguments(dataset_name=str(folder), text_column="sentence"), "eval")
-    streaming = build_dataset(DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True), "eval")
+    streaming = build_dataset(
+        DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True), "eval")
     assert isinstance(streaming, StreamingSpeechDataset)
     streamed = list(streaming)
     assert [item["id"] for item in streamed] == column(map_style.index, "id")
@@ -509,13 +514,15 @@ def test_hub_streaming_iterates_the_same_items(hub_folder):
     shuffled = [item["id"] for item in build_dataset(train_args, "train", seed=0)]
     in_order = column(hub_dataset(str(folder), split="train", text_column="sentence"), "id")
     assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
-    capped = DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True, max_train_samples=3)
+    capped = DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True,
+                                       max_train_samples=3)
     assert sorted(item["id"] for item in build_dataset(capped, "train")) == sorted(in_order[:3])
 
 
 def test_streaming_crop_and_broken_rows(hub_folder, tmp_path):
     folder, originals = hub_folder
-    args = DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True, max_duration_seconds=1.0)
+    args = DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True,
+                                     max_duration_seconds=1.0)
     for item in build_dataset(args, "eval"):
         find_window(full_decode(originals[item["id"]]["path"]), item["input_values"])
         assert len(item["input_values"]) == SAMPLING_RATE
@@ -523,9 +530,10 @@ def test_streaming_crop_and_broken_rows(hub_folder, tmp_path):
     # duration limits drop the same utterances as the map-style (header-based) filter
     durations = sorted(column(librispeech_dataset(CORPUS, ["dev-clean"]), "duration"))
     limits = dict(min_duration_seconds=durations[2], max_duration_seconds=durations[-3], crop_to_max_duration=False)
-    map_style = build_dataset(DistillationDataArguments(dataset_name=str(folder), text_column="sentence", **limits), "eval")
-    streaming = build_dataset(DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True, **limits),
+    map_style = build_dataset(DistillationDataArguments(dataset_name=str(folder), text_column="sentence", **limits),
                               "eval")
+    streaming = build_dataset(
+        DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True, **limits), "eval")
     assert len(map_style) == len(durations) - 4  # two shortest, two longest
     assert [item["id"] for item in streaming] == column(map_style.index, "id")
 
@@ -536,7 +544,8 @@ def test_streaming_crop_and_broken_rows(hub_folder, tmp_path):
     (tmp_path / "broken" / "data").mkdir(parents=True)
     datasets.Dataset(table).cast_column("audio", datasets.Audio()).to_parquet(
         str(tmp_path / "broken" / "data" / "validation-00000-of-00001.parquet"))
-    streamed = list(build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "broken"), streaming=True), "eval"))
+    streamed = list(build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "broken"), streaming=True),
+                                  "eval"))
     assert streamed[0] is None and streamed[1]["id"] == "good.flac"
     assert AudioCollator()(streamed)["num_skipped"].item() == 1
     map_style = build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "broken")), "eval")

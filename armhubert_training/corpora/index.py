@@ -42,7 +42,8 @@ def column(dataset: datasets.Dataset, name: str) -> list[Any]:
     return dataset.select_columns([name])[:][name]
 
 
-def utterance_index(utterances: list[Utterance], num_workers: int | None, where: str) -> tuple[datasets.Dataset, Skipped]:
+def utterance_index(utterances: list[Utterance], num_workers: int | None,
+                    where: str) -> tuple[datasets.Dataset, Skipped]:
     """Index rows (id, path, duration, text) of the readable utterances, from file headers, and
     {"unreadable": ids} (named in one warning)."""
     durations = header_durations([path for _, path, _ in utterances], num_workers)

@@ -23,7 +23,8 @@ def _voxceleb1_split_lines(split_file: Path) -> list[tuple[str, str]]:
         if line.strip():
             parts = line.split()
             if len(parts) != 2 or parts[0] not in VOXCELEB1_CODES.values():
-                raise ValueError(f"{split_file} line {number} is {line!r}; expected '<1|2|3> <speaker>/<video>/<n>.wav'.")
+                raise ValueError(f"{split_file} line {number} is {line!r}; "
+                                 "expected '<1|2|3> <speaker>/<video>/<n>.wav'.")
             lines.append((parts[0], parts[1]))
     return lines
 
