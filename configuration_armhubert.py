@@ -45,6 +45,20 @@ def _student_conv_layers(width: int) -> list[tuple[int, int, int]]:
     return [(128, 10, 5), (256, 1, 1)] + [(256, 3, 2)] * 4 + [(width, 1, 1)] + [(width, 2, 2)] * 2
 
 
+def conv_receptive_field(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
+    """Samples seen by one output frame of a conv stack with these kernels and strides."""
+    field = 1
+    for kernel, stride in zip(reversed(conv_kernel), reversed(conv_stride)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+# The receptive field of the students (and of HuBERT / WavLM teachers): 400 samples, 25 ms. Shorter
+# audio yields no frame, so the data pipeline leaves it out.
+RECEPTIVE_FIELD_SAMPLES = conv_receptive_field([kernel for _, kernel, _ in _student_conv_layers(1)],
+                                               [stride for _, _, stride in _student_conv_layers(1)])
+
+
 def _preset(width: int, ffn: int, reuse: bool, **extra: Any) -> dict[str, Any]:
     conv = _student_conv_layers(width)
     return {
@@ -69,19 +83,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "armwavlm-s": _preset(432, 816, reuse=True),
     "maskhubert": _preset(480, 640, reuse=False),
 }
-
-
-def _receptive_field(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
-    """Samples seen by one output frame of a conv stack with these kernels and strides."""
-    field = 1
-    for kernel, stride in zip(reversed(conv_kernel), reversed(conv_stride)):
-        field = (field - 1) * stride + kernel
-    return field
-
-
-# Samples that one frame of the published students (and of their HuBERT/WavLM teachers) sees: 400, i.e.
-# 25 ms at 16 kHz. Shorter audio gives no frame at all; data pipelines drop it before the model.
-RECEPTIVE_FIELD_SAMPLES = _receptive_field(PRESETS["armhubert"]["conv_kernel"], PRESETS["armhubert"]["conv_stride"])
 
 
 AUTO_MAP = {
@@ -314,7 +315,7 @@ class ArmHubertConfig(PretrainedConfig):
     @property
     def receptive_field(self) -> int:
         """Samples seen by one output frame of the conv feature encoder (400 for the presets)."""
-        return _receptive_field(self.conv_kernel, self.conv_stride)
+        return conv_receptive_field(self.conv_kernel, self.conv_stride)
 
     @property
     def total_stride(self) -> int:

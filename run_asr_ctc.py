@@ -61,6 +61,7 @@ from typing import Any, Literal
 from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
 
 from armhubert_training.arguments import (
+    AsrDataArguments,
     CtcHeadArguments,
     FineTuningArguments,
     HelpFormatter,
@@ -85,8 +86,9 @@ from armhubert_training.asr_vocabulary import (
     target_units,
     unknown_tokens,
 )
+from armhubert_training.corpora.snips import snips_folder
 from armhubert_training.model_card import asr_model_card
-from armhubert_training.speech_data import DataArguments, SpeechDataset, build_dataset, snips_folder
+from armhubert_training.speech_datasets import SpeechDataset, build_dataset
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging, split_name
 from armhubert_training.student_source import resolve_source, student_feature_extractor
 from configuration_armhubert import ArmHubertConfig
@@ -94,7 +96,6 @@ from modeling_armhubert import ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubert
 
 logger = logging.getLogger("run_asr_ctc")
 
-REPO = Path(__file__).resolve().parent
 HEADS = {"linear": ArmHubertForCTC, "superb": ArmHubertForSuperbCTC}
 # What `pipeline("automatic-speech-recognition", model=DIR, trust_remote_code=True)` builds for our models.
 CUSTOM_PIPELINES = {"automatic-speech-recognition": {
@@ -105,86 +106,6 @@ CUSTOM_PIPELINES = {"automatic-speech-recognition": {
 @dataclass
 class ModelArguments(FineTuningArguments, SuperbFeatureArguments, CtcHeadArguments, StudentSourceArguments):
     """Which student, which head, and the head's settings."""
-
-
-@dataclass
-class AsrDataArguments(DataArguments):
-    """The shared data arguments of armhubert_training.speech_data, plus transcripts, prediction splits and metrics."""
-
-    # Not an option: a cropped utterance no longer matches its transcript, so training drops
-    # utterances longer than --max_duration_seconds instead (init=False hides it from the parser).
-    crop_to_max_duration: bool = field(default=False, init=False)
-    snips_root: str | None = field(default=None, metadata={
-        "help": "Local Audio SNIPS corpus (SUPERB's slot filling) as s3prl's preparation writes it: the folder "
-                "containing SNIPS/ (or SNIPS/ itself), with all.iob.snips.txt, slots.txt and train/ valid/ test/ wav "
-                "folders. Splits: train, valid (default for evaluation), test, each read by its own voices. Use this "
-                "instead of --librispeech_root or --dataset_name."})
-    predict_splits: list[str] | None = field(default=None, metadata={
-        "help": "What --do_predict transcribes, each split scored on its own. With --librispeech_root: split "
-                "folders (default: test-clean). With --dataset_name: split names or expressions, e.g. "
-                "'test[:100]' (default: test)."})
-    max_predict_samples: int | None = field(default=None, metadata={
-        "help": "Transcribe only the first N utterances of each prediction split, for quick runs."})
-    targets: Literal["characters", "phonemes", "slots"] | None = field(default=None, metadata={
-        "help": "What the CTC layer learns: 'characters' (speech recognition), 'phonemes' (phoneme recognition, "
-                "needs --lexicon) or 'slots' (slot filling, needs --snips_root). Default: 'phonemes' with "
-                "--lexicon, 'slots' with --snips_root, else 'characters'. A fine-tuned --model_name_or_path must "
-                "have been trained on the same kind."})
-    lexicon: list[str] | None = field(default=None, metadata={
-        "help": "--targets phonemes: pronunciation lexicons in the LibriSpeech format ('WORD PH1 PH2 ...'), read in "
-                "order; a word takes its first pronunciation. SUPERB: librispeech-lexicon-200k-g2p.txt then "
-                "librispeech-lexicon-allothers-g2p.txt. Utterances with a word missing from them are left out and "
-                "counted."})
-    append_eos: bool = field(default=False, metadata={
-        "help": "End every CTC target with an <eos> token, as SUPERB's recipes do (decoding drops it). Applies "
-                "when a vocabulary is built; a fine-tuned model or --vocab_file keeps its own."})
-    chars_to_ignore: str = field(default="", metadata={
-        "help": "Characters removed from transcripts before anything else, e.g. ',?.!;:\"' for corpora with "
-                "punctuation. Transcripts are upper-cased and their whitespace collapsed; any other character "
-                "outside the vocabulary becomes <unk> (counted and logged)."})
-    vocab_file: str | None = field(default=None, metadata={
-        "help": "A vocab.json to use instead of building one from the training transcripts (needed with "
-                "--streaming, whose transcripts are not known up front)."})
-    wer_metric: str = field(default=str(REPO / "metrics" / "wer"), metadata={
-        "help": "What evaluate.load() loads for WER: the local module shipped in metrics/wer (works offline), or "
-                "e.g. 'wer' for the Hub's."})
-    cer_metric: str = field(default=str(REPO / "metrics" / "cer"), metadata={
-        "help": "What evaluate.load() loads for CER (default: the local module in metrics/cer)."})
-    slot_filling_metric: str = field(default=str(REPO / "metrics" / "slot_filling"), metadata={
-        "help": "What evaluate.load() loads for SUPERB's slot_type_f1 and slot_value_cer (default: the local "
-                "module in metrics/slot_filling)."})
-
-    def __post_init__(self) -> None:
-        self.snips_root = self.snips_root or None
-        if self.snips_root is not None and self.eval_splits is None:
-            self.eval_splits = ["valid"]
-        super().__post_init__()
-        if self.predict_splits is None:
-            self.predict_splits = ["test-clean"] if self.librispeech_root is not None else ["test"]
-        if not self.predict_splits or not all(self.predict_splits):
-            raise ValueError(f"--predict_splits needs at least one split name, and no empty one; "
-                             f"got {self.predict_splits}.")
-        if self.max_predict_samples is not None and self.max_predict_samples < 1:
-            raise ValueError(f"--max_predict_samples must be a positive integer; got {self.max_predict_samples}.")
-        if self.targets == "phonemes" and not self.lexicon:
-            raise ValueError("--targets phonemes needs --lexicon (pronunciation lexicons in the LibriSpeech format, "
-                             "e.g. SUPERB's librispeech-lexicon-200k-g2p.txt librispeech-lexicon-allothers-g2p.txt).")
-        if self.lexicon and self.targets not in (None, "phonemes"):
-            raise ValueError(f"--lexicon is for --targets phonemes, not {self.targets}.")
-        if self.targets == "slots" and not self.snips_root:
-            raise ValueError("--targets slots needs --snips_root (an Audio SNIPS folder with slot annotations).")
-        if self.snips_root and self.targets not in (None, "slots"):
-            raise ValueError(f"--snips_root annotates slots: use --targets slots, not {self.targets}.")
-        if self.streaming and (self.lexicon or self.targets == "phonemes"):
-            raise ValueError("--targets phonemes reads every transcript up front to leave out the utterances with "
-                             "words missing from the lexicon, which --streaming cannot; drop --streaming.")
-
-    def data_sources(self) -> dict[str, tuple[str, str | None]]:
-        return {**super().data_sources(), "--snips_root": ("a local Audio SNIPS folder", self.snips_root)}
-
-    def default_targets(self) -> str:
-        """The targets the data implies when neither --targets nor a fine-tuned model says."""
-        return self.targets or ("phonemes" if self.lexicon else "slots" if self.snips_root else "characters")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,7 +312,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, AsrDataAr
     parser = HfArgumentParser((ModelArguments, AsrDataArguments, TrainingArguments), description=__doc__,
                               formatter_class=HelpFormatter)
     model_args, data_args, training_args = parse_config_and_args(parser, argv)
-    training_args.remove_unused_columns = False  # the batch is ours; the Trainer must not prune it
     if data_args.streaming:
         # Audio batches differ in length: each process reads its own batches from the stream instead
         # of the main process reading them all and broadcasting equal-shaped ones.
@@ -451,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     for name, dataset in data["predict"].items():
-        predict_metrics = trainer.score_split(dataset, f"predict_{name}")
+        predict_metrics = trainer.predict(dataset, metric_key_prefix=f"predict_{name}").metrics
         predict_metrics.update(out_of_lexicon.get(f"predict_{name}", {}))
         trainer.log_metrics(f"predict_{name}", predict_metrics)
         trainer.save_metrics(f"predict_{name}", predict_metrics)

@@ -20,7 +20,7 @@ Data: --corpus with --corpus_root reads SUPERB's corpora in their original downl
 (speech_commands, fluent_commands, voxceleb1, iemocap with --fold N) or a folder of class folders
 (folder: <root>/<split>/<label>/<audio file>); their splits are train, validation and test. --dataset_name
 reads any `datasets` dataset with an audio column and a label column (--audio_column, --label_column).
-armhubert_training/classification_data.py says how each corpus is read. A label outside the classes
+armhubert_training/corpora/ reads each corpus, one module per corpus. A label outside the classes
 (fixed by the corpus, else those of the training data or of the fine-tuned model) stops the run before
 training; unreadable files are skipped and counted.
 
@@ -47,6 +47,7 @@ from typing import Any
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from armhubert_training.arguments import (
+    ClassificationDataArguments,
     ClassifierHeadArguments,
     FineTuningArguments,
     HelpFormatter,
@@ -54,14 +55,11 @@ from armhubert_training.arguments import (
     SuperbFeatureArguments,
     parse_config_and_args,
 )
-from armhubert_training.classification_data import (
-    ClassificationData,
-    ClassificationDataArguments,
-    LabelSet,
-    build_classification_datasets,
-)
-from armhubert_training.classification_trainer import ClassificationCollator, ClassificationTrainer
+from armhubert_training.classification_trainer import ClassificationTrainer
+from armhubert_training.collators import ClassificationCollator
+from armhubert_training.corpora.labels import LabelSet
 from armhubert_training.model_card import classification_model_card
+from armhubert_training.speech_datasets import ClassificationData, build_classification_datasets
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging, split_name
 from armhubert_training.student_source import resolve_source, student_feature_extractor
 from configuration_armhubert import ArmHubertConfig
@@ -152,7 +150,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, Classific
     parser = HfArgumentParser((ModelArguments, ClassificationDataArguments, TrainingArguments), description=__doc__,
                               formatter_class=HelpFormatter)
     model_args, data_args, training_args = parse_config_and_args(parser, argv)
-    training_args.remove_unused_columns = False  # the batch is ours; the Trainer must not prune it
     return model_args, data_args, training_args
 
 
@@ -197,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     for name, dataset in data.predict.items():
-        predict_metrics = trainer.score_split(dataset, f"predict_{name}")
+        predict_metrics = trainer.predict(dataset, metric_key_prefix=f"predict_{name}").metrics
         trainer.log_metrics(f"predict_{name}", predict_metrics)
         trainer.save_metrics(f"predict_{name}", predict_metrics)
         metrics.update(predict_metrics)

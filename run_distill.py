@@ -14,17 +14,16 @@ from __future__ import annotations
 
 from transformers import HfArgumentParser, TrainingArguments
 
-from armhubert_training.arguments import DistillationModelArguments, parse_config_and_args
+from armhubert_training.arguments import DistillationDataArguments, DistillationModelArguments, parse_config_and_args
 from armhubert_training.distillation_setup import build_distillation_trainer
 from armhubert_training.distillation_trainer import DistillationArguments, MaskingDistillationTrainer
-from armhubert_training.speech_data import DataArguments
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[DistillationModelArguments, DistillationArguments,
-                                                       DataArguments, TrainingArguments]:
-    parser = HfArgumentParser((DistillationModelArguments, DistillationArguments, DataArguments, TrainingArguments),
-                              description=__doc__)
+                                                       DistillationDataArguments, TrainingArguments]:
+    parser = HfArgumentParser((DistillationModelArguments, DistillationArguments, DistillationDataArguments,
+                               TrainingArguments), description=__doc__)
     return parse_config_and_args(parser, argv)
 
 

@@ -25,7 +25,13 @@ from typing import Any, Literal
 import yaml
 from transformers import HfArgumentParser
 
-from configuration_armhubert import PRESETS, ArmHubertConfig
+from configuration_armhubert import PRESETS, RECEPTIVE_FIELD_SAMPLES, ArmHubertConfig
+
+from .audio import SAMPLING_RATE
+from .corpora import CLASSIFICATION_CORPORA
+from .corpora.hub import STREAMING_SHUFFLE_BUFFER
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -238,3 +244,372 @@ class MixedPrecisionArguments(ArgumentConcept):
 @dataclass
 class DistillationModelArguments(MixedPrecisionArguments, DistilledStudentArguments, TeacherArguments):
     """Which teacher, which student, in which precision (run_distill.py's, and the benchmarks' of it)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Data side: where the audio comes from and which utterances to use.
+#
+# `DataSourceArguments` refuses anything but exactly one source; each source concept (LibriSpeech,
+# Audio SNIPS, a `datasets` dataset, a classification corpus) adds its option to `data_sources` and
+# may name its own default splits, which `SplitArguments` fills in. A concept's `__post_init__`
+# first hands on to the concepts it builds on, then checks its own options, so the source is settled
+# before anything that depends on it is checked.
+# ----------------------------------------------------------------------------------------------
+
+
+
+class DataSourceArguments(ArgumentConcept):
+    """Exactly one data source: each source concept below adds its option to `data_sources` (and may
+    name its own default splits)."""
+
+    def data_sources(self) -> dict[str, str]:
+        """Option (attribute name) -> what it reads, for every source of this script (in --help order);
+        exactly one is given."""
+        return {}
+
+    def default_splits(self) -> dict[str, str]:
+        """The split each role ("train", "eval", "predict") reads when none is named: `datasets`' usual
+        names, unless the source given names its own."""
+        return {"train": "train", "eval": "validation", "predict": "test"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sources = self.data_sources()
+        for name in sources:
+            # An empty value unsets a source given by a YAML recipe: --librispeech_root "" --dataset_name X
+            setattr(self, name, getattr(self, name) or None)
+        if sum(getattr(self, name) is not None for name in sources) != 1:
+            raise ValueError(
+                "Give exactly one data source: "
+                + ", ".join(f"--{name} ({what})" for name, what in sources.items()) + "; got "
+                + ", ".join(f"--{name} {getattr(self, name)!r}" for name in sources) + "."
+            )
+
+
+@dataclass
+class SplitArguments(DataSourceArguments):
+    """The splits of the data source to train and evaluate on, how much of them, and how they are indexed."""
+
+    train_splits: list[str] | None = field(default=None, metadata={
+        "help": "What to train on, read as one split: split names of the local corpus (LibriSpeech's split "
+                "folders, e.g. train-clean-100 train-clean-360 train-other-500; the other corpora's train, "
+                "valid or validation, test), or split names or expressions of --dataset_name, e.g. train.100 or "
+                "'train[:1000]'. Default: train-clean-100 for LibriSpeech, else train."})
+    eval_splits: list[str] | None = field(default=None, metadata={
+        "help": "What to evaluate on (and, with --load_best_model_at_end, choose the best checkpoint on), read "
+                "like --train_splits. Default: dev-clean for LibriSpeech, valid for Audio SNIPS, else validation."})
+    max_train_samples: int | None = field(default=None, metadata={
+        "help": "Use only the first N training utterances (after filtering), for quick runs."})
+    max_eval_samples: int | None = field(default=None, metadata={
+        "help": "Use only the first N evaluation utterances (after filtering), for quick runs."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={
+        "help": "Workers reading audio headers when indexing (threads for a local corpus folder, processes for "
+                "a map-style --dataset_name)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        defaults = self.default_splits()
+        if self.train_splits is None:
+            self.train_splits = [defaults["train"]]
+        if self.eval_splits is None:
+            self.eval_splits = [defaults["eval"]]
+        for name in ("train_splits", "eval_splits"):
+            if not getattr(self, name) or not all(getattr(self, name)):
+                raise ValueError(f"--{name} needs at least one split name, and no empty one; "
+                                 f"got {getattr(self, name)}.")
+        for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}.")
+
+
+@dataclass
+class PredictionSplitArguments(SplitArguments):
+    """What --do_predict runs on, each split scored on its own."""
+
+    predict_splits: list[str] | None = field(default=None, metadata={
+        "help": "What --do_predict runs on, each split scored on its own: split names of the local corpus, or "
+                "split names or expressions of --dataset_name, e.g. 'test[:100]'. Default: test-clean for "
+                "LibriSpeech, else test."})
+    max_predict_samples: int | None = field(default=None, metadata={
+        "help": "Predict on only the first N utterances of each prediction split, for quick runs."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.predict_splits is None:
+            self.predict_splits = [self.default_splits()["predict"]]
+        if not self.predict_splits or not all(self.predict_splits):
+            raise ValueError(f"--predict_splits needs at least one split name, and no empty one; "
+                             f"got {self.predict_splits}.")
+        if self.max_predict_samples is not None and self.max_predict_samples < 1:
+            raise ValueError(f"--max_predict_samples must be a positive integer; got {self.max_predict_samples}.")
+
+
+@dataclass
+class LibriSpeechArguments(DataSourceArguments):
+    """A local LibriSpeech folder (`corpora.librispeech`)."""
+
+    librispeech_root: str | None = field(default=None, metadata={
+        "help": "Local LibriSpeech corpus in its original layout: the folder containing LibriSpeech/ (or "
+                "LibriSpeech/ itself). One of the data sources: give exactly one."})
+
+    def data_sources(self) -> dict[str, str]:
+        return {**super().data_sources(), "librispeech_root": "a local LibriSpeech folder"}
+
+    def default_splits(self) -> dict[str, str]:
+        if self.librispeech_root is not None:
+            return {"train": "train-clean-100", "eval": "dev-clean", "predict": "test-clean"}
+        return super().default_splits()
+
+
+@dataclass
+class SnipsArguments(DataSourceArguments):
+    """A local Audio SNIPS folder (`corpora.snips`), SUPERB's slot filling corpus."""
+
+    snips_root: str | None = field(default=None, metadata={
+        "help": "Local Audio SNIPS corpus (SUPERB's slot filling) as s3prl's preparation writes it: the folder "
+                "containing SNIPS/ (or SNIPS/ itself), with all.iob.snips.txt, slots.txt and train/ valid/ test/ wav "
+                "folders. Splits: train, valid (default for evaluation), test, each read by its own voices. One of "
+                "the data sources: give exactly one."})
+
+    def data_sources(self) -> dict[str, str]:
+        return {**super().data_sources(), "snips_root": "a local Audio SNIPS folder"}
+
+    def default_splits(self) -> dict[str, str]:
+        if self.snips_root is not None:
+            return {"train": "train", "eval": "valid", "predict": "test"}
+        return super().default_splits()
+
+
+@dataclass
+class HubDatasetArguments(DataSourceArguments):
+    """A `datasets` dataset (`corpora.hub`)."""
+
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "A `datasets` dataset to read instead of a local corpus folder: a hub name or a local path "
+                "(parquet/arrow/CSV/JSON files). One of the data sources: give exactly one."})
+    dataset_config: str | None = field(default=None, metadata={
+        "help": "Configuration name of --dataset_name, if it has several."})
+    audio_column: str = field(default="audio", metadata={"help": "Column of --dataset_name holding the audio."})
+
+    def data_sources(self) -> dict[str, str]:
+        return {**super().data_sources(), "dataset_name": "a `datasets` dataset"}
+
+
+@dataclass
+class TranscriptColumnArguments(HubDatasetArguments):
+    """Where a `datasets` dataset keeps its transcripts."""
+
+    text_column: str = field(default="text", metadata={
+        "help": "Column of --dataset_name holding the transcript; an empty string for audio-only data (items "
+                "then have text '')."})
+
+
+@dataclass
+class StreamingArguments(HubDatasetArguments):
+    """Reading a `datasets` dataset as a stream."""
+
+    streaming: bool = field(default=False, metadata={
+        "help": "Read --dataset_name lazily instead of downloading it first. The datasets then have no length "
+                "(set --max_steps) and cannot be grouped by length; training data is shuffled within a buffer of "
+                f"{STREAMING_SHUFFLE_BUFFER} examples."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.streaming and self.dataset_name is None:
+            raise ValueError("--streaming applies to --dataset_name only; a local corpus folder is indexed instead.")
+
+
+@dataclass
+class HubLabelArguments(HubDatasetArguments):
+    """Where a `datasets` dataset keeps its labels."""
+
+    label_column: str = field(default="label", metadata={
+        "help": "Column of --dataset_name holding the label (class names, or a ClassLabel)."})
+
+
+@dataclass
+class ClassificationCorpusArguments(DataSourceArguments):
+    """A classification corpus in its download layout (`corpora`: one reader per corpus)."""
+
+    corpus: str | None = field(default=None, metadata={
+        "help": f"A corpus in its original download layout, one of {list(CLASSIFICATION_CORPORA)}, under "
+                "--corpus_root; its splits are train, validation and test. One of the data sources: give exactly "
+                "one.", "choices": CLASSIFICATION_CORPORA})
+    corpus_root: str | None = field(default=None, metadata={
+        "help": "The corpus folder: speech_commands: the extracted speech_commands_v0.01 archive; fluent_commands: "
+                "fluent_speech_commands_dataset/ (with data/*.csv); voxceleb1: the folder holding the extracted "
+                "archives as dev/wav and test/wav (or wav/); iemocap: IEMOCAP_full_release/ (Session1..5); "
+                "folder: <root>/<split>/<label>/<audio file>."})
+    speech_commands_test_root: str | None = field(default=None, metadata={
+        "help": "speech_commands: the extracted speech_commands_test_set_v0.01 archive (the test split)."})
+    voxceleb1_split_file: str | None = field(default=None, metadata={
+        "help": "voxceleb1: the identification split file (iden_split.txt); default <corpus_root>/iden_split.txt."})
+    fold: int = field(default=1, metadata={
+        "help": "iemocap: the session held out as the test split (1-5); SUPERB reports the mean over the 5 folds."})
+
+    def data_sources(self) -> dict[str, str]:
+        return {**super().data_sources(), "corpus": "a corpus folder, with --corpus_root"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.corpus is not None and not self.corpus_root:
+            raise ValueError(f"--corpus {self.corpus} needs --corpus_root, the folder the corpus was extracted to.")
+
+    @property
+    def split_file(self) -> Path:
+        """The VoxCeleb1 identification split file: --voxceleb1_split_file, else the one in --corpus_root."""
+        return Path(self.voxceleb1_split_file or Path(self.corpus_root) / "iden_split.txt")
+
+
+@dataclass
+class AudioLengthArguments(ArgumentConcept):
+    """The duration range of the utterances used, in seconds (lengths come from file headers)."""
+
+    min_duration_seconds: float = field(default=RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE, metadata={
+        "help": f"Drop utterances shorter than this, in seconds. At least {RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE} s "
+                f"({RECEPTIVE_FIELD_SAMPLES} samples, the receptive field of the convolutional front-end: shorter "
+                "audio yields no frames)."})
+    max_duration_seconds: float | None = field(default=None, metadata={
+        "help": "Longest audio to use, in seconds (default: no limit, as in the paper; SUPERB's SID recipe: 8). "
+                "Longer utterances are cropped to a random window of that length or dropped, as "
+                "--crop_to_max_duration says; without that option (run_asr_ctc.py: a crop would no longer match "
+                "its transcript) they are dropped. The task scripts apply it to training only: they evaluate and "
+                "predict on whole utterances."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.min_audio_samples < RECEPTIVE_FIELD_SAMPLES:
+            raise ValueError(
+                f"--min_duration_seconds must be at least {RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE} s "
+                f"({RECEPTIVE_FIELD_SAMPLES} samples, the model's receptive field); got {self.min_duration_seconds}."
+            )
+        if self.max_audio_samples is not None and self.max_audio_samples < self.min_audio_samples:
+            raise ValueError(
+                f"--max_duration_seconds ({self.max_duration_seconds}) must not be below "
+                f"--min_duration_seconds ({self.min_duration_seconds})."
+            )
+
+    @property
+    def min_audio_samples(self) -> int:
+        return round(self.min_duration_seconds * SAMPLING_RATE)
+
+    @property
+    def max_audio_samples(self) -> int | None:
+        return None if self.max_duration_seconds is None else round(self.max_duration_seconds * SAMPLING_RATE)
+
+
+@dataclass
+class CroppingArguments(AudioLengthArguments):
+    """Whether utterances longer than --max_duration_seconds are cropped or dropped."""
+
+    crop_to_max_duration: bool = field(default=True, metadata={
+        "help": "With --max_duration_seconds: crop longer utterances to a random window of that length, drawn "
+                "anew for each (seed, item, epoch) (true), or drop them (false)."})
+
+
+@dataclass
+class BatchBudgetArguments(ArgumentConcept):
+    """Training batches bounded by padded audio as well as by utterance count."""
+
+    max_batch_seconds: float | None = field(default=None, metadata={
+        "help": "Bound each training batch by padded audio too: at most per_device_train_batch_size "
+                "utterances AND (utterances x longest one) <= this many seconds, batches formed from "
+                "length-sorted utterances, so long utterances come in small batches (no out-of-memory) "
+                "and short ones in large batches (little padding). Default: no bound, batches of "
+                "per_device_train_batch_size utterances (the paper's recipes). Must be at least the "
+                "longest training utterance."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_batch_seconds is not None and self.max_batch_seconds <= 0:
+            raise ValueError(f"--max_batch_seconds must be positive, got {self.max_batch_seconds}.")
+
+
+@dataclass
+class CtcTargetArguments(SnipsArguments, StreamingArguments):
+    """What a CTC layer learns from the transcripts: characters, phonemes (from a lexicon) or slots (from
+    Audio SNIPS), and the vocabulary."""
+
+    targets: Literal["characters", "phonemes", "slots"] | None = field(default=None, metadata={
+        "help": "What the CTC layer learns: 'characters' (speech recognition), 'phonemes' (phoneme recognition, "
+                "needs --lexicon) or 'slots' (slot filling, needs --snips_root). Default: 'phonemes' with "
+                "--lexicon, 'slots' with --snips_root, else 'characters'. A fine-tuned --model_name_or_path must "
+                "have been trained on the same kind."})
+    lexicon: list[str] | None = field(default=None, metadata={
+        "help": "--targets phonemes: pronunciation lexicons in the LibriSpeech format ('WORD PH1 PH2 ...'), read in "
+                "order; a word takes its first pronunciation. SUPERB: librispeech-lexicon-200k-g2p.txt then "
+                "librispeech-lexicon-allothers-g2p.txt. Utterances with a word missing from them are left out and "
+                "counted."})
+    append_eos: bool = field(default=False, metadata={
+        "help": "End every CTC target with an <eos> token, as SUPERB's recipes do (decoding drops it). Applies "
+                "when a vocabulary is built; a fine-tuned model or --vocab_file keeps its own."})
+    chars_to_ignore: str = field(default="", metadata={
+        "help": "Characters removed from transcripts before anything else, e.g. ',?.!;:\"' for corpora with "
+                "punctuation. Transcripts are upper-cased and their whitespace collapsed; any other character "
+                "outside the vocabulary becomes <unk> (counted and logged)."})
+    vocab_file: str | None = field(default=None, metadata={
+        "help": "A vocab.json to use instead of building one from the training transcripts (needed with "
+                "--streaming, whose transcripts are not known up front)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.targets == "phonemes" and not self.lexicon:
+            raise ValueError("--targets phonemes needs --lexicon (pronunciation lexicons in the LibriSpeech format, "
+                             "e.g. SUPERB's librispeech-lexicon-200k-g2p.txt librispeech-lexicon-allothers-g2p.txt).")
+        if self.lexicon and self.targets not in (None, "phonemes"):
+            raise ValueError(f"--lexicon is for --targets phonemes, not {self.targets}.")
+        if self.targets == "slots" and not self.snips_root:
+            raise ValueError("--targets slots needs --snips_root (an Audio SNIPS folder with slot annotations).")
+        if self.snips_root and self.targets not in (None, "slots"):
+            raise ValueError(f"--snips_root annotates slots: use --targets slots, not {self.targets}.")
+        if self.streaming and (self.lexicon or self.targets == "phonemes"):
+            raise ValueError("--targets phonemes reads every transcript up front to leave out the utterances with "
+                             "words missing from the lexicon, which --streaming cannot; drop --streaming.")
+
+    def default_targets(self) -> str:
+        """The targets the data implies when neither --targets nor a fine-tuned model says."""
+        return self.targets or ("phonemes" if self.lexicon else "slots" if self.snips_root else "characters")
+
+
+@dataclass
+class CtcMetricArguments(ArgumentConcept):
+    """The `evaluate` modules that score CTC predictions (local copies in metrics/ work offline)."""
+
+    wer_metric: str = field(default=str(REPO / "metrics" / "wer"), metadata={
+        "help": "What evaluate.load() loads for WER: the local module shipped in metrics/wer (works offline), or "
+                "e.g. 'wer' for the Hub's."})
+    cer_metric: str = field(default=str(REPO / "metrics" / "cer"), metadata={
+        "help": "What evaluate.load() loads for CER (default: the local module in metrics/cer)."})
+    slot_filling_metric: str = field(default=str(REPO / "metrics" / "slot_filling"), metadata={
+        "help": "What evaluate.load() loads for SUPERB's slot_type_f1 and slot_value_cer (default: the local "
+                "module in metrics/slot_filling)."})
+
+
+# Each script's data arguments: the concepts it uses, nothing added. HfArgumentParser lists the options
+# of the last base first, so the data source comes last here and first in --help.
+
+
+@dataclass
+class DistillationDataArguments(BatchBudgetArguments, CroppingArguments, SplitArguments, StreamingArguments,
+                                TranscriptColumnArguments, LibriSpeechArguments):
+    """run_distill.py: LibriSpeech or a `datasets` dataset (streamed or not), cropped or filtered by duration."""
+
+
+@dataclass
+class AsrDataArguments(CtcMetricArguments, BatchBudgetArguments, AudioLengthArguments, PredictionSplitArguments,
+                       CtcTargetArguments, TranscriptColumnArguments, LibriSpeechArguments):
+    """run_asr_ctc.py: transcribed speech (LibriSpeech, Audio SNIPS or a `datasets` dataset), its CTC
+    targets, prediction splits and metrics."""
+
+    @property
+    def crop_to_max_duration(self) -> bool:
+        """Never: a cropped utterance no longer matches its transcript, so training drops utterances longer
+        than --max_duration_seconds instead."""
+        return False
+
+
+@dataclass
+class ClassificationDataArguments(CroppingArguments, PredictionSplitArguments, HubLabelArguments,
+                                  ClassificationCorpusArguments):
+    """run_audio_classification.py: labelled audio (a corpus folder or a `datasets` dataset), training
+    utterances cropped or filtered by duration, prediction splits."""

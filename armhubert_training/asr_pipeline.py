@@ -7,7 +7,7 @@
 The model's config names this class under `custom_pipelines`, so the call above builds it instead
 of Transformers' `AutomaticSpeechRecognitionPipeline`, which it extends in one respect only: local
 audio files and encoded audio bytes are decoded with libsndfile (soundfile) and resampled with
-librosa, the way `speech_data.load_audio` decoded the training and evaluation audio. Transcripts
+librosa, the way `audio.load_audio` decoded the training and evaluation audio. Transcripts
 of a file then match `run_asr_ctc.py --do_predict`, and ffmpeg (which the parent class needs for
 every file) is only needed for formats libsndfile cannot read. Arrays, dicts, URLs, chunking and
 timestamps are the parent's. Models whose targets end with <eos> (SUPERB's recipes) emit it too:
@@ -79,7 +79,7 @@ def decode_audio_file(inputs, sampling_rate: int):
         samples, rate = soundfile.read(source, dtype="float32", always_2d=True)  # (frames, channels)
     except soundfile.SoundFileError:
         return None  # a format libsndfile cannot read: ffmpeg's turn
-    waveform = samples.T.mean(axis=0)  # the same downmix as speech_data.load_audio
+    waveform = samples.T.mean(axis=0)  # the same downmix as audio.load_audio
     if rate == sampling_rate:
         return np.ascontiguousarray(waveform, dtype=np.float32)
     if librosa is None:

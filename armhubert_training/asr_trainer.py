@@ -1,7 +1,7 @@
 """`CtcTrainer`: fine-tunes, evaluates and transcribes CTC models on batches from `asr_vocabulary.CtcCollator`.
 
 Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction
-(`predict`, `score_split`) go in four steps, each its own function:
+(`predict`) go in four steps, each its own function:
 
 1. `CtcTrainer.run_transcription` runs the model over a dataloader and collects, per utterance,
    its id, reference, greedy hypothesis, duration and share of the decode time (`Transcription`);
@@ -30,7 +30,7 @@ from modeling_armhubert import ArmHubertPreTrainedModel
 
 from .asr_pipeline import eos_as_blank
 from .asr_vocabulary import target_units
-from .speech_data import SAMPLING_RATE, skip_metrics
+from .audio import SAMPLING_RATE, skip_metrics
 from .speech_trainer import ScoredSplit, SplitScoringTrainer
 
 # What is scored for each kind of target (`asr_vocabulary.target_units`); the first one selects checkpoints.
@@ -66,7 +66,7 @@ class CtcTrainer(SplitScoringTrainer):
     """A Trainer for CTC models whose batches come from `CtcCollator`.
 
     Training counts skipped (unreadable) audio files and characters that became <unk>, and logs
-    both. `evaluate`, `predict` and `score_split` decode greedily, score WER and CER with `evaluate`, measure
+    both. `evaluate` and `predict` decode greedily, score WER and CER with `evaluate`, measure
     the real-time factor, and write per-utterance hypotheses.
     """
 
@@ -171,7 +171,7 @@ class CtcTrainer(SplitScoringTrainer):
         mean over utterances), loss (when there are labels), rtf = decode time / audio
         duration, and the counts of utterances, audio seconds, characters that became <unk>, and
         files left out (`skipped_files` and one `skipped_files_<reason>` per
-        `speech_data.SKIP_REASONS`, those of `dataset`'s index plus those that failed when read).
+        `audio.SKIP_REASONS`, those of `dataset`'s index plus those that failed when read).
         """
         utterances = transcription.utterances
         audio_seconds = sum(utterance.seconds for utterance in utterances)

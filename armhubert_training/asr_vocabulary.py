@@ -42,7 +42,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from transformers import PreTrainedTokenizer, Wav2Vec2CTCTokenizer, Wav2Vec2PhonemeCTCTokenizer
 
-from .speech_data import AudioCollator
+from .collators import AudioCollator
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`ClassificationTrainer`: trains, evaluates and runs utterance classifiers on `classification_data` batches.
+"""`ClassificationTrainer`: trains, evaluates and runs utterance classifiers on `ClassificationCollator` batches.
 
 Evaluation (`evaluate`, also run during training with --eval_strategy) and prediction (`predict`)
 collect per utterance its id, reference label and predicted label (the best value of every slot,
@@ -15,36 +15,17 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch.utils.data import WeightedRandomSampler
 
-from .classification_data import LabelSet
-from .speech_data import AudioCollator, skip_metrics
+from .audio import skip_metrics
+from .corpora.labels import LabelSet
 from .speech_trainer import EpochSeededSampler, ScoredSplit, SplitScoringTrainer
 
 PREDICTION_COLUMNS = ("id", "label", "prediction")
-
-
-@dataclass
-class ClassificationCollator:
-    """`AudioCollator`'s batch plus ``label`` (the B label strings) and ``labels``: long (B,), or (B, slots)
-    for a several-slot task; no ``labels`` when an item has no label (unlabelled prediction data)."""
-
-    label_set: LabelSet
-    audio: AudioCollator = field(default_factory=AudioCollator)
-
-    def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
-        batch = self.audio(items)
-        labels = [item["label"] for item in items if item is not None]
-        batch["label"] = labels
-        if labels and all(labels):
-            encoded = torch.tensor([self.label_set.encode(label) for label in labels], dtype=torch.long)
-            batch["labels"] = encoded if self.label_set.is_multi_slot else encoded[:, 0]
-        return batch
 
 
 class BalancedEpochSampler(EpochSeededSampler, WeightedRandomSampler):

@@ -29,7 +29,7 @@ import yaml
 from configuration_armhubert import REUSE_MODES, ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
 
-from .speech_data import raw_waveform_feature_extractor
+from .audio import raw_waveform_feature_extractor
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,12 @@ from transformers import TrainingArguments, set_seed
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
 
-from .arguments import DistilledStudentArguments, DistillationModelArguments
+from .arguments import DistillationDataArguments, DistilledStudentArguments, DistillationModelArguments
 from .distillation_trainer import DistillationArguments, DistillationMasker, MaskingDistillationTrainer
 from .model_card import distilled_student_card
-from .speech_data import AudioCollator, DataArguments, build_dataset, raw_waveform_feature_extractor
+from .audio import raw_waveform_feature_extractor
+from .collators import AudioCollator
+from .speech_datasets import build_dataset
 from .teacher import FrozenTeacher, default_layer_map, load_teacher
 
 logger = logging.getLogger(__name__)
@@ -71,9 +73,9 @@ def resolve_precision(training_args: TrainingArguments, precision: str) -> Train
 
 
 def build_distillation_trainer(model_args: DistillationModelArguments, distill_args: DistillationArguments,
-                               data_args: DataArguments, training_args: TrainingArguments) -> MaskingDistillationTrainer:
+                               data_args: DistillationDataArguments,
+                               training_args: TrainingArguments) -> MaskingDistillationTrainer:
     """The Trainer of a distillation run, with the teacher, the student, the data and the model card."""
-    training_args.remove_unused_columns = False  # the batch is ours; the Trainer must not prune it
     training_args = resolve_precision(training_args, model_args.precision)
     if data_args.streaming:
         # Audio batches differ in length; let each process read its own batches from the stream

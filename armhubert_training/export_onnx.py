@@ -171,7 +171,7 @@ def int8_errors(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.
 
 def speech_batch(files: Sequence[str | Path]) -> tuple[torch.Tensor, torch.Tensor]:
     """Audio files (resampled to 16 kHz) as a right-padded (B, S) batch and its (B, S) attention mask."""
-    from armhubert_training.speech_data import load_audio
+    from armhubert_training.audio import load_audio
 
     waveforms = [torch.from_numpy(load_audio(str(f))) for f in files]
     values = torch.zeros(len(waveforms), max(len(w) for w in waveforms))

@@ -22,10 +22,14 @@ from .asr_trainer import TASK_METRICS
 if TYPE_CHECKING:
     from modeling_armhubert import ArmHubertForSequenceClassification, ArmHubertModel, ArmHubertPreTrainedModel
 
-    from .arguments import DistillationModelArguments, StudentSourceArguments
-    from .classification_data import ClassificationDataArguments
+    from .arguments import (
+        AsrDataArguments,
+        ClassificationDataArguments,
+        DistillationDataArguments,
+        DistillationModelArguments,
+        StudentSourceArguments,
+    )
     from .distillation_trainer import DistillationArguments, MaskingDistillationTrainer
-    from .speech_data import DataArguments
 
 PAPER = "https://arxiv.org/abs/2305.11685"
 LICENSE = "mit"
@@ -114,7 +118,7 @@ def _fine_tuned_from(student: StudentSourceArguments) -> str:
 
 def distilled_student_card(trainer: MaskingDistillationTrainer, student: ArmHubertModel,
                            model_args: DistillationModelArguments, distill_args: DistillationArguments,
-                           data_args: DataArguments, training_args: TrainingArguments,
+                           data_args: DistillationDataArguments, training_args: TrainingArguments,
                            layer_map: list[int]) -> ModelCard:
     """A card for a student made by `run_distill.py`: its size, how to use it, the recipe to reproduce
     it, and the results so far (the latest losses logged, the files skipped, the steps made)."""
@@ -158,7 +162,7 @@ Fine-tune it for speech recognition with `run_asr_ctc.py` of the armhubert proje
 
 
 def distillation_recipe(model_args: DistillationModelArguments, distill_args: DistillationArguments,
-                        data_args: DataArguments, training_args: TrainingArguments,
+                        data_args: DistillationDataArguments, training_args: TrainingArguments,
                         layer_map: list[int]) -> dict[str, str]:
     """The settings a reader of the card needs to reproduce a distillation run."""
     data = (f"LibriSpeech {' + '.join(data_args.train_splits)}" if data_args.librispeech_root
@@ -187,7 +191,7 @@ def distillation_recipe(model_args: DistillationModelArguments, distill_args: Di
 # ----------------------------------------------------------------------------------------------
 
 
-def asr_model_card(model: ArmHubertPreTrainedModel, student: StudentSourceArguments, data_args: DataArguments,
+def asr_model_card(model: ArmHubertPreTrainedModel, student: StudentSourceArguments, data_args: AsrDataArguments,
                    training_args: TrainingArguments, metrics: dict[str, float], units: str = "characters") -> ModelCard:
     """A card for a fine-tuned CTC model: what it is, how to use it, its results and recipe.
 

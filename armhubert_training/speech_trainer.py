@@ -1,10 +1,10 @@
-"""`SpeechTrainer`: what the project's Trainers share for batches of raw audio from `speech_data`.
+"""`SpeechTrainer`: what the project's Trainers share for batches of raw audio from `speech_datasets`.
 
 - batches grouped by length from the lengths in the file headers (never by decoding audio), over
   the global batch, in an order seeded by (seed, epoch): the same in every process and after resuming;
   evaluation batches too are ordered from header lengths (or sequentially), never by decoding;
 - the training dataset told the epoch (it moves random crop windows);
-- files left out counted by reason (`speech_data.skip_metrics`): those left out when the corpus was
+- files left out counted by reason (`audio.skip_metrics`): those left out when the corpus was
   indexed, plus those that failed when read (dropped by `AudioCollator`), which are also logged.
   Training reports `skipped_files*` (carried over a resume in the checkpoint's TrainerState),
   each evaluation `eval_skipped_files*`; a batch whose files were all unreadable costs a zero step
@@ -34,7 +34,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
 from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, has_length, seed_worker, speed_metrics
 
-from .speech_data import SAMPLING_RATE, skip_metrics
+from .audio import SAMPLING_RATE, skip_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class SkippedFilesCallback(TrainerCallback, ExportableState):
 
 
 class SpeechTrainer(Trainer):
-    """A Trainer for `speech_data` batches. Subclasses write `compute_loss`.
+    """A Trainer for batches of `speech_datasets` items. Subclasses write `compute_loss`.
 
     Args:
         model_card_fn: builds the README.md written to output_dir (and uploaded by `push_to_hub`);
@@ -485,10 +485,6 @@ class SplitScoringTrainer(SpeechTrainer):
         """Tell the callbacks a batch was scored (the Trainer's progress bar counts these)."""
         self.callback_handler.eval_dataloader = dataloader
         self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
-
-    def score_split(self, dataset, name: str, dataloader: DataLoader | None = None) -> dict[str, float]:
-        """Metrics of `dataset`, prefixed "<name>_", after writing `<name>_predictions.tsv`."""
-        return self.run_split(dataset, name, dataloader).metrics
 
     def _timed_split(self, dataset, name: str, dataloader: DataLoader) -> ScoredSplit:
         start = time.time()

@@ -12,7 +12,7 @@ from transformers import AutoFeatureExtractor, FeatureExtractionMixin
 from configuration_armhubert import ArmHubertConfig
 
 from .arguments import StudentSourceArguments
-from .speech_data import raw_waveform_feature_extractor
+from .audio import raw_waveform_feature_extractor
 
 logger = logging.getLogger(__name__)
 

@@ -47,9 +47,9 @@ import torch
 from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
 from armhubert_training import distillation_trainer
-from armhubert_training.arguments import DistillationModelArguments
+from armhubert_training.arguments import DistillationDataArguments, DistillationModelArguments
 from armhubert_training.distillation_setup import build_distillation_trainer
-from armhubert_training.speech_data import DataArguments, load_audio
+from armhubert_training.audio import load_audio
 from armhubert_training.speech_trainer import setup_script_logging
 from benchmarks.bench_utils import (
     RESULTS_DIR, TINY_STUDENT, command_line, describe_machine, machine_info, write_json,
@@ -146,8 +146,8 @@ def run_variant(name: str, args: argparse.Namespace, teacher_dir: Path, corpus: 
         *(["--use_cpu", "true"] if args.device == "cpu" else []),
         *variant_arguments(name, args),
     ]
-    parser = HfArgumentParser((DistillationModelArguments, distillation_trainer.DistillationArguments, DataArguments,
-                               TrainingArguments))
+    parser = HfArgumentParser((DistillationModelArguments, distillation_trainer.DistillationArguments,
+                               DistillationDataArguments, TrainingArguments))
     model_args, distill_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     setup_script_logging(training_args)  # as run_distill.py logs
     trainer = build_distillation_trainer(model_args, distill_args, data_args, training_args)

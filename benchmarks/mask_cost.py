@@ -25,7 +25,7 @@ import torch
 
 from armhubert_training.distillation_trainer import (DistillationArguments, DistillationMasker,
                                                      MaskingDistillationTrainer, distillation_mask, mask_generator)
-from armhubert_training.speech_data import AudioCollator
+from armhubert_training.collators import AudioCollator
 from configuration_armhubert import ArmHubertConfig
 
 

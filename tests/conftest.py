@@ -147,7 +147,7 @@ def hub_folder(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     import datasets
     import pyarrow as pa
 
-    from armhubert_training.speech_data import librispeech_dataset
+    from armhubert_training.corpora.librispeech import librispeech_dataset
 
     folder = tmp_path_factory.mktemp("hub") / "tiny"
     (folder / "data").mkdir(parents=True)

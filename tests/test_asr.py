@@ -23,6 +23,7 @@ from transformers import AutoModelForCTC, Wav2Vec2Processor
 
 from conftest import LIBRISPEECH, REPO, bundled_waveforms, logged_losses, pad_batch, tiny_config, transcripts
 import run_asr_ctc
+from armhubert_training.arguments import AsrDataArguments
 from armhubert_training.asr_trainer import read_predictions
 from armhubert_training.asr_vocabulary import (
     CharacterTargets,
@@ -115,7 +116,7 @@ def test_vocabulary_and_tokenizer_round_trip_on_bundled_transcripts(tmp_path):
 def test_vocab_file_is_checked_and_used(tmp_path):
     vocab = build_vocabulary(["A B'C"])
     (tmp_path / "good.json").write_text(json.dumps(vocab))
-    args = run_asr_ctc.AsrDataArguments(librispeech_root=str(CORPUS), vocab_file=str(tmp_path / "good.json"))
+    args = AsrDataArguments(librispeech_root=str(CORPUS), vocab_file=str(tmp_path / "good.json"))
     tokenizer = run_asr_ctc.make_tokenizer(args, None, str(tmp_path / "out"), CharacterTargets())
     assert tokenizer.get_vocab() == vocab and json.loads((tmp_path / "out" / "vocab.json").read_text()) == vocab
     (tmp_path / "bad.json").write_text(json.dumps({"A": 0, "B": 1}))

@@ -251,7 +251,7 @@ def test_one_benchmark_step_is_the_trainers_loss(tmp_path):
 
 
 def test_synthetic_corpus_has_librispeech_lengths_and_layout(tmp_path):
-    from armhubert_training.speech_data import librispeech_dataset
+    from armhubert_training.corpora.librispeech import librispeech_dataset
     from tools.make_synthetic_librispeech import sample_durations, write_corpus
 
     durations = sample_durations(20_000)

@@ -17,25 +17,17 @@ import pytest
 import soundfile
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback, TrainingArguments
 
 from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch, tiny_config
 import run_audio_classification
-from armhubert_training.classification_data import (
-    IEMOCAP_CLASSES,
-    SPEECH_COMMANDS_CLASSES,
-    ClassificationDataArguments,
-    LabelSet,
-    build_classification_datasets,
-    speech_commands_hash_split,
-)
-from transformers import TrainerCallback, TrainingArguments
-
-from armhubert_training.classification_trainer import (
-    ClassificationCollator,
-    ClassificationTrainer,
-    accuracies,
-    read_predictions,
-)
+from armhubert_training.arguments import ClassificationDataArguments
+from armhubert_training.classification_trainer import ClassificationTrainer, accuracies, read_predictions
+from armhubert_training.collators import ClassificationCollator
+from armhubert_training.corpora.iemocap import IEMOCAP_CLASSES
+from armhubert_training.corpora.labels import LabelSet
+from armhubert_training.corpora.speech_commands import SPEECH_COMMANDS_CLASSES, speech_commands_hash_split
+from armhubert_training.speech_datasets import build_classification_datasets
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertForSequenceClassification
 

@@ -6,10 +6,10 @@ import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
 from conftest import REPO, tiny_config
+from armhubert_training.arguments import DistillationDataArguments
 from armhubert_training.arguments import DistillationModelArguments as ModelArguments
 from armhubert_training.arguments import parse_config_and_args, yaml_to_argv
 from armhubert_training.distillation_trainer import DistillationArguments
-from armhubert_training.speech_data import DataArguments
 from configuration_armhubert import ArmHubertConfig
 
 # name: (preset, teacher, peak lr, mask prob, utterances per step on 2 GPUs, train splits)
@@ -24,7 +24,7 @@ PAPER_RECIPES = {
 
 
 def parse(*argv: str):
-    parser = HfArgumentParser((ModelArguments, DistillationArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DistillationArguments, DistillationDataArguments, TrainingArguments))
     return parse_config_and_args(parser, list(argv))
 
 

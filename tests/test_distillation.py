@@ -18,7 +18,8 @@ import yaml
 from transformers import HubertConfig, HubertModel, TrainerCallback, WavLMConfig, WavLMModel
 
 from conftest import LIBRISPEECH, REPO, TINY_STUDENT_OVERRIDES, pad_batch, bundled_waveforms, run_in_fresh_process
-from armhubert_training import speech_data
+from armhubert_training import speech_datasets
+from armhubert_training.collators import AudioCollator
 from armhubert_training.teacher import FrozenTeacher, default_layer_map, load_teacher, looks_like_local_path
 from run_distill import build_trainer, main
 
@@ -157,13 +158,13 @@ def test_corrupt_eval_files_are_skipped_counted_and_the_student_saved(tmp_path, 
     soundfile.write(files[3], np.full(300, 0.1, np.float32), 16_000, format="FLAC")  # below the receptive field
     # Count the decodes of each dev file: evaluation must not decode anything just to learn lengths.
     decodes = {}
-    load_audio = speech_data.load_audio
+    load_audio = speech_datasets.load_audio
 
     def counting_load_audio(source, *args, **kwargs):
         decodes[os.path.basename(source)] = decodes.get(os.path.basename(source), 0) + 1
         return load_audio(source, *args, **kwargs)
 
-    monkeypatch.setattr(speech_data, "load_audio", counting_load_audio)
+    monkeypatch.setattr(speech_datasets, "load_audio", counting_load_audio)
     output_dir = tmp_path / "out"
     metrics = main(distill_argv(tiny_teacher_dir, output_dir, "--librispeech_root", str(tmp_path),
                                 "--max_steps", "2", "--eval_steps", "2", "--save_steps", "2"))
@@ -368,7 +369,7 @@ def _masking_collator(seed: int = 0, **mask_settings):
     from armhubert_training.distillation_trainer import DistillationArguments, DistillationMasker
 
     masker = DistillationMasker.for_student(DistillationArguments(**mask_settings), tiny_config(), seed)
-    return speech_data.AudioCollator(span_mask=masker), masker
+    return AudioCollator(span_mask=masker), masker
 
 
 def _items(lengths, epoch: int = 0, prefix: str = "utt"):
@@ -417,7 +418,7 @@ def test_collator_draws_the_seeded_mask_over_real_frames_only():
     _, other_seed = _masking_collator(seed=4)
     assert not torch.equal(mask, other_seed(batch["attention_mask"], batch["id"], 2))
     # Batches without a mask: the plain collator, and one whose items were all unreadable.
-    assert "mask_time_indices" not in speech_data.AudioCollator()(items)
+    assert "mask_time_indices" not in AudioCollator()(items)
     assert "mask_time_indices" not in collator([None, None])
     with pytest.raises(ValueError, match="needs an 'id'"):
         collator([{"input_values": np.ones(800, np.float32)}])
@@ -466,7 +467,7 @@ def test_training_batches_carry_the_mask_and_evaluation_batches_none(tmp_path, o
     assert trainer.data_collator.span_mask is not None  # evaluation left the training collator as it was
     with pytest.raises(ValueError, match="draws no span mask"):
         type(trainer)(model=trainer.model, args=trainer.args, train_dataset=trainer.train_dataset,
-                      eval_dataset=trainer.eval_dataset, data_collator=speech_data.AudioCollator(),
+                      eval_dataset=trainer.eval_dataset, data_collator=AudioCollator(),
                       teacher=trainer.teacher, distillation_args=trainer.distillation_args)
 
 

@@ -42,7 +42,10 @@ def test_only_the_model_and_the_scripts_are_top_level_modules():
     config = configparser.ConfigParser()
     config.read(REPO / "setup.cfg")
     assert set(config["options"]["py_modules"].split()) == TOP_LEVEL
-    assert config["options"]["packages"].split() == ["armhubert_training"]
+    # Every package folder is listed (a subpackage left out would be missing from an installed copy).
+    packages = sorted(".".join(init.parent.relative_to(REPO).parts)
+                      for init in (REPO / "armhubert_training").rglob("__init__.py"))
+    assert config["options"]["packages"].split() == packages == ["armhubert_training", "armhubert_training.corpora"]
     assert {p.stem for p in REPO.glob("*.py")} == TOP_LEVEL
 
 

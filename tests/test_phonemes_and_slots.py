@@ -32,7 +32,7 @@ from armhubert_training.asr_vocabulary import (
     create_tokenizer,
     read_lexicon,
 )
-from armhubert_training.speech_data import SNIPS_SPEAKERS
+from armhubert_training.corpora.snips import SNIPS_SPEAKERS
 from modeling_armhubert import ArmHubertForSuperbCTC
 
 SLOT_METRIC = REPO / "metrics" / "slot_filling"

@@ -247,13 +247,7 @@ def test_help_exits_0_and_every_option_is_explained(script):
     assert not unexplained
 
 
-# Options that a script lists but does not use yet.
-UNUSED = {("run_audio_classification", "max_batch_seconds"): "the classification Trainer takes no audio budget"}
-
-
-@pytest.mark.parametrize("script, name", [
-    pytest.param(script, name, marks=pytest.mark.xfail(strict=True, reason=UNUSED[script, name]))
-    if (script, name) in UNUSED else (script, name) for script in SCRIPTS for name in options(script)])
+@pytest.mark.parametrize("script, name", [(script, name) for script in SCRIPTS for name in options(script)])
 def test_every_option_does_something_in_its_script(script, name):
     assert name in READ[script], (f"{script}.py --help lists --{name}, but neither {script}.py nor the package "
                                   f"code it hands its arguments to reads it.")
@@ -274,14 +268,7 @@ def _declarations() -> dict[str, dict[str, type]]:
     return {name: by_script for name, by_script in sorted(declared.items()) if len(by_script) > 1}
 
 
-# Data options that a task script's data arguments still declare anew, each with its own help.
-REDECLARED_DATA_OPTIONS = {"crop_to_max_duration", "dataset_name", "eval_splits", "max_duration_seconds",
-                           "max_predict_samples", "predict_splits", "train_splits"}
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="declared anew by a task's data arguments"))
-    if name in REDECLARED_DATA_OPTIONS else name for name in sorted(_declarations())])
+@pytest.mark.parametrize("name", sorted(_declarations()))
 def test_an_option_in_several_scripts_means_one_thing(name):
     by_script = _declarations()[name]
     assert len(set(by_script.values())) == 1, (

@@ -1,4 +1,5 @@
-"""Tests for armhubert_training.speech_data: decoding, corpus indexing, filtering/cropping, hub datasets, batching."""
+"""Tests for the data pipeline (audio, corpora, speech_datasets, collators): decoding, corpus indexing,
+filtering/cropping, hub datasets, batching."""
 
 from __future__ import annotations
 
@@ -18,19 +19,13 @@ import soundfile as sf
 import torch
 from transformers import HfArgumentParser
 
-from armhubert_training import speech_data
-from armhubert_training.speech_data import (
-    SAMPLING_RATE,
-    AudioCollator,
-    AudioError,
-    DataArguments,
-    SpeechDataset,
-    StreamingSpeechDataset,
-    build_dataset,
-    hub_dataset,
-    librispeech_dataset,
-    load_audio,
-)
+from armhubert_training.arguments import DistillationDataArguments
+from armhubert_training.audio import SAMPLING_RATE, AudioError, load_audio, skip_metrics
+from armhubert_training.collators import AudioCollator
+from armhubert_training.corpora.hub import hub_dataset
+from armhubert_training.corpora.librispeech import librispeech_dataset
+from armhubert_training.speech_datasets import SpeechDataset, StreamingSpeechDataset, build_dataset
+from configuration_armhubert import RECEPTIVE_FIELD_SAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "data" / "tiny-librispeech"
@@ -183,7 +178,7 @@ def broken_corpus(tmp_path) -> tuple[Path, list[str]]:
 
 def test_index_skips_and_counts_broken_files(broken_corpus, caplog):
     root, broken = broken_corpus
-    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training"):
         index = librispeech_dataset(root, ["dev-clean"], num_workers=4)
     assert len(index) == 8
     assert not set(broken) & set(column(index, "id"))
@@ -195,11 +190,11 @@ def test_index_skips_and_counts_broken_files(broken_corpus, caplog):
 
 def test_file_corrupted_after_indexing_gives_none_and_is_counted(broken_corpus, caplog):
     root, _ = broken_corpus
-    dataset = build_dataset(DataArguments(librispeech_root=str(root)), "eval")
+    dataset = build_dataset(DistillationDataArguments(librispeech_root=str(root)), "eval")
     assert isinstance(dataset, SpeechDataset) and len(dataset) == 8
     victim = dataset.index[3]
     Path(victim["path"]).write_bytes(b"\x00garbage" * 500)
-    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
+    with caplog.at_level(logging.WARNING, logger="armhubert_training"):
         assert dataset[3] is None
         assert dataset[3] is None
     logged = [r.getMessage() for r in caplog.records if victim["id"] in r.getMessage()]
@@ -217,7 +212,7 @@ def test_file_corrupted_after_indexing_gives_none_and_is_counted(broken_corpus, 
 def test_file_truncated_after_indexing_gives_none(broken_corpus):
     """A truncated FLAC keeps a valid header (full length): only decoding can notice."""
     root, _ = broken_corpus
-    dataset = build_dataset(DataArguments(librispeech_root=str(root)), "eval")
+    dataset = build_dataset(DistillationDataArguments(librispeech_root=str(root)), "eval")
     path = Path(dataset.index[0]["path"])
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     assert sf.info(path).frames == dataset.lengths[0]
@@ -229,7 +224,7 @@ def test_file_truncated_after_indexing_gives_none(broken_corpus):
 
 def test_dataloader_with_workers_counts_skipped_items(broken_corpus):
     root, _ = broken_corpus
-    dataset = build_dataset(DataArguments(librispeech_root=str(root)), "eval")
+    dataset = build_dataset(DistillationDataArguments(librispeech_root=str(root)), "eval")
     Path(dataset.index[5]["path"]).write_bytes(b"broken")
     loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2, collate_fn=AudioCollator())
     batches = list(loader)
@@ -240,15 +235,15 @@ def test_dataloader_with_workers_counts_skipped_items(broken_corpus):
 
 def test_index_time_skips_are_recorded_and_counted_by_reason(broken_corpus, hub_folder, tmp_path):
     root, broken = broken_corpus
-    dataset = build_dataset(DataArguments(librispeech_root=str(root), eval_splits=["dev-clean"]), "eval")
+    dataset = build_dataset(DistillationDataArguments(librispeech_root=str(root), eval_splits=["dev-clean"]), "eval")
     assert len(dataset) == 8
     assert dataset.skipped["unreadable"] == broken
     assert not dataset.skipped["too_short"] and not dataset.skipped["transcript_unreadable"]
     # One more file that fails only when decoded, as the collator reports it.
-    assert speech_data.skip_metrics(dataset, undecodable=1) == {
+    assert skip_metrics(dataset, undecodable=1) == {
         "skipped_files": 3, "skipped_files_unreadable": 2, "skipped_files_undecodable": 1,
         "skipped_files_too_short": 0, "skipped_files_transcript_unreadable": 0, "skipped_files_no_targets": 0}
-    assert speech_data.skip_metrics(None, undecodable=2)["skipped_files"] == 2  # a dataset without an index
+    assert skip_metrics(None, undecodable=2)["skipped_files"] == 2  # a dataset without an index
 
     # The same for a map-style `datasets` dataset.
     folder, originals = hub_folder
@@ -258,9 +253,9 @@ def test_index_time_skips_are_recorded_and_counted_by_reason(broken_corpus, hub_
     (tmp_path / "hub" / "data").mkdir(parents=True)
     datasets.Dataset(table).cast_column("audio", datasets.Audio()).to_parquet(
         str(tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet"))
-    hub = build_dataset(DataArguments(dataset_name=str(tmp_path / "hub")), "eval")
+    hub = build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "hub")), "eval")
     assert column(hub.index, "id") == ["good.flac"] and hub.skipped["unreadable"] == ["bad.flac"]
-    assert speech_data.skip_metrics(hub)["skipped_files_unreadable"] == 1
+    assert skip_metrics(hub)["skipped_files_unreadable"] == 1
 
 
 def test_non_utf8_transcript_skips_its_chapter_named_and_counted(tmp_path, caplog):
@@ -270,12 +265,12 @@ def test_non_utf8_transcript_skips_its_chapter_named_and_counted(tmp_path, caplo
     bad = next(chapters[1].glob("*.trans.txt"))
     lost = sorted(path.stem for path in chapters[1].glob("*.flac"))
     bad.write_bytes(bad.read_text().replace("THE", "TH\u00c9", 1).encode("latin-1"))  # a lone 0xC9 byte
-    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
-        dataset = build_dataset(DataArguments(librispeech_root=str(tmp_path)), "train")
+    with caplog.at_level(logging.WARNING, logger="armhubert_training"):
+        dataset = build_dataset(DistillationDataArguments(librispeech_root=str(tmp_path)), "train")
     full = librispeech_dataset(CORPUS, ["train-clean-100"])
     assert column(dataset.index, "id") == [utt for utt in column(full, "id") if utt not in lost]
     assert dataset.skipped["transcript_unreadable"] == lost and len(lost) == 10
-    assert speech_data.skip_metrics(dataset)["skipped_files"] == 10
+    assert skip_metrics(dataset)["skipped_files"] == 10
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(bad) in warnings[0] and "UTF-8" in warnings[0] and "10 audio files" in warnings[0]
 
@@ -286,11 +281,11 @@ def test_audio_shorter_than_the_receptive_field_is_named_and_counted(tmp_path, c
     sf.write(flacs[4], np.full(300, 0.1, np.float32), SAMPLING_RATE, format="FLAC")
     durations = sorted(sf.info(f).duration for f in flacs)  # [0] is the short one
     # A chosen --min_duration_seconds that drops two more: a filter, not a skipped file.
-    args = DataArguments(librispeech_root=str(tmp_path), min_duration_seconds=durations[3])
-    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
+    args = DistillationDataArguments(librispeech_root=str(tmp_path), min_duration_seconds=durations[3])
+    with caplog.at_level(logging.WARNING, logger="armhubert_training"):
         dataset = build_dataset(args, "eval")
     assert len(dataset) == 7 and dataset.skipped["too_short"] == [flacs[4].stem]
-    assert speech_data.skip_metrics(dataset) == {
+    assert skip_metrics(dataset) == {
         "skipped_files": 1, "skipped_files_unreadable": 0, "skipped_files_undecodable": 0,
         "skipped_files_too_short": 1, "skipped_files_transcript_unreadable": 0, "skipped_files_no_targets": 0}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -303,8 +298,9 @@ def test_audio_shorter_than_the_receptive_field_is_named_and_counted(tmp_path, c
     datasets.Dataset(table).cast_column("audio", datasets.Audio()).to_parquet(
         str(tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet"))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="armhubert_training.speech_data"):
-        streamed = list(build_dataset(DataArguments(dataset_name=str(tmp_path / "hub"), streaming=True), "eval"))
+    with caplog.at_level(logging.WARNING, logger="armhubert_training"):
+        streamed = list(build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "hub"), streaming=True),
+                                      "eval"))
     assert streamed[0] is None and streamed[1]["id"] == "good.flac"
     assert AudioCollator()(streamed)["num_skipped"].item() == 1
     assert any("short.flac" in r.getMessage() and "receptive field" in r.getMessage() for r in caplog.records)
@@ -326,7 +322,8 @@ def test_empty_split_stops_at_start_up_naming_split_and_reason(tmp_path, damage,
     elif damage == "no_transcripts":
         for transcript in corpus.glob("dev-clean/*/*/*.trans.txt"):
             transcript.unlink()
-    args = DataArguments(librispeech_root=str(tmp_path), max_duration_seconds=0.5, crop_to_max_duration=False)
+    args = DistillationDataArguments(librispeech_root=str(tmp_path), max_duration_seconds=0.5,
+                                     crop_to_max_duration=False)
     with pytest.raises(ValueError, match=expected):
         build_dataset(args, split)
 
@@ -372,7 +369,7 @@ def test_min_duration_filter_drops_short_utterances():
     full = librispeech_dataset(CORPUS, ["train-clean-100"])
     samples = [round(d * SAMPLING_RATE) for d in column(full, "duration")]
     threshold = sorted(samples)[len(samples) // 2]  # keeps the longer half
-    args = DataArguments(librispeech_root=str(CORPUS), min_duration_seconds=threshold / SAMPLING_RATE)
+    args = DistillationDataArguments(librispeech_root=str(CORPUS), min_duration_seconds=threshold / SAMPLING_RATE)
     dataset = build_dataset(args, "train")
     kept = [utt for utt, n in zip(column(full, "id"), samples) if n >= threshold]
     assert column(dataset.index, "id") == kept and len(kept) < len(full)
@@ -382,7 +379,7 @@ def test_min_duration_filter_drops_short_utterances():
 
 def test_min_duration_below_receptive_field_is_rejected():
     with pytest.raises(ValueError, match="400 samples"):
-        DataArguments(librispeech_root=str(CORPUS), min_duration_seconds=0.01)
+        DistillationDataArguments(librispeech_root=str(CORPUS), min_duration_seconds=0.01)
 
 
 def find_window(full: np.ndarray, crop: np.ndarray) -> int:
@@ -394,7 +391,7 @@ def find_window(full: np.ndarray, crop: np.ndarray) -> int:
 
 
 def test_max_duration_crops_to_deterministic_random_windows():
-    args = DataArguments(librispeech_root=str(CORPUS), max_duration_seconds=1.0)
+    args = DistillationDataArguments(librispeech_root=str(CORPUS), max_duration_seconds=1.0)
     dataset = build_dataset(args, "eval", seed=3)
     full = [full_decode(path) for path in column(dataset.index, "path")]
     assert all(len(audio) > SAMPLING_RATE for audio in full)  # every item gets cropped
@@ -415,7 +412,7 @@ def test_max_duration_crops_to_deterministic_random_windows():
 
 
 def test_max_duration_without_crop_drops_long_utterances():
-    args = DataArguments(librispeech_root=str(CORPUS), max_duration_seconds=4.0, crop_to_max_duration=False)
+    args = DistillationDataArguments(librispeech_root=str(CORPUS), max_duration_seconds=4.0, crop_to_max_duration=False)
     dataset = build_dataset(args, "train")
     full = librispeech_dataset(CORPUS, ["train-clean-100"])
     expected = [utt for utt, d in zip(column(full, "id"), column(full, "duration"))
@@ -426,7 +423,7 @@ def test_max_duration_without_crop_drops_long_utterances():
 
 
 def test_max_samples_takes_the_first_utterances():
-    dataset = build_dataset(DataArguments(librispeech_root=str(CORPUS), max_train_samples=4), "train")
+    dataset = build_dataset(DistillationDataArguments(librispeech_root=str(CORPUS), max_train_samples=4), "train")
     assert column(dataset.index, "id") == column(librispeech_dataset(CORPUS, ["train-clean-100"]), "id")[:4]
 
 
@@ -448,7 +445,7 @@ def test_hub_dataset_gives_undecoded_audio_that_decodes_like_the_files(hub_folde
 
 def test_hub_build_dataset_items_match_files(hub_folder):
     folder, originals = hub_folder
-    args = DataArguments(dataset_name=str(folder), text_column="sentence")
+    args = DistillationDataArguments(dataset_name=str(folder), text_column="sentence")
     dataset = build_dataset(args, "eval")
     assert isinstance(dataset, SpeechDataset) and len(dataset) == 10
     for position in range(len(dataset)):
@@ -461,25 +458,26 @@ def test_hub_build_dataset_items_match_files(hub_folder):
 
 def test_split_options_take_librispeech_folders_or_datasets_split_expressions(hub_folder):
     folder, originals = hub_folder
-    both = build_dataset(DataArguments(librispeech_root=str(CORPUS), train_splits=["train-clean-100", "dev-clean"]),
+    both = build_dataset(DistillationDataArguments(librispeech_root=str(CORPUS),
+                                                   train_splits=["train-clean-100", "dev-clean"]),
                          "train")
     assert column(both.index, "id") == (column(librispeech_dataset(CORPUS, ["train-clean-100"]), "id")
                                         + column(librispeech_dataset(CORPUS, ["dev-clean"]), "id"))
     # With --dataset_name the list is one split expression: "train[:3]+validation[-2:]".
-    args = DataArguments(dataset_name=str(folder), text_column="sentence",
+    args = DistillationDataArguments(dataset_name=str(folder), text_column="sentence",
                          train_splits=["train[:3]", "validation[-2:]"])
     mixed = build_dataset(args, "train")
     train, validation = (column(hub_dataset(str(folder), split=split, text_column="sentence"), "id")
                          for split in ("train", "validation"))
     assert column(mixed.index, "id") == train[:3] + validation[-2:]
     # Each source has its own default split names.
-    hub_defaults = DataArguments(dataset_name=str(folder))
-    librispeech_defaults = DataArguments(librispeech_root=str(CORPUS))
+    hub_defaults = DistillationDataArguments(dataset_name=str(folder))
+    librispeech_defaults = DistillationDataArguments(librispeech_root=str(CORPUS))
     assert (hub_defaults.train_splits, hub_defaults.eval_splits) == (["train"], ["validation"])
     assert (librispeech_defaults.train_splits, librispeech_defaults.eval_splits) == (["train-clean-100"],
                                                                                      ["dev-clean"])
     with pytest.raises(ValueError, match="--eval_splits needs at least one split name"):
-        DataArguments(dataset_name=str(folder), eval_splits=["train", ""])
+        DistillationDataArguments(dataset_name=str(folder), eval_splits=["train", ""])
 
 
 def test_hub_missing_split_or_column_errors_list_what_exists(hub_folder):
@@ -501,8 +499,9 @@ def test_hub_missing_split_or_column_errors_list_what_exists(hub_folder):
 
 def test_hub_streaming_iterates_the_same_items(hub_folder):
     folder, _ = hub_folder
-    map_style = build_dataset(DataArguments(dataset_name=str(folder), text_column="sentence"), "eval")
-    streaming = build_dataset(DataArguments(dataset_name=str(folder), text_column="sentence", streaming=True), "eval")
+    map_style = build_dataset(DistillationDataArguments(dataset_name=str(folder), text_column="sentence"), "eval")
+    streaming = build_dataset(
+        DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True), "eval")
     assert isinstance(streaming, StreamingSpeechDataset)
     streamed = list(streaming)
     assert [item["id"] for item in streamed] == column(map_style.index, "id")
@@ -511,17 +510,19 @@ def test_hub_streaming_iterates_the_same_items(hub_folder):
         assert item["text"] == map_style[position]["text"]
 
     # training streams are shuffled, but hold the same utterances; max_train_samples caps them
-    train_args = DataArguments(dataset_name=str(folder), text_column="sentence", streaming=True)
+    train_args = DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True)
     shuffled = [item["id"] for item in build_dataset(train_args, "train", seed=0)]
     in_order = column(hub_dataset(str(folder), split="train", text_column="sentence"), "id")
     assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
-    capped = DataArguments(dataset_name=str(folder), text_column="sentence", streaming=True, max_train_samples=3)
+    capped = DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True,
+                                       max_train_samples=3)
     assert sorted(item["id"] for item in build_dataset(capped, "train")) == sorted(in_order[:3])
 
 
 def test_streaming_crop_and_broken_rows(hub_folder, tmp_path):
     folder, originals = hub_folder
-    args = DataArguments(dataset_name=str(folder), text_column="sentence", streaming=True, max_duration_seconds=1.0)
+    args = DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True,
+                                     max_duration_seconds=1.0)
     for item in build_dataset(args, "eval"):
         find_window(full_decode(originals[item["id"]]["path"]), item["input_values"])
         assert len(item["input_values"]) == SAMPLING_RATE
@@ -529,9 +530,10 @@ def test_streaming_crop_and_broken_rows(hub_folder, tmp_path):
     # duration limits drop the same utterances as the map-style (header-based) filter
     durations = sorted(column(librispeech_dataset(CORPUS, ["dev-clean"]), "duration"))
     limits = dict(min_duration_seconds=durations[2], max_duration_seconds=durations[-3], crop_to_max_duration=False)
-    map_style = build_dataset(DataArguments(dataset_name=str(folder), text_column="sentence", **limits), "eval")
-    streaming = build_dataset(DataArguments(dataset_name=str(folder), text_column="sentence", streaming=True, **limits),
+    map_style = build_dataset(DistillationDataArguments(dataset_name=str(folder), text_column="sentence", **limits),
                               "eval")
+    streaming = build_dataset(
+        DistillationDataArguments(dataset_name=str(folder), text_column="sentence", streaming=True, **limits), "eval")
     assert len(map_style) == len(durations) - 4  # two shortest, two longest
     assert [item["id"] for item in streaming] == column(map_style.index, "id")
 
@@ -542,10 +544,11 @@ def test_streaming_crop_and_broken_rows(hub_folder, tmp_path):
     (tmp_path / "broken" / "data").mkdir(parents=True)
     datasets.Dataset(table).cast_column("audio", datasets.Audio()).to_parquet(
         str(tmp_path / "broken" / "data" / "validation-00000-of-00001.parquet"))
-    streamed = list(build_dataset(DataArguments(dataset_name=str(tmp_path / "broken"), streaming=True), "eval"))
+    streamed = list(build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "broken"), streaming=True),
+                                  "eval"))
     assert streamed[0] is None and streamed[1]["id"] == "good.flac"
     assert AudioCollator()(streamed)["num_skipped"].item() == 1
-    map_style = build_dataset(DataArguments(dataset_name=str(tmp_path / "broken")), "eval")
+    map_style = build_dataset(DistillationDataArguments(dataset_name=str(tmp_path / "broken")), "eval")
     assert column(map_style.index, "id") == ["good.flac"]
 
 
@@ -569,33 +572,33 @@ def test_audiofolder_without_torchcodec_explains_itself(tmp_path):
 
 
 # --------------------------------------------------------------------------- #
-# DataArguments
+# DistillationDataArguments
 # --------------------------------------------------------------------------- #
 
 
 def test_data_arguments_parse_and_validate():
-    (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(
+    (args,) = HfArgumentParser(DistillationDataArguments).parse_args_into_dataclasses(
         ["--librispeech_root", "/corpus", "--train_splits", "train-clean-100", "train-clean-360",
          "--max_duration_seconds", "15.6"])
     assert args.train_splits == ["train-clean-100", "train-clean-360"] and args.eval_splits == ["dev-clean"]
     assert args.max_audio_samples == 249_600 and args.min_audio_samples == 400
-    for field in dataclasses.fields(DataArguments):
+    for field in dataclasses.fields(DistillationDataArguments):
         assert len(field.metadata.get("help", "")) > 20, field.name
 
     with pytest.raises(ValueError, match="exactly one"):
-        DataArguments()
+        DistillationDataArguments()
     with pytest.raises(ValueError, match="exactly one"):
-        DataArguments(librispeech_root="/corpus", dataset_name="librispeech_asr")
+        DistillationDataArguments(librispeech_root="/corpus", dataset_name="librispeech_asr")
     with pytest.raises(ValueError, match="streaming"):
-        DataArguments(librispeech_root="/corpus", streaming=True)
+        DistillationDataArguments(librispeech_root="/corpus", streaming=True)
     with pytest.raises(ValueError, match="max_duration_seconds"):
-        DataArguments(librispeech_root="/corpus", max_duration_seconds=0.01)
+        DistillationDataArguments(librispeech_root="/corpus", max_duration_seconds=0.01)
     with pytest.raises(ValueError, match="max_train_samples"):
-        DataArguments(librispeech_root="/corpus", max_train_samples=0)
+        DistillationDataArguments(librispeech_root="/corpus", max_train_samples=0)
     with pytest.raises(ValueError, match="'train' or 'eval'"):
-        build_dataset(DataArguments(librispeech_root=str(CORPUS)), "validation")
+        build_dataset(DistillationDataArguments(librispeech_root=str(CORPUS)), "validation")
 
 
 def test_module_constants():
-    assert speech_data.SAMPLING_RATE == 16_000
-    assert speech_data.RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE == DataArguments.min_duration_seconds
+    assert SAMPLING_RATE == 16_000
+    assert RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE == DistillationDataArguments.min_duration_seconds
