@@ -54,21 +54,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
 
-from armhubert_training.arguments import (
-    AsrDataArguments,
-    CtcHeadArguments,
-    FineTuningArguments,
-    HelpFormatter,
-    StudentSourceArguments,
-    SuperbFeatureArguments,
-    parse_config_and_args,
-)
+from armhubert_training.arguments import AsrDataArguments, AsrModelArguments, HelpFormatter, parse_config_and_args
 from armhubert_training.asr_trainer import CtcTrainer
 from armhubert_training.asr_vocabulary import (
     CharacterTargets,
@@ -101,11 +93,6 @@ HEADS = {"linear": ArmHubertForCTC, "superb": ArmHubertForSuperbCTC}
 CUSTOM_PIPELINES = {"automatic-speech-recognition": {
     "impl": "asr_pipeline.ArmHubertSpeechRecognitionPipeline", "pt": ["AutoModelForCTC"], "type": "multimodal"}}
 
-
-# --help lists the options of the last base first: the student, the head, its features, then fine-tuning.
-@dataclass
-class ModelArguments(FineTuningArguments, SuperbFeatureArguments, CtcHeadArguments, StudentSourceArguments):
-    """Which student, which head, and the head's settings."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,7 +189,7 @@ def fine_tuned_head(config: ArmHubertConfig) -> str | None:
     return None
 
 
-def head_config(model_args: ModelArguments, config: ArmHubertConfig, head: str, tokenizer) -> ArmHubertConfig:
+def head_config(model_args: AsrModelArguments, config: ArmHubertConfig, head: str, tokenizer) -> ArmHubertConfig:
     """The student's config turned into that of a CTC model with `head`."""
     changes: dict[str, Any] = dict(
         vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
@@ -230,7 +217,7 @@ def head_config(model_args: ModelArguments, config: ArmHubertConfig, head: str, 
     return config.with_overrides(model_args.config_overrides, "--config_overrides", **changes)
 
 
-def load_model_and_processor(model_args: ModelArguments, data_args: AsrDataArguments,
+def load_model_and_processor(model_args: AsrModelArguments, data_args: AsrDataArguments,
                              training_args: TrainingArguments, train_dataset,
                              encoder: TargetEncoder) -> tuple[ArmHubertPreTrainedModel, Wav2Vec2Processor]:
     source, config = resolve_source(model_args, training_args.output_dir)
@@ -308,8 +295,8 @@ def make_tokenizer(data_args: AsrDataArguments, train_dataset, output_dir: str, 
 # ----------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, AsrDataArguments, TrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, AsrDataArguments, TrainingArguments), description=__doc__,
+def parse_args(argv: list[str] | None = None) -> tuple[AsrModelArguments, AsrDataArguments, TrainingArguments]:
+    parser = HfArgumentParser((AsrModelArguments, AsrDataArguments, TrainingArguments), description=__doc__,
                               formatter_class=HelpFormatter)
     model_args, data_args, training_args = parse_config_and_args(parser, argv)
     if data_args.streaming:

@@ -41,18 +41,14 @@ may come first; any option after it overrides it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from armhubert_training.arguments import (
     ClassificationDataArguments,
-    ClassifierHeadArguments,
-    FineTuningArguments,
+    ClassificationModelArguments,
     HelpFormatter,
-    StudentSourceArguments,
-    SuperbFeatureArguments,
     parse_config_and_args,
 )
 from armhubert_training.classification_trainer import ClassificationTrainer
@@ -73,11 +69,6 @@ CUSTOM_PIPELINES = {"audio-classification": {
     "pt": ["AutoModelForAudioClassification"], "type": "audio"}}
 
 
-# --help lists the options of the last base first: the student, the classifier, its features, then fine-tuning.
-@dataclass
-class ModelArguments(FineTuningArguments, SuperbFeatureArguments, ClassifierHeadArguments, StudentSourceArguments):
-    """Which student, which mode, and the classifier's settings."""
-
 
 # ----------------------------------------------------------------------------------------------
 # Model
@@ -88,7 +79,7 @@ def is_fine_tuned(config: ArmHubertConfig) -> bool:
     return ArmHubertForSequenceClassification.__name__ in (config.architectures or [])
 
 
-def classifier_config(model_args: ModelArguments, config: ArmHubertConfig, mode: str,
+def classifier_config(model_args: ClassificationModelArguments, config: ArmHubertConfig, mode: str,
                       label_set: LabelSet) -> ArmHubertConfig:
     """The student's config turned into that of a classifier of `label_set`'s classes in `mode`."""
     superb = mode == "superb"
@@ -109,7 +100,7 @@ def classifier_config(model_args: ModelArguments, config: ArmHubertConfig, mode:
     return config.with_overrides(model_args.config_overrides, "--config_overrides", **changes)
 
 
-def load_model(model_args: ModelArguments, training_args: TrainingArguments, source: str | None,
+def load_model(model_args: ClassificationModelArguments, training_args: TrainingArguments, source: str | None,
                config: ArmHubertConfig, label_set: LabelSet) -> ArmHubertForSequenceClassification:
     """The fine-tuned model at `source`, or a new classifier of `label_set` on the student at `source`."""
     if is_fine_tuned(config):
@@ -146,8 +137,8 @@ def load_model(model_args: ModelArguments, training_args: TrainingArguments, sou
 # ----------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, ClassificationDataArguments, TrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, ClassificationDataArguments, TrainingArguments), description=__doc__,
+def parse_args(argv: list[str] | None = None) -> tuple[ClassificationModelArguments, ClassificationDataArguments, TrainingArguments]:
+    parser = HfArgumentParser((ClassificationModelArguments, ClassificationDataArguments, TrainingArguments), description=__doc__,
                               formatter_class=HelpFormatter)
     model_args, data_args, training_args = parse_config_and_args(parser, argv)
     return model_args, data_args, training_args

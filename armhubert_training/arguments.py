@@ -1,8 +1,8 @@
 """The scripts' command lines: argument dataclasses, one concept each, and how they are parsed.
 
 A script gives `HfArgumentParser` the concepts it uses, composed into one dataclass per side (e.g.
-run_asr_ctc.py's `ModelArguments(FineTuningArguments, SuperbFeatureArguments, CtcHeadArguments,
-StudentSourceArguments)`), so that every option in its `--help` does something in that script and an
+run_asr_ctc.py's `AsrModelArguments(FineTuningArguments, SuperbFeatureArguments, CtcHeadArguments,
+StudentSourceArguments)`, at the end of this module), so that every option in its `--help` does something in that script and an
 option name means the same in every script (tests/test_script_options.py checks both). A concept's
 checks run in its `__post_init__`, which ends with `super().__post_init__()`: a dataclass composed of
 several concepts runs the checks of all of them.
@@ -239,11 +239,6 @@ class MixedPrecisionArguments(ArgumentConcept):
         "help": "Mixed precision: 'auto' = --bf16/--fp16 or accelerate launch's --mixed_precision if given, else "
                 "bf16 on GPUs that support it, fp16 with loss scaling on older GPUs, fp32 on a CPU; 'bf16', 'fp16' "
                 "or 'no' (fp32) choose it outright (contradicting one of those is an error)."})
-
-
-@dataclass
-class DistillationModelArguments(MixedPrecisionArguments, DistilledStudentArguments, TeacherArguments):
-    """Which teacher, which student, in which precision (run_distill.py's, and the benchmarks' of it)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -585,8 +580,26 @@ class CtcMetricArguments(ArgumentConcept):
                 "module in metrics/slot_filling)."})
 
 
-# Each script's data arguments: the concepts it uses, nothing added. HfArgumentParser lists the options
-# of the last base first, so the data source comes last here and first in --help.
+# ----------------------------------------------------------------------------------------------
+# Each script's arguments: the concepts it uses, nothing added. HfArgumentParser lists the options of
+# the last base first, so the student and the data source come last here and first in --help.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DistillationModelArguments(MixedPrecisionArguments, DistilledStudentArguments, TeacherArguments):
+    """run_distill.py (and the benchmarks of a real run): which teacher, which student, in which precision."""
+
+
+@dataclass
+class AsrModelArguments(FineTuningArguments, SuperbFeatureArguments, CtcHeadArguments, StudentSourceArguments):
+    """run_asr_ctc.py: which student, which CTC head, and the head's settings."""
+
+
+@dataclass
+class ClassificationModelArguments(FineTuningArguments, SuperbFeatureArguments, ClassifierHeadArguments,
+                                   StudentSourceArguments):
+    """run_audio_classification.py: which student, which classifier mode, and the classifier's settings."""
 
 
 @dataclass

@@ -14,11 +14,11 @@ from transformers import TrainingArguments, set_seed
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
 
-from .arguments import DistillationDataArguments, DistilledStudentArguments, DistillationModelArguments
-from .distillation_trainer import DistillationArguments, DistillationMasker, MaskingDistillationTrainer
-from .model_card import distilled_student_card
+from .arguments import DistillationDataArguments, DistillationModelArguments, DistilledStudentArguments
 from .audio import raw_waveform_feature_extractor
 from .collators import AudioCollator
+from .distillation_trainer import DistillationArguments, DistillationMasker, MaskingDistillationTrainer
+from .model_card import distilled_student_card
 from .speech_datasets import build_dataset
 from .teacher import FrozenTeacher, default_layer_map, load_teacher
 

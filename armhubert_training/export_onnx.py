@@ -42,7 +42,7 @@ from torch import nn
 from armhubert_training.quantization import (
     DEFAULT_MAX_RELATIVE_ERROR, OutputError, error_table, output_errors, quantize_onnx_int8,
 )
-from configuration_armhubert import PRESETS, ArmHubertConfig
+from configuration_armhubert import PRESETS, ArmHubertConfig, conv_receptive_field
 from modeling_armhubert import ArmHubertForCTC, ArmHubertModel
 
 INPUT_NAMES = ["input_values", "attention_mask"]
@@ -83,6 +83,12 @@ def load_student(model_dir: str) -> ArmHubertModel | ArmHubertForCTC:
     return ArmHubertModel.from_pretrained(model_dir).eval()
 
 
+def receptive_field(config) -> int:
+    """Samples seen by one frame of the conv feature encoder of any config with conv_kernel/conv_stride
+    (Transformers' HuBERT too: the benchmarks export it for comparison)."""
+    return conv_receptive_field(config.conv_kernel, config.conv_stride)
+
+
 def example_inputs(config: ArmHubertConfig, batch: int = 2, samples: int = 16000,
                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A padded batch: random audio, the last item shorter by a quarter (never below the receptive field)."""
@@ -90,7 +96,7 @@ def example_inputs(config: ArmHubertConfig, batch: int = 2, samples: int = 16000
     values = torch.randn(batch, samples, generator=generator)
     mask = torch.ones(batch, samples, dtype=torch.long)
     if batch > 1:
-        real = max(config.receptive_field, samples - samples // 4)
+        real = max(receptive_field(config), samples - samples // 4)
         mask[-1, real:] = 0
         values[-1, real:] = 0.0
     return values, mask
@@ -106,7 +112,7 @@ def export_student(model: ArmHubertModel | ArmHubertForCTC, path: str | Path, hi
     # Batch 2 with padding, so that nothing is specialised to one batch size or to an unpadded batch.
     args = example_inputs(model.config)
     batch = torch.export.Dim("batch", min=1)
-    samples = torch.export.Dim("samples", min=model.config.receptive_field)
+    samples = torch.export.Dim("samples", min=receptive_field(model.config))
     dynamic = {"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}}
     # The exporter warns about torchvision ops it cannot register and about the two inputs sharing
     # their axis names (which is the point); neither concerns this model.

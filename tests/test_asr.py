@@ -23,7 +23,7 @@ from transformers import AutoModelForCTC, Wav2Vec2Processor
 
 from conftest import LIBRISPEECH, REPO, bundled_waveforms, logged_losses, pad_batch, tiny_config, transcripts
 import run_asr_ctc
-from armhubert_training.arguments import AsrDataArguments
+from armhubert_training.arguments import AsrDataArguments, AsrModelArguments
 from armhubert_training.asr_trainer import read_predictions
 from armhubert_training.asr_vocabulary import (
     CharacterTargets,
@@ -385,7 +385,7 @@ def test_pipeline_transcribes_files_and_arrays_like_do_predict(linear_run, super
 
 def test_authors_checkpoint_is_converted_and_keeps_its_heads_for_superb(tmp_path):
     checkpoint = REPO / "tests" / "fixtures" / "original" / "tiny-armhubert.ckpt"
-    args = run_asr_ctc.ModelArguments(model_name_or_path=str(checkpoint), head="superb")
+    args = AsrModelArguments(model_name_or_path=str(checkpoint), head="superb")
     source, config = resolve_source(args, str(tmp_path))
     assert Path(source) == tmp_path / "converted-student" and (Path(source) / "model.safetensors").is_file()
     tokenizer = create_tokenizer(build_vocabulary(["A B"]), tmp_path / "tok")

@@ -6,7 +6,7 @@ import pytest
 from transformers import HfArgumentParser, TrainingArguments
 
 from conftest import REPO, tiny_config
-from armhubert_training.arguments import DistillationDataArguments
+from armhubert_training.arguments import AsrModelArguments, DistillationDataArguments
 from armhubert_training.arguments import DistillationModelArguments as ModelArguments
 from armhubert_training.arguments import parse_config_and_args, yaml_to_argv
 from armhubert_training.distillation_trainer import DistillationArguments
@@ -68,9 +68,7 @@ def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
 # ArmHubertConfig.with_overrides / parse_overrides.
 
 def _asr_model_args(overrides: str):
-    import run_asr_ctc
-
-    return run_asr_ctc.ModelArguments(random_student_preset="armhubert", config_overrides=overrides)
+    return AsrModelArguments(random_student_preset="armhubert", config_overrides=overrides)
 
 
 def test_unknown_override_fields_are_refused_with_the_valid_fields():

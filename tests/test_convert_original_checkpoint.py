@@ -10,6 +10,7 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModel
 
 from conftest import FIXTURES, pad_batch
+from armhubert_training.arguments import AsrModelArguments
 from armhubert_training.convert_original_checkpoint import main as convert_main
 from armhubert_training.convert_original_checkpoint import parse_python_literal
 
@@ -119,7 +120,6 @@ class _CreatesFileWhenUnpickled:
 
 
 def test_checkpoint_carrying_code_is_refused_unless_trusted(tmp_path, offline_hf):
-    import run_asr_ctc
     from armhubert_training.student_source import resolve_source
 
     marker = tmp_path / "payload-ran"
@@ -134,7 +134,7 @@ def test_checkpoint_carrying_code_is_refused_unless_trusted(tmp_path, offline_hf
     assert not marker.exists() and not (tmp_path / "out").exists()
     # run_asr_ctc.py converts a .ckpt through the same loader.
     with pytest.raises(ValueError, match="--trust_checkpoint"):
-        resolve_source(run_asr_ctc.ModelArguments(model_name_or_path=str(crafted), head="superb"),
+        resolve_source(AsrModelArguments(model_name_or_path=str(crafted), head="superb"),
                        str(tmp_path / "asr"))
     assert not marker.exists()
 
