@@ -2,7 +2,8 @@
 
 tests/fixtures/saved-<version>/ holds tiny folders written by tools/make_saved_model_fixture.py (a bare
 student with distillation heads, CTC models with each head, classifiers in each mode) and
-reference.pt: a padded batch and each model's outputs on it, computed when the folders were saved.
+reference.pt: a padded batch and each model's outputs on it, computed when the folders were saved; the
+code files saved with every folder are kept once, in code/.
 Each folder must load with this checkout's classes, with the Auto classes (this checkout's
 registered classes), and with the Auto classes and the code saved in the folder (trust_remote_code,
 in a fresh process that cannot import the repository), and give the reference outputs.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,6 +22,7 @@ import torch
 from transformers import AutoModel, AutoModelForAudioClassification, AutoModelForCTC
 
 from conftest import REPO
+from tools.make_saved_model_fixture import CODE_FILES, CODE_FOLDER
 from modeling_armhubert import (
     ArmHubertForCTC,
     ArmHubertForSequenceClassification,
@@ -117,7 +120,12 @@ torch.save(outputs, outputs_file)
 @pytest.mark.parametrize("version", VERSIONS)
 def test_saved_folders_load_with_auto_classes_and_their_own_code(version, tmp_path):
     """What a user of a saved model gets: Transformers and the folder, nothing of this repository."""
-    fixture = REPO / "tests" / "fixtures" / version
+    # The folders as saved: the code files, kept once in the fixture's code/, back in every folder.
+    fixture = tmp_path / version
+    shutil.copytree(REPO / "tests" / "fixtures" / version, fixture)
+    for folder in _folders(version):
+        for name in CODE_FILES:
+            shutil.copy(fixture / CODE_FOLDER / name, fixture / folder / name)
     outputs_file = tmp_path / "outputs.pt"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1")  # remote code is copied into HF_HOME

@@ -8,8 +8,9 @@ Run this once per saved-format version, from the repository root, and commit the
 
 Each folder is saved the way the scripts save their models: the config built as the script builds
 it, the task model loaded from the saved student with `from_pretrained(student, config=...)`,
-then `save_pretrained`, which writes config.json, model.safetensors and the two code files. The
-tokenizer, feature extractor and pipeline files the scripts also write are left out: loading the
+then `save_pretrained`, which writes config.json, model.safetensors and the two code files. The code
+files, the same in every folder, are kept once, in `code/` (the test puts them back into each folder
+before loading with the folder's own code). The tokenizer, feature extractor and pipeline files the scripts also write are left out: loading the
 model does not read them. The models are tiny (a few thousand parameters) to keep the fixture small.
 """
 
@@ -101,6 +102,11 @@ def model_outputs(model, values: torch.Tensor, mask: torch.Tensor) -> dict[str, 
     return outputs
 
 
+# Where the code files of the saved folders are kept once, and which they are.
+CODE_FOLDER = "code"
+CODE_FILES = ("configuration_armhubert.py", "modeling_armhubert.py")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", type=Path)
@@ -130,6 +136,19 @@ def main(argv: list[str] | None = None) -> None:
                  "outputs": {name: model_outputs(model, values, mask) for name, model in models.items()}}
     torch.save(reference, args.output_dir / REFERENCE_FILE)
     (args.output_dir / "folders.json").write_text(json.dumps(FOLDERS, indent=2) + "\n")
+    keep_code_once(args.output_dir, list(models))
+
+
+def keep_code_once(output_dir: Path, folders: list[str]) -> None:
+    """Move the code files `save_pretrained` copied into every folder to one `code/` folder."""
+    code = output_dir / CODE_FOLDER
+    code.mkdir(exist_ok=True)
+    for name in CODE_FILES:
+        copies = {(output_dir / folder / name).read_text() for folder in folders}
+        assert len(copies) == 1, f"{name} differs between the saved folders"
+        (code / name).write_text(copies.pop())
+        for folder in folders:
+            (output_dir / folder / name).unlink()
 
 
 if __name__ == "__main__":
