@@ -131,13 +131,20 @@ def read_lexicon(paths: Sequence[str | os.PathLike]) -> dict[str, list[str]]:
 
     Raises:
         FileNotFoundError: a file does not exist.
-        ValueError: a line has a word but no phone, or a phone outside SUPERB's inventory.
+        ValueError: a line is not UTF-8 text, has a word but no phone, or a phone outside SUPERB's inventory.
     """
     known = set(PHONES)
     lexicon: dict[str, list[str]] = {}
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                # Decoded line by line, so that a file in another encoding is named with its first bad line.
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(
+                        f"{path}:{number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1} of "
+                        f"{raw.rstrip()!r}); re-save the lexicon as UTF-8.") from None
                 if not line.strip():
                     continue
                 word, *phones = line.split()
