@@ -167,6 +167,8 @@ class PhonemeTargets:
     chars_to_ignore: str = ""
     missing_words: Counter = field(default_factory=Counter, repr=False)
     units: ClassVar[str] = "phonemes"
+    # What makes `has_targets` refuse a transcript, as the warning naming the refused utterances says it.
+    refusal: ClassVar[str] = "with a word missing from the lexicon"
     word_delimiter: ClassVar[bool] = False
 
     def encode(self, text: str) -> Target:
@@ -205,6 +207,8 @@ class SlotTargets:
 
     slot_labels: Sequence[str]
     units: ClassVar[str] = "slots"
+    refusal: ClassVar[str] = ("whose slot labels do not match their words (one label per word) or name a slot "
+                              "outside slots.txt")
     word_delimiter: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
