@@ -157,7 +157,8 @@ def test_lexicon_first_pronunciation_wins_across_files(tmp_path):
 
 def test_lexicon_not_utf8_stops_naming_its_file_and_line(tmp_path):
     lexicon = tmp_path / "latin1.txt"
-    lexicon.write_bytes("CAT K AE1 T\nCAFE K AE0 F EY1\nCAF\u00c9 K AE0 F EY1\nNA\u00cfVE N AY0 IY1 V\n".encode("latin-1"))
+    words = "CAT K AE1 T\nCAFE K AE0 F EY1\nCAF\u00c9 K AE0 F EY1\nNA\u00cfVE N AY0 IY1 V\n"
+    lexicon.write_bytes(words.encode("latin-1"))
     with pytest.raises(ValueError, match=rf"^{lexicon}:3: not UTF-8 text .*0xc9.*UTF-8") as error:
         read_lexicon([tmp_path / "latin1.txt"])
     assert not isinstance(error.value, UnicodeDecodeError)  # a message for the user, not the codec's
