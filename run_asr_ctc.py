@@ -128,12 +128,14 @@ def build_datasets(data_args: AsrDataArguments, training_args: TrainingArguments
     if not data_args.text_column and (training_args.do_train or training_args.do_eval):
         raise ValueError("CTC training and evaluation need transcripts, but --text_column is empty. Name the "
                          "column that holds them (only --do_predict can run on audio without transcripts).")
-    has_targets = getattr(encoder, "has_targets", None)
+    # Phoneme and slot encoders can refuse a transcript: they say which (`has_targets`) and why (`refusal`).
+    refusals = ({"has_targets": encoder.has_targets, "refusal": encoder.refusal}
+                if isinstance(encoder, (PhonemeTargets, SlotTargets)) else {})
     result: dict[str, Any] = {"train": None, "eval": None, "predict": {}, "out_of_lexicon": {}}
 
     def build(name: str, args: AsrDataArguments, split: str, **kwargs):
         seen = Counter(getattr(encoder, "missing_words", {}))
-        dataset = build_dataset(args, split, seed=seed, has_targets=has_targets, **kwargs)
+        dataset = build_dataset(args, split, seed=seed, **refusals, **kwargs)
         if isinstance(encoder, PhonemeTargets):
             missing = encoder.missing_words - seen
             result["out_of_lexicon"][name] = missing

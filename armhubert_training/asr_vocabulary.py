@@ -131,13 +131,20 @@ def read_lexicon(paths: Sequence[str | os.PathLike]) -> dict[str, list[str]]:
 
     Raises:
         FileNotFoundError: a file does not exist.
-        ValueError: a line has a word but no phone, or a phone outside SUPERB's inventory.
+        ValueError: a line is not UTF-8 text, has a word but no phone, or a phone outside SUPERB's inventory.
     """
     known = set(PHONES)
     lexicon: dict[str, list[str]] = {}
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                # Decoded line by line, so that a file in another encoding is named with its first bad line.
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ValueError(
+                        f"{path}:{number}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1} of "
+                        f"{raw.rstrip()!r}); re-save the lexicon as UTF-8.") from None
                 if not line.strip():
                     continue
                 word, *phones = line.split()
@@ -160,6 +167,8 @@ class PhonemeTargets:
     chars_to_ignore: str = ""
     missing_words: Counter = field(default_factory=Counter, repr=False)
     units: ClassVar[str] = "phonemes"
+    # What makes `has_targets` refuse a transcript, as the warning naming the refused utterances says it.
+    refusal: ClassVar[str] = "with a word missing from the lexicon"
     word_delimiter: ClassVar[bool] = False
 
     def encode(self, text: str) -> Target:
@@ -198,6 +207,8 @@ class SlotTargets:
 
     slot_labels: Sequence[str]
     units: ClassVar[str] = "slots"
+    refusal: ClassVar[str] = ("whose slot labels do not match their words (one label per word) or name a slot "
+                              "outside slots.txt")
     word_delimiter: ClassVar[bool] = True
 
     def __post_init__(self) -> None:

@@ -42,7 +42,8 @@ SKIP_REASONS: dict[str, str] = {
     "undecodable": "the header was readable but decoding failed: cut short, NaN/inf samples, or a length outside "
                    "the duration range (with --streaming, every row that fails when read)",
     "too_short": f"shorter than the receptive field ({RECEPTIVE_FIELD_SAMPLES} samples)",
-    "transcript_unreadable": "in a LibriSpeech chapter whose transcript (*.trans.txt) cannot be read",
+    "transcript_unreadable": "with a LibriSpeech transcript line (*.trans.txt) that is not UTF-8 text, or in a "
+                             "chapter whose transcript cannot be read at all",
     "no_targets": "no usable transcript: none in the corpus' transcript file, or one that cannot be turned into "
                   "training targets (a word missing from the pronunciation lexicon, a slot tag outside slots.txt)",
 }

@@ -30,7 +30,7 @@ import torch
 from configuration_armhubert import RECEPTIVE_FIELD_SAMPLES
 
 from .arguments import AsrDataArguments, ClassificationDataArguments, DistillationDataArguments, SnipsArguments
-from .audio import SAMPLING_RATE, SKIP_REASONS, AudioError, AudioSource, Skipped, load_audio
+from .audio import SAMPLING_RATE, SKIP_REASONS, AudioError, AudioSource, Skipped, load_audio, warn_skipped
 from .corpora import corpus_label_set, corpus_utterances
 from .corpora.hub import STREAMING_SHUFFLE_BUFFER, hub_dataset, hub_index, hub_labelled_index, row_id_and_text
 from .corpora.index import check_not_empty, column, filter_by_length, utterance_index
@@ -211,7 +211,9 @@ class LabelledSpeechDataset(SpeechDataset):
 
 def build_dataset(data_args: DistillationDataArguments | AsrDataArguments, split: Literal["train", "eval"],
                   seed: int = 0, purpose: str | None = None, option: str | None = None,
-                  has_targets: Callable[[str], bool] | None = None) -> SpeechDataset | StreamingSpeechDataset:
+                  has_targets: Callable[[str], bool] | None = None,
+                  refusal: str = "whose transcript cannot be turned into training targets",
+                  ) -> SpeechDataset | StreamingSpeechDataset:
     """The training or evaluation dataset described by `data_args`.
 
     Args:
@@ -224,7 +226,10 @@ def build_dataset(data_args: DistillationDataArguments | AsrDataArguments, split
         option: the option that named the splits, in error messages (default "--train_splits" /
             "--eval_splits").
         has_targets: transcript -> whether training targets can be made of it; utterances for which
-            it says False are left out (reason "no_targets"). Not applied to streaming datasets.
+            it says False are left out (reason "no_targets") and named in a warning. Not applied to
+            streaming datasets.
+        refusal: what makes `has_targets` say False, for that warning ("with a word missing from
+            the lexicon").
 
     Returns:
         A map-style `SpeechDataset`, or a `StreamingSpeechDataset` when
@@ -275,7 +280,9 @@ def build_dataset(data_args: DistillationDataArguments | AsrDataArguments, split
         keep = [has_targets(text) for text in column(index, "text")]
         if not all(keep):
             ids = column(index, "id")
-            skipped.setdefault("no_targets", []).extend(ids[i] for i, kept in enumerate(keep) if not kept)
+            refused = [ids[i] for i, kept in enumerate(keep) if not kept]
+            warn_skipped(refused, len(keep), where, refusal)
+            skipped.setdefault("no_targets", []).extend(refused)
             index = index.select([i for i, kept in enumerate(keep) if kept])
     index, skipped["too_short"], out_of_range = filter_by_length(
         index, data_args.min_audio_samples, None if data_args.crop_to_max_duration else data_args.max_audio_samples,

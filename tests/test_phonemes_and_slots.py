@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -152,6 +153,18 @@ def test_lexicon_first_pronunciation_wins_across_files(tmp_path):
     assert encoder.missing_words == Counter({"DOG": 2, "MOUSE": 1})
     with pytest.raises(TargetError, match="DOG"):
         encoder.encode("DOG")
+
+
+def test_lexicon_not_utf8_stops_naming_its_file_and_line(tmp_path):
+    lexicon = tmp_path / "latin1.txt"
+    words = "CAT K AE1 T\nCAFE K AE0 F EY1\nCAF\u00c9 K AE0 F EY1\nNA\u00cfVE N AY0 IY1 V\n"
+    lexicon.write_bytes(words.encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"^{lexicon}:3: not UTF-8 text .*0xc9.*UTF-8") as error:
+        read_lexicon([tmp_path / "latin1.txt"])
+    assert not isinstance(error.value, UnicodeDecodeError)  # a message for the user, not the codec's
+    # The same words saved as UTF-8 are read.
+    lexicon.write_text("CAF\u00c9 K AE0 F EY1\nNA\u00cfVE N AY0 IY1 V\n", encoding="utf-8")
+    assert read_lexicon([lexicon]) == {"CAF\u00c9": ["K", "AE0", "F", "EY1"], "NA\u00cfVE": ["N", "AY0", "IY1", "V"]}
 
 
 def test_eos_ends_every_label_and_decodes_like_the_blank(tmp_path):
@@ -350,6 +363,35 @@ def test_slot_filling_on_a_tiny_snips_folder(snips_run):
         expected = slot_metrics([row["hypothesis"] for row in rows], [row["reference"] for row in rows])
         assert summary[f"{name}_slot_type_f1"] == pytest.approx(expected["slot_type_f1"])
         assert summary[f"{name}_slot_value_cer"] == pytest.approx(expected["slot_value_cer"])
+
+
+def test_slot_lines_that_cannot_be_encoded_are_named_and_counted(tmp_path, caplog):
+    corpus = tmp_path / "SNIPS"
+    (corpus / "train").mkdir(parents=True)
+    texts = list(transcripts("train-clean-100").items())[:6]
+    lines = []
+    for n, (utterance_id, text) in enumerate(texts):
+        speaker, chapter, _ = utterance_id.split("-")
+        shutil.copy(LIBRISPEECH / "train-clean-100" / speaker / chapter / f"{utterance_id}.flac",
+                    corpus / "train" / f"Ivy-snips-train-{n}.wav")  # libsndfile reads by content, not name
+        lines.append(f"Ivy-snips-train-{n} {snips_line(text)[0]}")
+    # One label too few for the words of line 1; a slot outside slots.txt on line 4.
+    sentence, labels = lines[1].split("\t")
+    lines[1] = f"{sentence}\t{labels.replace('O artist', 'artist', 1)}"
+    lines[4] = lines[4].replace("artist", "album")
+    (corpus / "all.iob.snips.txt").write_text("\n".join(lines) + "\n")
+    (corpus / "slots.txt").write_text("O\nartist\ncity\n")
+    _, data, training = run_asr_ctc.parse_args([
+        str(REPO / "configs" / "superb" / "sf.yaml"), "--model_name_or_path", "unused", "--snips_root", str(tmp_path),
+        "--output_dir", str(tmp_path / "run"), "--do_eval", "false", "--eval_strategy", "no", "--do_predict", "false",
+        "--load_best_model_at_end", "false"])
+    with caplog.at_level(logging.WARNING, logger="armhubert_training"):
+        train = run_asr_ctc.build_datasets(data, training, run_asr_ctc.make_encoder(data, "slots"))["train"]
+    refused = ["Ivy-snips-train-1", "Ivy-snips-train-4"]
+    assert train.skipped["no_targets"] == refused and len(train) == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    named = [message for message in warnings if all(utterance in message for utterance in refused)]
+    assert len(named) == 1 and "2 of 6" in named[0] and "slots.txt" in named[0], warnings
 
 
 def test_pr_and_sf_recipes_parse_and_ask_for_their_data():

@@ -258,21 +258,28 @@ def test_index_time_skips_are_recorded_and_counted_by_reason(broken_corpus, hub_
     assert skip_metrics(hub)["skipped_files_unreadable"] == 1
 
 
-def test_non_utf8_transcript_skips_its_chapter_named_and_counted(tmp_path, caplog):
+def test_non_utf8_transcript_line_skips_only_its_utterance_named_and_counted(tmp_path, caplog):
     shutil.copytree(CORPUS / "LibriSpeech" / "train-clean-100", tmp_path / "LibriSpeech" / "train-clean-100")
     chapters = sorted((tmp_path / "LibriSpeech" / "train-clean-100").glob("*/*"))
     assert len(chapters) == 3
     bad = next(chapters[1].glob("*.trans.txt"))
-    lost = sorted(path.stem for path in chapters[1].glob("*.flac"))
-    bad.write_bytes(bad.read_text().replace("THE", "TH\u00c9", 1).encode("latin-1"))  # a lone 0xC9 byte
+    lines = bad.read_text().splitlines(keepends=True)
+    victims = {2: lines[2].split()[0], 7: lines[7].split()[0]}  # 0-based line -> its utterance
+    for number in victims:  # a lone latin-1 byte (0xC9, 0xCF) on each of two lines; the other lines stay UTF-8
+        lines[number] = lines[number].replace(" ", " CAF\u00c9 NA\u00cfVE ", 1)
+    bad.write_bytes(b"".join(line.encode("latin-1") for line in lines))
     with caplog.at_level(logging.WARNING, logger="armhubert_training"):
         dataset = build_dataset(DistillationDataArguments(librispeech_root=str(tmp_path)), "train")
     full = librispeech_dataset(CORPUS, ["train-clean-100"])
+    lost = sorted(victims.values())
     assert column(dataset.index, "id") == [utt for utt in column(full, "id") if utt not in lost]
-    assert dataset.skipped["transcript_unreadable"] == lost and len(lost) == 10
-    assert skip_metrics(dataset)["skipped_files"] == 10
+    kept = [row for row in full if row["id"] not in lost]
+    assert column(dataset.index, "text") == [row["text"] for row in kept]
+    assert dataset.skipped["transcript_unreadable"] == lost
+    assert skip_metrics(dataset)["skipped_files"] == skip_metrics(dataset)["skipped_files_transcript_unreadable"] == 2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and str(bad) in warnings[0] and "UTF-8" in warnings[0] and "10 audio files" in warnings[0]
+    assert len(warnings) == 1 and "UTF-8" in warnings[0] and "2 of 30" in warnings[0], warnings
+    assert all(f"{utt} ({bad}:{number + 1})" in warnings[0] for number, utt in victims.items()), warnings[0]
 
 
 def test_audio_shorter_than_the_receptive_field_is_named_and_counted(tmp_path, caplog):

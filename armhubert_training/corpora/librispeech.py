@@ -46,8 +46,9 @@ def librispeech_dataset(
     next to ``<speaker>-<chapter>.trans.txt`` (one "ID TRANSCRIPT" line per
     utterance); `root` may also be the ``LibriSpeech`` folder itself. Only file
     headers are read. Utterances whose file is missing, unreadable or empty are
-    skipped and reported in one warning; a chapter whose transcript cannot be
-    read (e.g. not UTF-8) is skipped with a warning naming the transcript.
+    skipped and reported in one warning; so are utterances whose transcript line
+    is not UTF-8 text (the rest of their chapter is kept). A chapter whose
+    transcript cannot be read at all is skipped with a warning naming it.
 
     Args:
         root: folder containing ``LibriSpeech/``, or ``LibriSpeech/`` itself.
@@ -74,6 +75,7 @@ def librispeech_index(
     corpus = librispeech_folder(Path(root))
     utterances: list[tuple[str, str, str]] = []  # (id, path, text)
     skipped: Skipped = {"unreadable": [], "transcript_unreadable": []}
+    undecodable_lines: list[str] = []  # "<id> (<transcript>:<line>)"
     for split in splits:
         split_dir = corpus / split
         if not split_dir.is_dir():
@@ -84,21 +86,31 @@ def librispeech_index(
             )
         for transcript in sorted(split_dir.glob("*/*/*.trans.txt")):
             try:
-                lines = transcript.read_text(encoding="utf-8").splitlines()
-            except (UnicodeDecodeError, OSError) as err:
+                lines = transcript.read_bytes().splitlines()
+            except OSError as err:
                 # Like an unreadable audio file: the chapter is left out, the run goes on.
                 lost = sorted(path.stem for path in transcript.parent.glob("*.flac"))
                 skipped["transcript_unreadable"].extend(lost)
                 logger.warning(
-                    "Skipped chapter %s (%d audio files): its transcript %s cannot be read (%s). "
-                    "Re-save it as UTF-8 text to use these utterances.",
+                    "Skipped chapter %s (%d audio files): its transcript %s cannot be read (%s).",
                     transcript.parent, len(lost), transcript, err,
                 )
                 continue
-            for line in lines:
-                if line.strip():
-                    utt_id, _, text = line.strip().partition(" ")
+            for number, raw in enumerate(lines, start=1):
+                # Decoded line by line: a stray byte in another encoding costs its utterance, not the chapter.
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError:
+                    utt_id = raw.split(maxsplit=1)[0].decode("utf-8", errors="replace")
+                    skipped["transcript_unreadable"].append(utt_id)
+                    undecodable_lines.append(f"{utt_id} ({transcript}:{number})")
+                    continue
+                if line:
+                    utt_id, _, text = line.partition(" ")
                     utterances.append((utt_id, str(transcript.parent / f"{utt_id}.flac"), text))
+    where = f"{corpus} {list(splits)}"
+    warn_skipped(undecodable_lines, len(utterances) + len(undecodable_lines), where,
+                 "whose transcript line is not UTF-8 text (re-save the *.trans.txt as UTF-8 to use them)")
 
     durations = header_durations([path for _, path, _ in utterances], num_workers)
 
@@ -114,5 +126,5 @@ def librispeech_index(
         columns["duration"].append(duration)
         columns["text"].append(text)
         columns["speaker_id"].append(int(utt_id.split("-")[0]))
-    warn_skipped(unreadable_files, len(utterances), f"{corpus} {list(splits)}")
+    warn_skipped(unreadable_files, len(utterances), where)
     return datasets.Dataset.from_dict(columns, features=LIBRISPEECH_FEATURES), skipped
