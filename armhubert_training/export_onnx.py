@@ -12,15 +12,18 @@ every layer's output. Frame b, t is real when t < the conv output length of item
     python -m armhubert_training.export_onnx armhubert.onnx --preset armhubert         # random weights
     python -m armhubert_training.export_onnx asr.onnx --model path/to/ctc-model --hidden-states
 
-After writing, the export is checked: ONNX Runtime and PyTorch run the same padded batch and the
-largest difference on real frames must stay under `--atol` (1e-4).
+A model with a NaN or infinite weight is refused before anything is written. After writing, the
+export is checked: ONNX Runtime and PyTorch run the same padded batch and the largest difference on
+real frames must stay under `--atol` (1e-4); a NaN or infinite output on a real frame (of either)
+fails the check and removes the file.
 
 With `--quantize int8` the script also writes an int8 model beside it (`armhubert.int8.onnx`):
 ONNX Runtime's dynamic quantisation of the Linear layers (armhubert_training/quantization.py), same
 inputs, outputs and dynamic axes. It is checked on speech (a padded batch of the bundled utterances,
-or `--int8-check-audio`) against fp32 PyTorch: per output, and per layer with `--hidden-states`, the
-cosine similarity and relative error of the real frames are printed, and a relative error above
-`--int8-max-error` removes the int8 file and exits non-zero (`--accept-int8-error` keeps it).
+or `--int8-check-audio`, read before anything is exported) against fp32 PyTorch: per output, and per
+layer with `--hidden-states`, the cosine similarity and relative error of the real frames are printed,
+and a relative error above `--int8-max-error` removes the int8 file and exits non-zero
+(`--accept-int8-error` keeps it). An int8 file whose check did not pass is never left behind.
 
     python -m armhubert_training.export_onnx armhubert.onnx --model path/to/student --quantize int8
 
@@ -47,6 +50,10 @@ from modeling_armhubert import ArmHubertForCTC, ArmHubertModel
 
 INPUT_NAMES = ["input_values", "attention_mask"]
 BUNDLED_AUDIO = Path(__file__).resolve().parents[1] / "data" / "tiny-librispeech"
+
+
+class NonFiniteOutputError(ValueError):
+    """PyTorch or ONNX Runtime gave NaN or infinite values on real frames: no difference can be measured."""
 
 
 class OnnxStudent(nn.Module):
@@ -81,6 +88,12 @@ def load_student(model_dir: str) -> ArmHubertModel | ArmHubertForCTC:
     if others:
         print(f"{model_dir} holds a {others[0]}: exporting its student encoder (ArmHubertModel) only.")
     return ArmHubertModel.from_pretrained(model_dir).eval()
+
+
+def non_finite_weights(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers holding a NaN or an infinite value."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [name for name, tensor in tensors if tensor.is_floating_point() and not tensor.isfinite().all()]
 
 
 def receptive_field(config) -> int:
@@ -154,18 +167,36 @@ def run_both(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.Ten
             raise AssertionError(f"ONNX output shape {tuple(have.shape)} != PyTorch {tuple(want.shape)}")
     base = model.armhubert if isinstance(model, ArmHubertForCTC) else model
     real = base._get_feature_vector_attention_mask(expected[0].shape[1], mask)  # (B, T)
+    for runtime, outputs in (("PyTorch", expected), ("ONNX Runtime", got)):
+        for name, output in zip(wrapper.output_names, outputs):
+            refuse_non_finite(runtime, name, output, real)
     return wrapper.output_names, expected, got, real
+
+
+def real_frames(output: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The values of `output` (B, T, H), or stacked (N, B, T, H), on the real frames of the (B, T) mask."""
+    return output[real if output.dim() == 3 else real[None].expand(output.shape[0], -1, -1)]
+
+
+def refuse_non_finite(runtime: str, name: str, output: torch.Tensor, real: torch.Tensor) -> None:
+    """Raise NonFiniteOutputError when `output` holds NaN or inf on a real frame (NaN would slip through max())."""
+    values = real_frames(output, real)
+    if values.isfinite().all():
+        return
+    nan, inf = values.isnan().sum().item(), values.isinf().sum().item()
+    if output.dim() == 4:  # stacked hidden states: name the first layer that has them
+        name = f"{name}[{next(i for i, layer in enumerate(output) if not real_frames(layer, real).isfinite().all())}]"
+    cause = ("the model itself gives them (NaN weights or an overflow), so the export cannot be checked"
+             if runtime == "PyTorch" else "where PyTorch's are finite: the ONNX model computes something else")
+    raise NonFiniteOutputError(f"{runtime}'s {name} has {nan} NaN and {inf} infinite values on the real frames of "
+                               f"the check batch: {cause}.")
 
 
 def max_difference(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.Tensor, mask: torch.Tensor,
                    hidden_states: bool = False) -> float:
-    """Largest |ONNX Runtime - PyTorch| over the real frames of every output."""
+    """Largest |ONNX Runtime - PyTorch| over the real frames of every output (NonFiniteOutputError on NaN/inf)."""
     _, expected, got, real = run_both(model, session, values, mask, hidden_states)
-    worst = 0.0
-    for want, have in zip(expected, got):
-        frame_mask = real if want.dim() == 3 else real[None].expand(want.shape[0], -1, -1)
-        worst = max(worst, (have - want).abs()[frame_mask].max().item())
-    return worst
+    return max(real_frames(have - want, real).abs().max().item() for want, have in zip(expected, got))
 
 
 def int8_errors(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.Tensor, mask: torch.Tensor,
@@ -227,16 +258,68 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_int8(model: ArmHubertModel | ArmHubertForCTC, path: Path, args: argparse.Namespace) -> list[OutputError]:
-    """The int8 model against fp32 PyTorch on speech; exits non-zero (and removes the file) past the bound."""
+def int8_check_batch(args: argparse.Namespace, config: ArmHubertConfig) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The padded batch the int8 model is checked on, read before anything is exported:
+    (values (B, S), attention mask (B, S), what it is)."""
+    from armhubert_training.audio import AudioError
+
     files = args.int8_check_audio if args.int8_check_audio is not None else bundled_speech()
-    if files:
+    if not files:
+        values, mask = example_inputs(config, 3, 48000, seed=3)
+        return values, mask, "random audio (no --int8-check-audio and no bundled speech)"
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise SystemExit(f"--int8-check-audio: no such file: {', '.join(missing)}. Nothing was exported; give "
+                         "existing speech files (or leave the option out to check on the bundled utterances).")
+    try:
         values, mask = speech_batch(files)
-        source = f"{len(files)} speech file(s)"
-    else:
-        values, mask = example_inputs(model.config, 3, 48000, seed=3)
-        source = "random audio (no --int8-check-audio and no bundled speech)"
-    errors = int8_errors(model, onnx_session(path), values, mask, args.hidden_states)
+    except AudioError as error:
+        raise SystemExit(f"--int8-check-audio: {error} Nothing was exported.") from error
+    return values, mask, f"{len(files)} speech file(s)"
+
+
+def check_fp32(model: ArmHubertModel | ArmHubertForCTC, path: Path, args: argparse.Namespace) -> float:
+    """ONNX Runtime against PyTorch on two padded batches (dynamic batch and length): the largest difference on
+    real frames. Exits non-zero past --atol; non-finite outputs also remove the file (it computes nothing usable)."""
+    session = onnx_session(path)
+    worst = 0.0
+    try:
+        for batch, samples in ((2, 24000), (3, 16123)):  # two shapes: dynamic batch and length
+            values, mask = example_inputs(model.config, batch, samples, seed=batch)
+            worst = max(worst, max_difference(model, session, values, mask, args.hidden_states))
+    except NonFiniteOutputError as error:
+        path.unlink()
+        raise SystemExit(f"{error} Removed {path}.") from error
+    print(f"ONNX Runtime vs PyTorch on padded batches: max |difference| on real frames = {worst:.2e}")
+    if worst > args.atol:
+        raise SystemExit(f"The ONNX model differs from PyTorch by {worst:.2e} > {args.atol:.0e}.")
+    return worst
+
+
+def write_int8(model: ArmHubertModel | ArmHubertForCTC, fp32_path: Path, args: argparse.Namespace,
+               batch: tuple[torch.Tensor, torch.Tensor, str]) -> list[OutputError]:
+    """Quantise the fp32 export and check it on `batch` (int8_check_batch); the int8 file stays only when
+    its check passed (or --accept-int8-error): a failed or interrupted check removes it."""
+    int8_path = int8_path_for(fp32_path)
+    try:
+        quantize_onnx_int8(fp32_path, int8_path, keep_fp32=args.int8_keep_fp32)
+        print(f"wrote {int8_path} ({int8_path.stat().st_size / 2**20:.1f} MiB)")
+        return check_int8(model, int8_path, args, batch)
+    except BaseException:
+        int8_path.unlink(missing_ok=True)
+        raise
+
+
+def check_int8(model: ArmHubertModel | ArmHubertForCTC, path: Path, args: argparse.Namespace,
+               batch: tuple[torch.Tensor, torch.Tensor, str]) -> list[OutputError]:
+    """The int8 model against fp32 PyTorch on `batch` (int8_check_batch); exits non-zero (and removes the file)
+    past the bound or on non-finite outputs."""
+    values, mask, source = batch
+    try:
+        errors = int8_errors(model, onnx_session(path), values, mask, args.hidden_states)
+    except NonFiniteOutputError as error:
+        path.unlink()
+        raise SystemExit(f"{error} Removed {path}.") from error
     print(f"int8 vs fp32 PyTorch on {source}, real frames:\n{error_table(errors)}")
     worst = max(errors, key=lambda e: e.relative_error)
     if worst.relative_error > args.int8_max_error:
@@ -258,23 +341,18 @@ def main(argv: Sequence[str] | None = None) -> float | list[OutputError] | None:
     else:
         torch.manual_seed(0)
         model = ArmHubertModel(ArmHubertConfig.from_preset(args.preset, projection_dim=0)).eval()
+    broken = non_finite_weights(model)
+    if broken:
+        raise SystemExit(f"{args.model or args.preset} has non-finite (NaN or inf) weights in {len(broken)} tensor(s): "
+                         f"{', '.join(broken[:5])}{', ...' if len(broken) > 5 else ''}. Nothing was exported: its "
+                         "outputs would be NaN. Export a checkpoint from before training diverged.")
+    int8_batch = int8_check_batch(args, model.config) if args.quantize else None
     path = export_student(model, args.output, hidden_states=args.hidden_states, opset=args.opset)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-    worst = None
-    if not args.no_check:
-        session = onnx_session(path)
-        worst = 0.0
-        for batch, samples in ((2, 24000), (3, 16123)):  # two shapes: dynamic batch and length
-            values, mask = example_inputs(model.config, batch, samples, seed=batch)
-            worst = max(worst, max_difference(model, session, values, mask, args.hidden_states))
-        print(f"ONNX Runtime vs PyTorch on padded batches: max |difference| on real frames = {worst:.2e}")
-        if worst > args.atol:
-            raise SystemExit(f"The ONNX model differs from PyTorch by {worst:.2e} > {args.atol:.0e}.")
+    worst = None if args.no_check else check_fp32(model, path, args)
     if args.quantize is None:
         return worst
-    int8_path = quantize_onnx_int8(path, int8_path_for(path), keep_fp32=args.int8_keep_fp32)
-    print(f"wrote {int8_path} ({int8_path.stat().st_size / 2**20:.1f} MiB)")
-    return check_int8(model, int8_path, args)
+    return write_int8(model, path, args, int8_batch)
 
 
 if __name__ == "__main__":

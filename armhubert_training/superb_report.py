@@ -39,6 +39,8 @@ TASKS = {
     "sf_cer": ("SF CER", "slot_value_cer", "test"),
 }
 ERROR_RATES = {"pr", "asr", "sf_cer", "asv", "sd"}  # lower is better: 100 - value enters the score
+ER_FOLDS = 5  # IEMOCAP's sessions; SUPERB's ER number is the mean over the five held-out folds
+PARTIAL_MARK = "†"  # beside a number that is not what SUPERB reports; a footnote under the table says why
 
 # Published results, in %, QbE as MTWV. The students' rows: the Recycle-and-Distill results table
 # (SF, QbE, ASV and SD of the students are in its image only and not restated here); HuBERT Base and
@@ -86,7 +88,15 @@ def read_metric(path: Path, metric: str, preferred_split: str) -> float:
     """`metric` of one run in % (results JSONs store fractions, keyed `predict_<split>_<metric>` as the
     Trainer's `save_metrics("predict_<split>", ...)` writes them)."""
     file = results_file(path, preferred_split)
-    results = json.loads(file.read_text())
+    try:
+        results = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file} is not valid JSON (line {error.lineno} column {error.colno}: {error.msg}): it was "
+                         "cut short or damaged, e.g. by a run stopped while writing it. Run the task's script "
+                         "again with --do_predict on the trained model to write it anew.") from error
+    if not isinstance(results, dict):
+        raise ValueError(f"{file} holds a {type(results).__name__}, not the metrics object a task run writes: "
+                         "give the run's predict_<split>_results.json.")
     key = file.name.removesuffix("results.json") + metric
     if key not in results:
         raise KeyError(f"{file} has no `{key}`: is it a run of the right task?")
@@ -113,13 +123,15 @@ def format_value(value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def table(rows: dict[str, dict[str, float]]) -> str:
-    """A GitHub markdown table, one row per model."""
+def table(rows: dict[str, dict[str, float]], marked: dict[str, set[str]] | None = None) -> str:
+    """A GitHub markdown table, one row per model; `marked`: row -> tasks whose cell gets PARTIAL_MARK."""
     headers = ["model"] + [header for header, _, _ in TASKS.values()] + ["overall"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for name, numbers in rows.items():
         overall = numbers.get("overall", overall_score(numbers))
-        cells = [name] + [format_value(numbers.get(task)) for task in TASKS] + [format_value(overall)]
+        marks = (marked or {}).get(name, set())
+        cells = [name] + [format_value(numbers.get(task)) + (PARTIAL_MARK if task in marks else "") for task in TASKS]
+        cells.append(format_value(overall))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -152,17 +164,25 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     rows = {args.name: numbers}
     if not args.no_published:
         rows.update((f"{name} (published)", values) for name, values in PUBLISHED.items())
-    text = table(rows)
+    partial_er = bool(args.er) and len(args.er) != ER_FOLDS
+    text = table(rows, marked={args.name: {"er"}} if partial_er else None)
+    if partial_er:
+        text += (f"\n\n{PARTIAL_MARK} ER of {args.name}: from {len(args.er)} fold run{'s' * (len(args.er) > 1)} "
+                 f"({', '.join(args.er)}), not the mean of SUPERB's {ER_FOLDS} folds (one run per held-out IEMOCAP "
+                 "session, --fold 1 to 5); the overall score uses this number.")
     missing = [task for task in SCORE_TASKS if task not in numbers]
     if missing:
         text += (f"\n\nOverall score of {args.name}: needs {', '.join(missing)} (the mean of 11 SUPERB numbers; "
                  "see `python -m armhubert_training.superb_report --help`).")
     print(text)
     if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n")
-        args.output.with_suffix(".json").write_text(json.dumps(
-            {name: {**values, "overall": values.get("overall", overall_score(values))} for name, values in rows.items()},
-            indent=2) + "\n")
+        written = {name: {**values, "overall": values.get("overall", overall_score(values))}
+                   for name, values in rows.items()}
+        if args.er:
+            written[args.name]["er_folds"] = len(args.er)
+        args.output.with_suffix(".json").write_text(json.dumps(written, indent=2) + "\n")
     return rows
 
 

@@ -3,6 +3,8 @@ int8 version stays within the stated bound of them, or the export refuses it."""
 
 from __future__ import annotations
 
+import copy
+import shutil
 from collections import Counter
 
 import onnx
@@ -174,5 +176,85 @@ def test_int8_export_refuses_a_model_that_quantisation_breaks(tmp_path, offline_
     # --accept-int8-error keeps the model and reports the same error.
     int8_path = quantization.quantize_onnx_int8(output, export_onnx.int8_path_for(output))
     args = export_onnx.parse_args(argv + ["--accept-int8-error"])
-    errors = export_onnx.check_int8(model, int8_path, args)
+    errors = export_onnx.check_int8(model, int8_path, args, export_onnx.int8_check_batch(args, model.config))
     assert int8_path.exists() and max(e.relative_error for e in errors) > 0.05
+
+
+# -- broken models and inputs --------------------------------------------------------------------
+
+
+def test_export_refuses_a_model_with_non_finite_weights(tmp_path, offline_hf):
+    torch.manual_seed(0)
+    model = ArmHubertModel(tiny_config(projection_dim=0)).eval()
+    with torch.no_grad():
+        model.encoder.layers[2].feed_forward.output_dense.weight[3, 5] = float("nan")
+    model.save_pretrained(tmp_path / "nan")
+    output = tmp_path / "nan.onnx"
+    with pytest.raises(SystemExit, match=r"non-finite .*encoder\.layers\.2\.feed_forward\.output_dense\.weight"):
+        export_onnx.main([str(output), "--model", str(tmp_path / "nan"), "--quantize", "int8"])
+    assert not output.exists() and not export_onnx.int8_path_for(output).exists()
+
+
+class _NaNSession:
+    """An ONNX Runtime session whose outputs get a NaN on the first real frame."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def run(self, names, feeds):
+        outputs = self.session.run(names, feeds)
+        for output in outputs:
+            output[..., 0, 0, 0] = float("nan")  # batch item 0, frame 0: real
+        return outputs
+
+
+def test_the_checks_fail_on_non_finite_outputs(exported, tmp_path):
+    """NaN compares as neither larger nor smaller, so a NaN output must be caught before the largest difference."""
+    model, path, session = exported
+    first, second = bundled_waveforms(count=2)
+    values, mask = pad_batch([first[:16000], second[:12000]])
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.encoder.layers[3].feed_forward.output_dense.bias[7] = float("nan")
+    with pytest.raises(ValueError, match=r"PyTorch's last_hidden_state has \d+ NaN"):
+        export_onnx.max_difference(broken, session, values, mask, hidden_states=True)
+    with pytest.raises(ValueError, match="ONNX Runtime's last_hidden_state has 1 NaN"):
+        export_onnx.max_difference(model, _NaNSession(session), values, mask, hidden_states=True)
+    with pytest.raises(ValueError, match="ONNX Runtime's last_hidden_state"):
+        export_onnx.int8_errors(model, _NaNSession(session), values, mask, hidden_states=True)
+    # Finite weights, infinite outputs (the last layer norm overflows float32): the script's check removes the file.
+    with torch.no_grad():
+        broken.encoder.layers[3].feed_forward.output_dense.bias.zero_()
+        broken.encoder.layers[3].final_layer_norm.weight.fill_(3e38)
+    assert not export_onnx.non_finite_weights(broken)
+    output = tmp_path / "overflow.onnx"
+    shutil.copy(path, output)
+    args = export_onnx.parse_args([str(output), "--model", "unused", "--hidden-states"])
+    with pytest.raises(SystemExit, match=r"PyTorch's last_hidden_state has 0 NaN and \d+ infinite"):
+        export_onnx.check_fp32(broken, output, args)
+    assert not output.exists()
+
+
+def test_int8_check_audio_is_read_before_exporting(tmp_path, offline_hf):
+    torch.manual_seed(0)
+    ArmHubertModel(tiny_config(projection_dim=0)).eval().save_pretrained(tmp_path / "student")
+    output = tmp_path / "student.onnx"
+    with pytest.raises(SystemExit, match=r"--int8-check-audio: .*missing\.wav"):
+        export_onnx.main([str(output), "--model", str(tmp_path / "student"), "--quantize", "int8",
+                          "--int8-check-audio", str(tmp_path / "missing.wav")])
+    assert not output.exists() and not export_onnx.int8_path_for(output).exists()
+
+
+def test_an_int8_model_whose_check_breaks_is_removed(exported, tmp_path, monkeypatch):
+    model, path, _ = exported
+    output = tmp_path / "tiny.onnx"
+    shutil.copy(path, output)
+    args = export_onnx.parse_args([str(output), "--model", "unused", "--quantize", "int8"])
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the check broke")
+
+    monkeypatch.setattr(export_onnx, "int8_errors", fail)
+    with pytest.raises(RuntimeError, match="the check broke"):
+        export_onnx.write_int8(model, output, args, export_onnx.int8_check_batch(args, model.config))
+    assert output.exists() and not export_onnx.int8_path_for(output).exists()

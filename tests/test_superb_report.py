@@ -63,3 +63,37 @@ def test_report_says_what_is_missing(tmp_path, capsys):
     (two / "predict_b_results.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="holds 2"):
         main(["--ks", str(two)])
+
+
+def test_a_truncated_results_json_is_named_with_what_to_do(tmp_path):
+    run = write_run(tmp_path / "ks", "test", accuracy=0.9688)
+    results = tmp_path / "ks" / "predict_test_results.json"
+    results.write_text(results.read_text()[:20])  # cut short, as by a run killed while writing
+    with pytest.raises(ValueError, match=r"predict_test_results\.json is not valid JSON .*line 1.*--do_predict"):
+        main(["--ks", run])
+    results.write_text("[0.9688]")  # valid JSON, but no metrics object
+    with pytest.raises(ValueError, match=r"predict_test_results\.json holds a list, not the metrics"):
+        main(["--ks", run])
+
+
+def test_er_of_fewer_than_five_folds_is_marked_as_such(tmp_path, capsys):
+    folds = [write_run(tmp_path / f"er{i}", "test", accuracy=a) for i, a in ((1, 0.60), (3, 0.65))]
+    rows = main(["--name", "mine", "--er", *folds, "--output", str(tmp_path / "superb.md")])
+    assert rows["mine"]["er"] == pytest.approx(62.5)
+    table = capsys.readouterr().out
+    header, _, row = table.splitlines()[:3]
+    er_column = header.split(" | ").index("ER")
+    assert row.split(" | ")[er_column] == "62.50†"
+    assert f"† ER of mine: from 2 fold runs ({folds[0]}, {folds[1]}), not the mean of SUPERB's 5" in table
+    assert json.loads((tmp_path / "superb.json").read_text())["mine"]["er_folds"] == 2
+    # Published rows and a five-fold ER carry no mark.
+    five = [write_run(tmp_path / f"five{i}", "test", accuracy=0.6) for i in range(5)]
+    table = (main(["--name", "mine", "--er", *five]), capsys.readouterr().out)[1]
+    assert "†" not in table
+
+
+def test_output_folder_is_created(tmp_path, capsys):
+    output = tmp_path / "reports" / "today" / "superb.md"
+    main(["--ks", write_run(tmp_path / "ks", "test", accuracy=0.9688), "--output", str(output)])
+    assert output.read_text() == capsys.readouterr().out
+    assert json.loads(output.with_suffix(".json").read_text())["this model"]["ks"] == pytest.approx(96.88)
