@@ -43,8 +43,9 @@ SKIP_REASONS: dict[str, str] = {
                    "the duration range (with --streaming, every row that fails when read)",
     "too_short": f"shorter than the receptive field ({RECEPTIVE_FIELD_SAMPLES} samples)",
     "transcript_unreadable": "in a LibriSpeech chapter whose transcript (*.trans.txt) cannot be read",
-    "no_targets": "no usable transcript: none in the corpus' transcript file, or one that cannot be turned into "
-                  "training targets (a word missing from the pronunciation lexicon, a slot tag outside slots.txt)",
+    "no_targets": "no usable transcript or label: none in the corpus' transcript file, one that cannot be turned "
+                  "into training targets (a word missing from the pronunciation lexicon, a slot tag outside "
+                  "slots.txt), a malformed label line (IEMOCAP), or no class folder (--corpus folder)",
 }
 # reason -> utterance ids left out for that reason, before any audio was decoded.
 Skipped = dict[str, list[str]]
