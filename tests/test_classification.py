@@ -329,15 +329,15 @@ def test_a_class_of_the_task_with_no_training_data_stops_training_naming_it(corp
 def test_iemocap_a_malformed_label_line_skips_its_utterance_named_and_counted(corpora, tmp_path, caplog):
     root = tmp_path / "IEMOCAP"
     shutil.copytree(corpora["iemocap"], root)
-    broken = {1: [], 2: []}  # session -> "<label file>:<line>" of its malformed lines
-    for session, extra in ((1, []), (2, ["[9.0 - 9.5]"])):
+    broken = {}  # session -> "<label file>:<line>" of its malformed lines
+    for session, span_only in ((1, False), (2, True)):
         labels = root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"Ses0{session}F_impro01.txt"
-        lines = labels.read_text().splitlines() + extra
+        lines = labels.read_text().splitlines()
         number = next(i for i, line in enumerate(lines) if "_F000\t" in line)
         lines[number] = lines[number].rsplit("\t", 2)[0]  # the time span and the utterance, no emotion
+        lines += ["[9.0 - 9.5]"] if span_only else []  # the time span alone
         labels.write_text("\n".join(lines) + "\n")
-        broken[session] = [f"{labels.relative_to(root)}:{n + 1}" for n in (number, *range(len(lines) - len(extra),
-                                                                                            len(lines)))]
+        broken[session] = [f"{labels.relative_to(root)}:{n}" for n in (number + 1, len(lines))[:1 + span_only]]
     with caplog.at_level(logging.WARNING):
         data = build_classification_datasets(data_args(corpus="iemocap", corpus_root=str(root), fold=1),
                                              True, True, True, seed=0)
@@ -352,6 +352,10 @@ def test_iemocap_a_malformed_label_line_skips_its_utterance_named_and_counted(co
     assert "Ses01F_impro01_F000" not in labels_by_id(test) and test.skipped["no_targets"] == broken[1]
     assert skip_metrics(test)["skipped_files_no_targets"] == 1
     assert all(location in caplog.text for location in broken[1] + broken[2])
+    shutil.rmtree(root / "Session3" / "dialog" / "EmoEvaluation")  # a session without labels is refused
+    with pytest.raises(FileNotFoundError, match="IEMOCAP label folder .*Session3"):
+        build_classification_datasets(data_args(corpus="iemocap", corpus_root=str(root), fold=1),
+                                      True, False, False, seed=0)
 
 
 def test_folder_corpus_reads_nested_folders_and_names_files_outside_a_class_folder(corpora, tmp_path, caplog):
