@@ -434,7 +434,7 @@ class ClassificationCorpusArguments(DataSourceArguments):
         "help": "The corpus folder: speech_commands: the extracted speech_commands_v0.01 archive; fluent_commands: "
                 "fluent_speech_commands_dataset/ (with data/*.csv); voxceleb1: the folder holding the extracted "
                 "archives as dev/wav and test/wav (or wav/); iemocap: IEMOCAP_full_release/ (Session1..5); "
-                "folder: <root>/<split>/<label>/<audio file>."})
+                "folder: <root>/<split>/<label>/[subfolders/]<audio file>."})
     speech_commands_test_root: str | None = field(default=None, metadata={
         "help": "speech_commands: the extracted speech_commands_test_set_v0.01 archive (the test split)."})
     voxceleb1_split_file: str | None = field(default=None, metadata={

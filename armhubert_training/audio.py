@@ -44,8 +44,9 @@ SKIP_REASONS: dict[str, str] = {
     "too_short": f"shorter than the receptive field ({RECEPTIVE_FIELD_SAMPLES} samples)",
     "transcript_unreadable": "with a LibriSpeech transcript line (*.trans.txt) that is not UTF-8 text, or in a "
                              "chapter whose transcript cannot be read at all",
-    "no_targets": "no usable transcript: none in the corpus' transcript file, or one that cannot be turned into "
-                  "training targets (a word missing from the pronunciation lexicon, a slot tag outside slots.txt)",
+    "no_targets": "no usable transcript or label: none in the corpus' transcript file, one that cannot be turned "
+                  "into training targets (a word missing from the pronunciation lexicon, a slot tag outside "
+                  "slots.txt), a malformed label line (IEMOCAP), or no class folder (--corpus folder)",
 }
 # reason -> utterance ids left out for that reason, before any audio was decoded.
 Skipped = dict[str, list[str]]

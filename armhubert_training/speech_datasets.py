@@ -31,7 +31,7 @@ from configuration_armhubert import RECEPTIVE_FIELD_SAMPLES
 
 from .arguments import AsrDataArguments, ClassificationDataArguments, DistillationDataArguments, SnipsArguments
 from .audio import SAMPLING_RATE, SKIP_REASONS, AudioError, AudioSource, Skipped, load_audio, warn_skipped
-from .corpora import corpus_label_set, corpus_utterances
+from .corpora import check_every_class_trained, corpus_label_set, corpus_utterances
 from .corpora.hub import STREAMING_SHUFFLE_BUFFER, hub_dataset, hub_index, hub_labelled_index, row_id_and_text
 from .corpora.index import check_not_empty, column, filter_by_length, utterance_index
 from .corpora.labels import LabelSet, check_labels
@@ -314,7 +314,8 @@ def build_classification_datasets(data_args: ClassificationDataArguments, do_tra
                                   do_predict: bool, seed: int, label_set: LabelSet | None = None,
                                   split_key=lambda split: split) -> ClassificationData:
     """Index every split the run needs, check every label against the classes (given by a fine-tuned
-    model as `label_set`, else by the task), and wrap the splits in datasets.
+    model as `label_set`, else by the task) and, when training on a corpus with fixed classes, that
+    every class has training data; wrap the splits in datasets.
 
     Training crops utterances longer than --max_duration_seconds (or drops them without
     --crop_to_max_duration); evaluation and prediction use whole utterances, except Speech Commands'
@@ -332,9 +333,13 @@ def build_classification_datasets(data_args: ClassificationDataArguments, do_tra
     class_names = None
     for role, splits in wanted:
         if data_args.corpus is not None:
-            utterances = [u for split in splits for u in corpus_utterances(data_args, split)]
+            readings = [corpus_utterances(data_args, split) for split in splits]
             where = f"{data_args.corpus} {data_args.corpus_root} {list(splits)}"
-            index, skipped = utterance_index(utterances, data_args.preprocessing_num_workers, where)
+            index, skipped = utterance_index([u for utterances, _ in readings for u in utterances],
+                                             data_args.preprocessing_num_workers, where)
+            for _, left_out in readings:  # what the reader left out (e.g. a malformed label line), by reason
+                for reason, ids in left_out.items():
+                    skipped.setdefault(reason, []).extend(ids)
             audio_column = "path"
         else:
             index, skipped, names = hub_labelled_index(data_args.dataset_name, data_args.dataset_config,
@@ -367,6 +372,8 @@ def build_classification_datasets(data_args: ClassificationDataArguments, do_tra
         purpose = {"train": "training", "eval": "evaluation"}.get(role, "prediction")
         option = {"train": "--train_splits", "eval": "--eval_splits"}.get(role, "--predict_splits")
         check_not_empty(index, skipped, out_of_range, f"{purpose} data, {where}", option, data_args)
+        if is_train:
+            check_every_class_trained(data_args, label_set, column(index, "text"), where)
         max_items = {"train": data_args.max_train_samples, "eval": data_args.max_eval_samples}.get(
             role, data_args.max_predict_samples)
         if max_items is not None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,24 +19,32 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+import transformers
 from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainingArguments
 
 from conftest import LIBRISPEECH, REPO, bundled_waveforms, pad_batch, tiny_config
 import run_audio_classification
 from armhubert_training.arguments import ClassificationDataArguments
+from armhubert_training.audio import skip_metrics
 from armhubert_training.classification_trainer import ClassificationTrainer, accuracies, read_predictions
 from armhubert_training.collators import ClassificationCollator
+from armhubert_training.corpora.folder import folder_utterances
 from armhubert_training.corpora.iemocap import IEMOCAP_CLASSES
 from armhubert_training.corpora.labels import LabelSet
-from armhubert_training.corpora.speech_commands import SPEECH_COMMANDS_CLASSES, speech_commands_hash_split
+from armhubert_training.corpora.speech_commands import (SPEECH_COMMANDS_CLASSES, SPEECH_COMMANDS_WORDS,
+                                                        speech_commands_hash_split)
 from armhubert_training.speech_datasets import build_classification_datasets
+from armhubert_training.speech_trainer import setup_script_logging
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertForSequenceClassification
 
 RATE = 16_000
 # Speaker parts of Speech Commands file names whose hash puts them in each part of the list-less split.
 SPEAKERS = {"train": ["00000001", "00000003"], "validation": ["00000000", "00000007"], "test": ["00000002"]}
+# The words of the Speech Commands folders whose speakers fall in each split: every class needs training
+# data; validation and the left-out test part keep 2 targets and 1 other word, to stay small.
+SC_WORDS = {"train": (*SPEECH_COMMANDS_WORDS, "bed"), "validation": ("yes", "no", "bed"), "test": ("yes", "no", "bed")}
 QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "3", "--logging_steps", "1",
          "--save_strategy", "no", "--dataloader_num_workers", "0", "--dataloader_pin_memory", "false",
          "--report_to", "none", "--classifier_proj_size", "32", "--seed", "0"]
@@ -48,11 +59,12 @@ class Clips:
         self.count = 0
 
     def write(self, path: Path, seconds: float = 0.6) -> Path:
-        source = self.sources[self.count % len(self.sources)]
-        start = (self.count // len(self.sources)) * RATE // 2
+        source, length = self.sources[self.count % len(self.sources)], round(seconds * RATE)
+        # Later rounds start 0.5 s further into each source, wrapping round so that no clip comes out empty.
+        start = (self.count // len(self.sources)) * RATE // 2 % max(len(source) - length, 1)
         self.count += 1
         path.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(path, source[start:start + round(seconds * RATE)], RATE, subtype="PCM_16")
+        soundfile.write(path, source[start:start + length], RATE, subtype="PCM_16")
         return path
 
 
@@ -60,10 +72,10 @@ class Clips:
 def corpora(tmp_path_factory) -> dict[str, Path]:
     """Tiny corpora in the four original layouts (and a class-folder one), from the bundled audio."""
     root, clips = tmp_path_factory.mktemp("corpora"), Clips()
-    # Speech Commands v0.01: word folders (here 2 targets and 1 other word), background noise, a test archive.
+    # Speech Commands v0.01: word folders (the 10 targets and 1 other word), background noise, a test archive.
     sc = root / "speech_commands"
-    for word in ("yes", "no", "bed"):
-        for split, speakers in SPEAKERS.items():
+    for split, speakers in SPEAKERS.items():
+        for word in SC_WORDS[split]:
             for speaker in speakers:
                 clips.write(sc / word / f"{speaker}_nohash_0.wav", 1.0)
     clips.write(sc / "_background_noise_" / "white_noise.wav", 2.5)
@@ -92,7 +104,8 @@ def corpora(tmp_path_factory) -> dict[str, Path]:
     lines = []
     for code, archive, speaker, video, count in [("1", "dev", "id10001", "aaa", 3), ("1", "dev", "id10002", "bbb", 3),
                                                  ("2", "dev", "id10001", "ccc", 1), ("2", "dev", "id10002", "ddd", 1),
-                                                 ("3", "test", "id10003", "eee", 1), ("3", "test", "id10001", "fff", 1)]:
+                                                 ("1", "test", "id10003", "ggg", 1), ("3", "test", "id10003", "eee", 1),
+                                                 ("3", "test", "id10001", "fff", 1)]:
         for n in range(1, count + 1):
             clips.write(vox / archive / "wav" / speaker / video / f"{n:05d}.wav", 0.7)
             lines.append(f"{code} {speaker}/{video}/{n:05d}.wav")
@@ -194,7 +207,7 @@ def test_speech_commands_hash_split_classes_silence_and_balanced_sampling(corpor
     assert data.label_set == LabelSet.single(SPEECH_COMMANDS_CLASSES)
     for split, dataset in (("train", data.train), ("validation", data.eval)):
         expected = {f"{word}/{speaker}_nohash_0": word if word != "bed" else "_unknown_"
-                    for word in ("yes", "no", "bed") for speaker in SPEAKERS[split]}
+                    for word in SC_WORDS[split] for speaker in SPEAKERS[split]}
         expected["_background_noise_/white_noise"] = "_silence_"  # in train and validation alike
         assert labels_by_id(dataset) == expected, split
         # Class-balanced: each item weighs N / count of its class.
@@ -226,7 +239,7 @@ def test_voxceleb1_split_file_speakers_and_missing_files(corpora):
     data = build_classification_datasets(args, True, True, True, seed=0)
     assert data.label_set == LabelSet.single(["id10001", "id10002", "id10003"])
     assert sorted(labels_by_id(data.train)) == [f"id1000{s}/{v}/0000{n}" for s, v in ((1, "aaa"), (2, "bbb"))
-                                                for n in (1, 2, 3)]
+                                                for n in (1, 2, 3)] + ["id10003/ggg/00001"]
     assert data.train.skipped["unreadable"] == ["id10002/zzz/00001"]
     assert labels_by_id(data.eval) == {"id10001/ccc/00001": "id10001", "id10002/ddd/00001": "id10002"}
     assert labels_by_id(data.predict["test"]) == {"id10003/eee/00001": "id10003", "id10001/fff/00001": "id10001"}
@@ -281,6 +294,118 @@ def test_labels_outside_the_label_set_are_refused_before_training(corpora, tmp_p
     with pytest.raises(ValueError, match="--speech_commands_test_root"):
         build_classification_datasets(data_args(corpus="speech_commands", corpus_root=str(corpora["speech_commands"])),
                                       False, False, True, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged and odd corpora: a fault stops the run naming what to fix, or what is left out is named and counted
+# ----------------------------------------------------------------------------------------------
+
+
+def linked_copy(source: Path, target: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """A folder of links to the entries of `source`, except those named in `leave_out`."""
+    target.mkdir(parents=True)
+    for entry in source.iterdir():
+        if entry.name not in leave_out:
+            (target / entry.name).symlink_to(entry)
+    return target
+
+
+def test_a_class_of_the_task_with_no_training_data_stops_training_naming_it(corpora, tmp_path):
+    # Speech Commands without _background_noise_: _silence_ would be scored on the test set but never trained.
+    sc = linked_copy(corpora["speech_commands"], tmp_path / "sc", leave_out=("_background_noise_",))
+    args = data_args(corpus="speech_commands", corpus_root=str(sc),
+                     speech_commands_test_root=str(corpora["speech_commands_test"]))
+    with pytest.raises(ValueError, match=r"no usable utterance of the class\(es\) \['_silence_'\].*_background_noise_"):
+        build_classification_datasets(args, True, True, True, seed=0)
+    assert len(build_classification_datasets(args, False, False, True, seed=0).predict["test"]) == 8  # scoring only
+    # VoxCeleb1: a speaker of the split file whose one training file is missing.
+    split_file = tmp_path / "iden_split.txt"
+    split_file.write_text((corpora["voxceleb1"] / "iden_split.txt").read_text() + "1 id10004/yyy/00001.wav\n")
+    args = data_args(corpus="voxceleb1", corpus_root=str(corpora["voxceleb1"]), voxceleb1_split_file=str(split_file))
+    with pytest.raises(ValueError, match=r"no usable utterance of the class\(es\) \['id10004'\]"):
+        build_classification_datasets(args, True, False, False, seed=0)
+
+
+def test_iemocap_a_malformed_label_line_skips_its_utterance_named_and_counted(corpora, tmp_path, caplog):
+    root = tmp_path / "IEMOCAP"
+    shutil.copytree(corpora["iemocap"], root)
+    broken = {}  # session -> "<label file>:<line>" of its malformed lines
+    for session, span_only in ((1, False), (2, True)):
+        labels = root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"Ses0{session}F_impro01.txt"
+        lines = labels.read_text().splitlines()
+        number = next(i for i, line in enumerate(lines) if "_F000\t" in line)
+        lines[number] = lines[number].rsplit("\t", 2)[0]  # the time span and the utterance, no emotion
+        lines += ["[9.0 - 9.5]"] if span_only else []  # the time span alone
+        labels.write_text("\n".join(lines) + "\n")
+        broken[session] = [f"{labels.relative_to(root)}:{n}" for n in (number + 1, len(lines))[:1 + span_only]]
+    with caplog.at_level(logging.WARNING):
+        data = build_classification_datasets(data_args(corpus="iemocap", corpus_root=str(root), fold=1),
+                                             True, True, True, seed=0)
+    kept = {0: "neu", 1: "hap", 2: "ang", 3: "sad", 4: "hap"}
+    others = {f"Ses0{s}F_impro01_F{i:03d}": label for s in range(2, 6) for i, label in kept.items()}
+    del others["Ses02F_impro01_F000"]
+    train, dev = labels_by_id(data.train), labels_by_id(data.eval)
+    assert {**train, **dev} == others and not set(train) & set(dev)
+    # Each malformed line is counted once, in the split its utterance fell into.
+    assert sorted(data.train.skipped["no_targets"] + data.eval.skipped["no_targets"]) == sorted(broken[2])
+    test = data.predict["test"]
+    assert "Ses01F_impro01_F000" not in labels_by_id(test) and test.skipped["no_targets"] == broken[1]
+    assert skip_metrics(test)["skipped_files_no_targets"] == 1
+    assert all(location in caplog.text for location in broken[1] + broken[2])
+    shutil.rmtree(root / "Session3" / "dialog" / "EmoEvaluation")  # a session without labels is refused
+    with pytest.raises(FileNotFoundError, match="IEMOCAP label folder .*Session3"):
+        build_classification_datasets(data_args(corpus="iemocap", corpus_root=str(root), fold=1),
+                                      True, False, False, seed=0)
+
+
+def test_folder_corpus_reads_nested_folders_and_names_files_outside_a_class_folder(corpora, tmp_path, caplog):
+    audio = next(corpora["voxceleb1"].rglob("*.wav")).read_bytes()
+    for relative in ("101/a.wav", "101/session2/a.wav", "101/session2/take3/c.wav", "102/d.wav", "loose.wav",
+                     "102/._d.wav", "102/.cache/e.wav"):  # the last two: hidden, not part of the corpus
+        (tmp_path / "train" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / relative).write_bytes(audio)
+    with caplog.at_level(logging.WARNING):
+        data = build_classification_datasets(data_args(corpus="folder", corpus_root=str(tmp_path)),
+                                             True, False, False, seed=0)
+    assert labels_by_id(data.train) == {"101/a": "101", "101/session2/a": "101", "101/session2/take3/c": "101",
+                                        "102/d": "102"}
+    assert data.train.skipped["no_targets"] == ["loose.wav"] and "loose.wav" in caplog.text
+    assert skip_metrics(data.train)["skipped_files"] == 1
+
+
+def test_corpus_warnings_reach_the_script_log_at_its_default_level(corpora, tmp_path, capsys):
+    """The logging of the scripts (`setup_script_logging` with the default --log_level) in a process
+    whose root logger has no handler yet: a corpus reader's warning is printed."""
+    (tmp_path / "train" / "101").mkdir(parents=True)
+    (tmp_path / "train" / "loose.wav").write_bytes(next(corpora["voxceleb1"].rglob("*.wav")).read_bytes())
+    root, package = logging.getLogger(), logging.getLogger("armhubert_training")
+    saved = root.handlers[:], package.level, transformers.utils.logging.get_verbosity()
+    root.handlers.clear()
+    try:
+        setup_script_logging(TrainingArguments(str(tmp_path), report_to="none"), "run_audio_classification")
+        folder_utterances(tmp_path / "train")
+    finally:
+        root.handlers[:] = saved[0]
+        package.setLevel(saved[1])
+        transformers.utils.logging.set_verbosity(saved[2])
+    assert re.search(r"WARNING armhubert_training\.[\w.]+: Skipped 1 of 1 audio files .*: loose\.wav\n",
+                     capsys.readouterr().out)
+
+
+def test_fluent_commands_csv_with_a_bom_and_crlf_line_ends_reads_as_the_plain_one(corpora, tmp_path):
+    root = tmp_path / "fluent"
+    (root / "data").mkdir(parents=True)
+    (root / "wavs").symlink_to(corpora["fluent"] / "wavs")
+    for table in (corpora["fluent"] / "data").glob("*.csv"):  # as a spreadsheet tool saves it, without the index
+        lines = [line.split(",", 1)[1] for line in table.read_text().splitlines()]
+        (root / "data" / table.name).write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
+    assert (root / "data" / "train_data.csv").read_bytes().startswith(b"\xef\xbb\xbfpath,")
+    plain, saved = (build_classification_datasets(data_args(corpus="fluent_commands", corpus_root=str(folder)),
+                                                  True, True, True, seed=0) for folder in (corpora["fluent"], root))
+    assert saved.label_set == plain.label_set
+    for split in ("train", "eval"):
+        assert labels_by_id(getattr(saved, split)) == labels_by_id(getattr(plain, split))
+    assert labels_by_id(saved.predict["test"]) == labels_by_id(plain.predict["test"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +487,7 @@ def test_fine_tuning_trains_the_student_and_samples_speech_commands_balanced(ks_
     # Validation is a class-balanced resample with replacement (as many draws as items).
     rows = read_predictions(ks_run / "eval_predictions.tsv")
     assert len(rows) == 7 and {row["id"] for row in rows} <= {
-        f"{w}/{s}_nohash_0" for w in ("yes", "no", "bed") for s in SPEAKERS["validation"]} | {
+        f"{w}/{s}_nohash_0" for w in SC_WORDS["validation"] for s in SPEAKERS["validation"]} | {
         "_background_noise_/white_noise"}
 
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..audio import Skipped
 from .fluent_commands import fluent_commands_label_set, fluent_commands_utterances
 from .folder import folder_utterances
 from .iemocap import IEMOCAP_CLASSES, iemocap_utterances
@@ -36,21 +37,42 @@ if TYPE_CHECKING:
 
 # What --corpus reads: the classification corpora in their download layouts (splits train, validation, test).
 CLASSIFICATION_CORPORA = ("speech_commands", "fluent_commands", "voxceleb1", "iemocap", "folder")
+# The corpora whose classes the task fixes, and where in the corpus each class's training data comes from.
+FIXED_CLASS_SOURCES = {
+    "speech_commands": "the 10 words are the folders of that name in --corpus_root, _unknown_ the other words' "
+                       "folders and _silence_ the recordings in its _background_noise_ folder",
+    "fluent_commands": "the slot values are those of data/train_data.csv",
+    "voxceleb1": "the speakers are those of the split file; each needs a file on a line of code 1 (train)",
+    "iemocap": "the emotions come from the EmoEvaluation files of the training sessions (all but --fold)",
+}
 
 
-def corpus_utterances(data_args: ClassificationCorpusArguments, split: str) -> list[Utterance]:
-    """The (id, path, label) utterances of one split of --corpus."""
+def corpus_utterances(data_args: ClassificationCorpusArguments, split: str) -> tuple[list[Utterance], Skipped]:
+    """The (id, path, label) utterances of one split of --corpus, and those the reader left out, by reason."""
     root = Path(data_args.corpus_root)
     if data_args.corpus == "speech_commands":
         test_root = Path(data_args.speech_commands_test_root) if data_args.speech_commands_test_root else None
         return speech_commands_utterances(root, split, test_root)
     if data_args.corpus == "fluent_commands":
-        return fluent_commands_utterances(root, split)
+        return fluent_commands_utterances(root, split), {}
     if data_args.corpus == "voxceleb1":
-        return voxceleb1_utterances(root, split, data_args.split_file)
+        return voxceleb1_utterances(root, split, data_args.split_file), {}
     if data_args.corpus == "iemocap":
         return iemocap_utterances(root, split, data_args.fold)
     return folder_utterances(require_dir(root / split, f"split {split!r}: folder"))
+
+
+def check_every_class_trained(data_args: ClassificationCorpusArguments, label_set: LabelSet,
+                              train_labels: Sequence[str], where: str) -> None:
+    """Stop a training run on a corpus with fixed classes when one of them has no usable training
+    utterance: the model would never learn it, yet be scored on it."""
+    absent = label_set.absent(train_labels) if data_args.corpus in FIXED_CLASS_SOURCES else []
+    if absent:
+        shown = f"{absent[:10]}{' and others' if len(absent) > 10 else ''}"
+        raise ValueError(f"The training data ({where}) has no usable utterance of the class(es) {shown} ({len(absent)} "
+                         f"of {label_set.num_labels}): a model never trained on them would still be scored on them. "
+                         f"In this corpus {FIXED_CLASS_SOURCES[data_args.corpus]}. Restore the missing part of the "
+                         "corpus, or repair the files named in the warnings above.")
 
 
 def corpus_label_set(data_args: ClassificationCorpusArguments, train_labels: Sequence[str] | None) -> LabelSet:

@@ -25,7 +25,8 @@ def _fluent_commands_rows(root: Path, split: str) -> list[dict[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --corpus_root must be the fluent_speech_commands_dataset "
                                 "folder, which holds data/train_data.csv, valid_data.csv and test_data.csv.")
-    with open(path, encoding="utf-8", newline="") as handle:
+    # utf-8-sig: a spreadsheet tool saves the csv with a byte-order mark (the csv module reads CRLF line ends).
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     missing = [column for column in ("path", *FLUENT_COMMANDS_SLOTS) if rows and column not in rows[0]]
     if missing:

@@ -50,6 +50,16 @@ class LabelSet:
                 counts[label] = counts.get(label, 0) + 1
         return counts
 
+    def absent(self, labels: Iterable[str]) -> list[str]:
+        """The classes that none of `labels` has, in class order ("slot=value" when there are several slots)."""
+        seen: list[set[int]] = [set() for _ in self.slots]  # per slot, the value indices met
+        for label in labels:
+            for slot_seen, index in zip(seen, self.encode(label)):
+                slot_seen.add(index)
+        return [f"{slot}={value}" if self.is_multi_slot else value
+                for (slot, values), slot_seen in zip(self.slots, seen)
+                for index, value in enumerate(values) if index not in slot_seen]
+
     def config_fields(self) -> dict[str, Any]:
         """`num_labels`, `id2label`, `label2id` and the slot fields of an ArmHubertConfig for these classes."""
         if self.is_multi_slot:

@@ -14,6 +14,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from ..audio import Skipped
 from .folder import folder_utterances
 from .index import Utterance, require_dir, require_split
 
@@ -38,8 +39,9 @@ def speech_commands_hash_split(file_name: str) -> str:
     return "test" if percent < _VALIDATION_PERCENT + _TEST_PERCENT else "train"
 
 
-def speech_commands_utterances(root: Path, split: str, test_root: Path | None) -> list[Utterance]:
-    """KS utterances of one split (see the module docstring); ids are "<folder>/<file stem>"."""
+def speech_commands_utterances(root: Path, split: str, test_root: Path | None) -> tuple[list[Utterance], Skipped]:
+    """KS utterances of one split (see the module docstring), and those left out by reason (test:
+    audio files outside the 12 class folders); ids are "<folder>/<file stem>"."""
     require_split(split, "speech_commands")
     if split == "test":
         if test_root is None:
@@ -56,4 +58,4 @@ def speech_commands_utterances(root: Path, split: str, test_root: Path | None) -
     # Every background-noise recording is a silence item of both train and validation (cropped when read).
     for path in sorted((root / SPEECH_COMMANDS_NOISE).glob("*.wav")):
         utterances.append((f"{SPEECH_COMMANDS_NOISE}/{path.stem}", str(path), "_silence_"))
-    return utterances
+    return utterances, {}
