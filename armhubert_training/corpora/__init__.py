@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..audio import Skipped
 from .fluent_commands import fluent_commands_label_set, fluent_commands_utterances
@@ -31,9 +31,6 @@ from .index import Utterance, require_dir
 from .labels import LabelSet
 from .speech_commands import SPEECH_COMMANDS_CLASSES, speech_commands_utterances
 from .voxceleb1 import voxceleb1_label_set, voxceleb1_utterances
-
-if TYPE_CHECKING:
-    from ..arguments import ClassificationCorpusArguments
 
 # What --corpus reads: the classification corpora in their download layouts (splits train, validation, test).
 CLASSIFICATION_CORPORA = ("speech_commands", "fluent_commands", "voxceleb1", "iemocap", "folder")
@@ -47,7 +44,17 @@ FIXED_CLASS_SOURCES = {
 }
 
 
-def corpus_utterances(data_args: ClassificationCorpusArguments, split: str) -> tuple[list[Utterance], Skipped]:
+class CorpusOptions(Protocol):
+    """Where --corpus is and how it is split (the classification scripts' corpus options)."""
+
+    corpus: str
+    corpus_root: str
+    speech_commands_test_root: str | None
+    split_file: Path  # VoxCeleb1's identification split file
+    fold: int  # IEMOCAP's held-out session
+
+
+def corpus_utterances(data_args: CorpusOptions, split: str) -> tuple[list[Utterance], Skipped]:
     """The (id, path, label) utterances of one split of --corpus, and those the reader left out, by reason."""
     root = Path(data_args.corpus_root)
     if data_args.corpus == "speech_commands":
@@ -62,7 +69,7 @@ def corpus_utterances(data_args: ClassificationCorpusArguments, split: str) -> t
     return folder_utterances(require_dir(root / split, f"split {split!r}: folder"))
 
 
-def check_every_class_trained(data_args: ClassificationCorpusArguments, label_set: LabelSet,
+def check_every_class_trained(data_args: CorpusOptions, label_set: LabelSet,
                               train_labels: Sequence[str], where: str) -> None:
     """Stop a training run on a corpus with fixed classes when one of them has no usable training
     utterance: the model would never learn it, yet be scored on it."""
@@ -75,7 +82,7 @@ def check_every_class_trained(data_args: ClassificationCorpusArguments, label_se
                          "corpus, or repair the files named in the warnings above.")
 
 
-def corpus_label_set(data_args: ClassificationCorpusArguments, train_labels: Sequence[str] | None) -> LabelSet:
+def corpus_label_set(data_args: CorpusOptions, train_labels: Sequence[str] | None) -> LabelSet:
     """The classes of the task: fixed by SUPERB's corpora, else those of the training labels (sorted)."""
     if data_args.corpus == "speech_commands":
         return LabelSet.single(SPEECH_COMMANDS_CLASSES)

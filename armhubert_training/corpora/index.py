@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import datasets
 import numpy as np
@@ -20,8 +20,14 @@ from configuration_armhubert import RECEPTIVE_FIELD_SAMPLES
 
 from ..audio import SAMPLING_RATE, SKIP_REASONS, Skipped, header_durations, warn_skipped
 
-if TYPE_CHECKING:
-    from ..arguments import AudioLengthArguments
+
+
+class DurationLimits(Protocol):
+    """The duration limits a split was filtered with (the scripts' length options), for messages."""
+
+    min_duration_seconds: float
+    max_duration_seconds: float | None
+
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +109,7 @@ def filter_by_length(index: datasets.Dataset, min_length: int, max_length: int |
 
 
 def check_not_empty(index: datasets.Dataset, skipped: Skipped, out_of_range: int, what: str, option: str,
-                    lengths: AudioLengthArguments, no_rows: str = "it has no rows.") -> None:
+                    lengths: DurationLimits, no_rows: str = "it has no rows.") -> None:
     """Stop at start-up, saying why, when a split has no usable utterance left (rather than
     failing in the first batch, or after training at the first evaluation).
 
