@@ -214,3 +214,9 @@ def test_run_finds_each_query_in_its_document(quesst, student_dir, tmp_path):
                     best = max(documents, key=lambda d: scores[query, d])
                     found_at_some_layer[query] |= best == documents[QUERY_SOURCES[query]]
     assert all(found_at_some_layer.values()), found_at_some_layer
+
+    # The report reads the eval MTWV of the run.
+    from armhubert_training import superb_report
+
+    rows = superb_report.main(["--name", "mine", "--qbe", str(output), "--no-published"])
+    assert rows["mine"]["qbe"] == evaluation["mtwv"]
