@@ -16,7 +16,7 @@ from scipy.signal import resample_poly
 
 from armhubert_training.corpora.quesst14 import quesst14_documents, quesst14_queries
 from armhubert_training.subsequence_dtw import DocumentChunks, local_distances, normalise_features, subsequence_dtw
-from armhubert_training.term_detection import normalise_query_scores, python_mtwv, write_stdlist
+from armhubert_training.term_detection import normalise_query_scores, official_twv, python_mtwv, write_stdlist
 from benchmarks.qbe_dtw import reference_dtw, reference_match
 from conftest import LIBRISPEECH
 
@@ -97,6 +97,21 @@ def test_mtwv_equals_the_hand_computed_toy():
     assert with_unseen["mtwv"] == pytest.approx(0.75)
 
 
+def test_official_scorer_is_run_as_superb_runs_it_and_its_line_parsed(tmp_path):
+    # A stand-in for the corpus's score-TWV-Cnxe.sh: checks its arguments, prints the real one's line.
+    scoring = tmp_path / "scoring"
+    (scoring / "groundtruth_quesst14_dev").mkdir(parents=True)
+    script = scoring / "score-TWV-Cnxe.sh"
+    script.write_text('[ "$PWD" = "%s" ] && [ -d "$1" ] && [ "$2" = groundtruth_quesst14_dev ] && [ "$3" = -10 ] || '
+                      'exit 3\necho "actTWV: 0.40079603  maxTWV: 0.41911224  Threshold: 5.2125"\n' % scoring)
+    (tmp_path / "lists").mkdir()
+    result = official_twv(script, tmp_path / "lists", scoring / "groundtruth_quesst14_dev")
+    assert result == {"mtwv": 0.41911224, "act_twv": 0.40079603, "threshold": 5.2125}
+    script.write_text("exit 1\n")
+    with pytest.raises(RuntimeError, match="maxTWV"):
+        official_twv(script, tmp_path / "lists", scoring / "groundtruth_quesst14_dev")
+
+
 def test_query_score_normalisation_and_stdlist(tmp_path):
     normalised = normalise_query_scores(TOY_SCORES)
     row = TOY_SCORES[0]
@@ -125,13 +140,14 @@ def _write(path: Path, samples: np.ndarray, rate: int = RATE) -> None:
 
 def make_quesst(root: Path) -> Path:
     """quesst14Database/ with 4 English documents (one of them at 16 kHz), one Czech document and query,
-    3 queries each cut from one document, one query too short to have 5 frames, and the ground truth."""
+    3 queries each cut from one document, one query too short to have 5 frames, an empty one, and the
+    ground truth."""
     corpus = root / "quesst14Database"
     files = sorted((LIBRISPEECH / "train-clean-100").rglob("*.flac"))[:5]
     documents = [resample_poly(soundfile.read(f, dtype="float32")[0][:48000], 1, 2) for f in files]  # 3 s, 8 kHz
     for k, samples in enumerate(documents):
-        if k == 3:  # another sample rate: resampled on load
-            _write(corpus / "Audio" / "quesst14_00004.wav", resample_poly(samples, 2, 1), 16000)
+        if k == 1:  # another sample rate: resampled on load
+            _write(corpus / "Audio" / "quesst14_00002.wav", resample_poly(samples, 2, 1), 16000)
         else:
             _write(corpus / "Audio" / f"quesst14_{k + 1:05d}.wav", samples)
     lines = {"utterances": [f"quesst14Database/Audio/quesst14_{k + 1:05d}.wav nnenglish" for k in range(4)] +
@@ -142,8 +158,10 @@ def make_quesst(root: Path) -> Path:
         lines[split].append(f"quesst14Database/{split}_queries/{query}.wav nnenglish")
     _write(corpus / "dev_queries" / "quesst14_dev_0003.wav", documents[0][:600])  # 75 ms: < 5 frames
     _write(corpus / "dev_queries" / "quesst14_dev_0004.wav", documents[4][:8000])
+    _write(corpus / "dev_queries" / "quesst14_dev_0005.wav", np.zeros(0, dtype=np.float32))
     lines["dev"] += ["quesst14Database/dev_queries/quesst14_dev_0003.wav nnenglish",
-                     "quesst14Database/dev_queries/quesst14_dev_0004.wav czech"]
+                     "quesst14Database/dev_queries/quesst14_dev_0004.wav czech",
+                     "quesst14Database/dev_queries/quesst14_dev_0005.wav nnenglish"]
     (corpus / "scoring").mkdir()
     for name, entries in lines.items():
         (corpus / "scoring" / f"language_key_{name}.lst").write_text("\n".join(entries) + "\n")
@@ -164,13 +182,13 @@ def quesst(tmp_path_factory) -> Path:
 def test_reader_keeps_english_entries_only(quesst):
     assert [d for d, _ in quesst14_documents(quesst)] == [f"quesst14_{k:05d}" for k in range(1, 5)]
     assert [q for q, _ in quesst14_queries(quesst, "dev")] == ["quesst14_dev_0001", "quesst14_dev_0002",
-                                                               "quesst14_dev_0003"]
+                                                               "quesst14_dev_0003", "quesst14_dev_0005"]
 
 
 def test_missing_list_or_listed_file_stops_naming_it(tmp_path):
     corpus = make_quesst(tmp_path)
-    (corpus / "Audio" / "quesst14_00002.wav").unlink()
-    with pytest.raises(FileNotFoundError, match=r"quesst14_00002\.wav.*language_key_utterances\.lst line 2"):
+    (corpus / "Audio" / "quesst14_00003.wav").unlink()
+    with pytest.raises(FileNotFoundError, match=r"quesst14_00003\.wav.*language_key_utterances\.lst line 3"):
         quesst14_documents(corpus)
     (corpus / "scoring" / "language_key_eval.lst").unlink()
     with pytest.raises(FileNotFoundError, match=r"language_key_eval\.lst"):
@@ -187,7 +205,9 @@ def test_run_finds_each_query_in_its_document(quesst, student_dir, tmp_path):
         "--output_dir", str(output)])
     dev, evaluation = (json.loads((output / f"{s}_results.json").read_text()) for s in ("dev", "eval"))
     assert results["dev"] == dev and sorted(dev["layers"]) == ["0", "1", "2", "3", "4"]
-    assert dev["queries"] == 3 and dev["documents"] == 4 and dev["queries_under_5_frames"] == 1
+    # The too-short and the empty query score 0, counted; the empty one also as unreadable.
+    assert dev["queries"] == 4 and dev["documents"] == 4 and dev["queries_under_5_frames"] == 2
+    assert dev["queries_unreadable"] == 1 and dev["skipped_files"] == 0
     assert evaluation["layer"] == dev["selected_layer"] and evaluation["scorer"].startswith("python")
     assert dev["selected_layer"] == max(range(5), key=lambda layer: dev["layers"][str(layer)]["mtwv"])
 
@@ -204,11 +224,12 @@ def test_run_finds_each_query_in_its_document(quesst, student_dir, tmp_path):
                     query = termid
                 else:
                     scores[query, document] = float(score)
-            queries = [q for q in QUERY_SOURCES if split in q] + (["quesst14_dev_0003"] if split == "dev" else [])
+            short = ["quesst14_dev_0003", "quesst14_dev_0005"] if split == "dev" else []
+            queries = [q for q in QUERY_SOURCES if split in q] + short
             # Every English pair once, nothing else (no Czech document or query).
             assert sorted(scores) == sorted((q, d) for q in queries for d in documents)
             assert len(pairs) == len(queries) * (len(documents) + 1)
-            assert all(scores["quesst14_dev_0003", d] == 0.0 for d in documents) if split == "dev" else True
+            assert all(scores[q, d] == 0.0 for q in short for d in documents)
             for query in queries:
                 if query in QUERY_SOURCES:
                     best = max(documents, key=lambda d: scores[query, d])
