@@ -18,7 +18,7 @@ when it can run, else this project's Python implementation of the standard MTWV 
 not yet been checked against the official one on the real corpus. The results say which one gave the
 number.
 
-Written to --output_dir: features/ (each layer's features, reused by a rerun with the same student),
+Written to --output_dir: features/ (each layer's features, float32, one file per layer),
 <split>/layer_<i>/benchmark.stdlist.xml, dev_results.json (every layer's MTWV and the selected layer)
 and eval_results.json (the selected layer's; `python -m armhubert_training.superb_report --qbe
 OUTPUT_DIR` reads it). A query of fewer than 5 frames (0.1 s), including an empty or unreadable one,
@@ -126,7 +126,8 @@ class FeatureCache:
                     continue
                 with torch.no_grad():
                     output = model(torch.from_numpy(waveform)[None].to(device), output_hidden_states=True)
-                states = output.hidden_states if features == "hidden_states" else (None, *output.projected_hidden_states)
+                states = (output.hidden_states if features == "hidden_states"
+                          else (None, *output.projected_hidden_states))  # index i = layer i
                 for layer, file in files.items():
                     array = states[layer][0].float().cpu().numpy()  # (frames, dim)
                     file.write(np.ascontiguousarray(array).tobytes())
@@ -196,7 +197,7 @@ def choose_scorer(qbe_args: QbeArguments) -> Path | None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, qbe_args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    device = torch.device(qbe_args.dtw_device if qbe_args.dtw_device != "auto" else
+    device = torch.device(qbe_args.device if qbe_args.device != "auto" else
                           "cuda" if torch.cuda.is_available() else "cpu")
     output_dir = Path(qbe_args.output_dir)
 
@@ -221,15 +222,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cache = FeatureCache(output_dir / "features", layers)
     unreadable = set(cache.fill(model, features, documents + queries["dev"] + queries["eval"], device))
     extraction_seconds = time.perf_counter() - started
-    usable_documents = [(d, _) for d, _ in documents if cache.frames[d] > 0]
+    document_ids = [d for d, _ in documents if cache.frames[d] > 0]
     left_out = [d for d, _ in documents if cache.frames[d] == 0]
     if left_out:
         logger.warning("Left out %d of %d documents that are unreadable, empty or shorter than %d samples: %s",
                        len(left_out), len(documents), RECEPTIVE_FIELD_SAMPLES, ", ".join(left_out[:5]))
-    if not usable_documents:
+    if not document_ids:
         raise ValueError(f"No usable document in {root}/Audio: every English document was left out (see the "
                          "warnings above).")
-    document_ids = [d for d, _ in usable_documents]
 
     def run_split(split: str, split_layers: list[int]) -> dict[str, Any]:
         query_ids = [q for q, _ in queries[split]]
@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     best = max(layers, key=lambda layer: dev["layers"][str(layer)]["mtwv"])  # the first of equals: the lowest layer
     dev.update(selected_layer=best, feature_extraction_seconds=round(extraction_seconds, 2))
     evaluation = run_split("eval", [best])
-    evaluation.update(layer=best, mtwv=evaluation["layers"][str(best)]["mtwv"], dev_mtwv=dev["layers"][str(best)]["mtwv"])
+    evaluation.update(layer=best, mtwv=evaluation["layers"][str(best)]["mtwv"],
+                      dev_mtwv=dev["layers"][str(best)]["mtwv"])
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "dev_results.json").write_text(json.dumps(dev, indent=2) + "\n")
     (output_dir / "eval_results.json").write_text(json.dumps(evaluation, indent=2) + "\n")

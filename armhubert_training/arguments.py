@@ -607,18 +607,17 @@ class QbeScoringArguments(ArgumentConcept):
     layers: list[int] | None = field(default=None, metadata={
         "help": "Layers whose features are matched (SUPERB's -l): i = the output of layer i (its distillation "
                 "head's with projected features), 0 = the encoder input (hidden_states features only); default: "
-                "every one. The dev split picks the best, which is then "
-                "scored on the eval split."})
+                "every one. The dev split picks the best, which is then scored on the eval split."})
     scorer: Literal["auto", "official", "python"] = field(default="auto", metadata={
         "help": "What turns the STD lists into MTWV: 'official' = the corpus's scoring/score-TWV-Cnxe.sh (needs Java "
                 "and bc), 'python' = this project's implementation of the standard definition, 'auto' = official "
                 "when Java and the script are there, else python."})
-    dtw_device: str = field(default="auto", metadata={
+    device: str = field(default="auto", metadata={
         "help": "Where the student runs and the distances and DTW are computed: 'auto' (a GPU when there is one), "
                 "'cpu', 'cuda', 'cuda:1', ..."})
     output_dir: str = field(default="outputs/armhubert-superb-qbe", metadata={
-        "help": "Where the features cache, the STD lists (<split>/layer_<i>/benchmark.stdlist.xml) and the results "
-                "JSONs (dev_results.json: every layer; eval_results.json: the selected one) are written."})
+        "help": "Where the features (features/), the STD lists (<split>/layer_<i>/benchmark.stdlist.xml) and the "
+                "results JSONs (dev_results.json: every layer; eval_results.json: the selected one) are written."})
 
     def __post_init__(self) -> None:
         if self.layers is not None and any(layer < 0 for layer in self.layers):

@@ -115,7 +115,7 @@ class DocumentChunks:
             members = order[start:stop]
             padded = torch.nn.utils.rnn.pad_sequence([_unit(documents[k]) for k in members], batch_first=True)
             lengths = torch.tensor([len(documents[k]) for k in members])
-            self.chunks.append((torch.tensor(members), padded.to(device), lengths.to(device)))
+            self.chunks.append((torch.tensor(members, device=device), padded.to(device), lengths.to(device)))
             start = stop
 
     def scores(self, query: torch.Tensor) -> torch.Tensor:
@@ -127,5 +127,5 @@ class DocumentChunks:
             return out
         unit_query = _unit(query.to(device))
         for indices, padded, lengths in self.chunks:
-            out[indices.to(device)] = -subsequence_dtw(local_distances(unit_query, padded, lengths))
+            out[indices] = -subsequence_dtw(local_distances(unit_query, padded, lengths))
         return out

@@ -201,7 +201,7 @@ def test_run_finds_each_query_in_its_document(quesst, student_dir, tmp_path):
     output = tmp_path / "qbe"
     results = run_query_by_example.main([
         "configs/superb/qbe.yaml", "--model_name_or_path", str(student_dir), "--quesst14_root", str(quesst),
-        "--superb_features", "hidden_states", "--scorer", "python", "--dtw_device", "cpu",
+        "--superb_features", "hidden_states", "--scorer", "python", "--device", "cpu",
         "--output_dir", str(output)])
     dev, evaluation = (json.loads((output / f"{s}_results.json").read_text()) for s in ("dev", "eval"))
     assert results["dev"] == dev and sorted(dev["layers"]) == ["0", "1", "2", "3", "4"]
