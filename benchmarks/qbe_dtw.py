@@ -21,14 +21,13 @@ eval queries), an estimate the JSON states; pass --queries / --documents when th
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import numpy as np
 import torch
 
 from armhubert_training.subsequence_dtw import DocumentChunks, subsequence_dtw
-from benchmarks.bench_utils import RESULTS_DIR, command_line, machine_info, write_json
+from benchmarks.bench_utils import RESULTS_DIR, command_line, machine_info, time_interleaved, write_json
 from benchmarks.tables import qbe_dtw_table
 
 ENGLISH_FILES = 2714
@@ -57,19 +56,6 @@ def reference_dtw(cost: np.ndarray) -> float:
                          open_begin=True, open_end=True).normalizedDistance)
 
 
-def _rate(run, pairs: int, repeats: int) -> float:
-    """Pairs per second of `run()` (which handles `pairs` pairs): the best of `repeats` timings."""
-    run()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - started)
-    return pairs / best
-
-
 def measure(device: str, query_frames: int, document_frames: int, dim: int, pairs: int, reference_pairs: int,
             repeats: int, seed: int) -> list[dict[str, Any]]:
     generator = torch.Generator().manual_seed(seed)
@@ -79,20 +65,27 @@ def measure(device: str, query_frames: int, document_frames: int, dim: int, pair
     documents = [torch.randn(int(n), dim, generator=generator) for n in lengths]
     costs = torch.rand(query_frames, pairs, document_frames, generator=generator)
 
-    rows = []
-    reference = {
-        "dtw": _rate(lambda: [reference_dtw(costs[:, p].double().numpy()) for p in range(reference_pairs)],
-                     reference_pairs, repeats),
-        "pair": _rate(lambda: [reference_match(query.numpy(), documents[p].numpy()) for p in range(reference_pairs)],
-                      reference_pairs, repeats),
-    }
     target = torch.device(device)
     costs_on_device = costs.to(target)
     chunks = DocumentChunks(documents, query_frames, target)
-    fast = {
-        "dtw": _rate(lambda: subsequence_dtw(costs_on_device), pairs, repeats),
-        "pair": _rate(lambda: chunks.scores(query.to(target)), pairs, repeats),
-    }
+    # What is timed must be the same numbers: the torch path (float32) against the reference's.
+    checked = min(reference_pairs, pairs)
+    expected = np.array([reference_match(query.numpy(), documents[p].numpy()) for p in range(checked)])
+    got = chunks.scores(query.to(target))[:checked].double().cpu().numpy()
+    if not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        raise AssertionError(f"the torch path differs from the reference by up to {np.abs(got - expected).max():.2e}")
+
+    # Round-robin, so that the load of a shared machine falls on both paths alike; the fastest call counts.
+    seconds = time_interleaved({
+        ("reference", "dtw"): lambda: [reference_dtw(costs[:, p].double().numpy()) for p in range(reference_pairs)],
+        ("reference", "pair"): lambda: [reference_match(query.numpy(), documents[p].numpy())
+                                        for p in range(reference_pairs)],
+        ("fast", "dtw"): lambda: subsequence_dtw(costs_on_device),
+        ("fast", "pair"): lambda: chunks.scores(query.to(target)),
+    }, warmup=1, repeats=repeats, device=target)
+    reference = {what: reference_pairs / min(seconds["reference", what]) for what in ("dtw", "pair")}
+    fast = {what: pairs / min(seconds["fast", what]) for what in ("dtw", "pair")}
+    rows = []
     for what in ("dtw", "pair"):
         rows.append({"what": what, "device": device, "threads": torch.get_num_threads() if device == "cpu" else None,
                      "reference_pairs_per_s": reference[what], "fast_pairs_per_s": fast[what],
@@ -108,12 +101,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--dim", type=int, default=768, help="Feature dimension (768: the students' heads).")
     parser.add_argument("--pairs", type=int, default=1024, help="Documents matched per timing by the torch path.")
     parser.add_argument("--reference-pairs", type=int, default=100, help="Pairs timed for the reference.")
-    parser.add_argument("--repeats", type=int, default=7, help="Timings of each path; the best is kept.")
+    parser.add_argument("--repeats", type=int, default=7, help="Rounds of timings (each path once per round); "
+                        "the fastest of each path is kept.")
     parser.add_argument("--queries", type=int, default=ESTIMATED_DEV_QUERIES, help="English dev queries.")
     parser.add_argument("--documents", type=int, default=ESTIMATED_DOCUMENTS, help="English documents.")
     parser.add_argument("--layers", type=int, default=13, help="Layers swept (13: a 12-layer student's "
                                                                "hidden states).")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random features and distances.")
     parser.add_argument("--output", default=None, help="The JSON (default benchmarks/results/qbe_dtw_<device>.json).")
     args = parser.parse_args(argv)
 
