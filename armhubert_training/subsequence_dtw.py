@@ -99,6 +99,7 @@ class DocumentChunks:
     Args:
         documents: (frames, D) normalised features of each document (none empty).
         max_query_frames: the longest query, which sizes the chunks' cost tensors.
+        device: where the chunks are kept and matched.
     """
 
     def __init__(self, documents: Sequence[torch.Tensor], max_query_frames: int, device: torch.device | str):
