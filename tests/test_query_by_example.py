@@ -70,6 +70,14 @@ def test_short_query_scores_zero():
     assert DocumentChunks(documents, 4, "cpu").scores(torch.randn(4, 4)).tolist() == [0.0, 0.0]
 
 
+def test_minus_3_db_gain_as_sox_applies_it():
+    from armhubert_training.audio import apply_gain_db
+
+    # sox gain -3: amplitude x 10^(-3/20) = 0.70795.
+    assert apply_gain_db(np.array([1.0, -0.5], dtype=np.float32), -3.0).tolist() == pytest.approx([0.70795, -0.35397],
+                                                                                                 abs=1e-5)
+
+
 def test_feature_normalisation_over_all_frames():
     features = [torch.randn(7, 3) * 5 + 2, torch.randn(11, 3)]
     stacked = torch.cat(normalise_features(features))
