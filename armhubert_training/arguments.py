@@ -156,7 +156,8 @@ class FineTuningArguments(ArgumentConcept):
 @dataclass
 class SuperbFeatureArguments(ArgumentConcept):
     superb_features: Literal["auto", "projected", "hidden_states"] = field(default="auto", metadata={
-        "help": "What a learned weighted sum of the student's layers is taken over. 'projected': the outputs of "
+        "help": "Which of the student's per-layer features SUPERB's protocol reads (a learned weighted sum of them; "
+                "query by example: each one by itself). 'projected': the outputs of "
                 "the student's distillation heads, one per layer (the features the authors gave SUPERB); "
                 "'hidden_states': the encoder input and every layer's output; 'auto': 'projected' when the student "
                 "is frozen (SUPERB's protocol) and has heads, else 'hidden_states'."})
@@ -581,6 +582,50 @@ class CtcMetricArguments(ArgumentConcept):
 
 
 # ----------------------------------------------------------------------------------------------
+# Query by example (run_query_by_example.py): no head trains, each layer is scored by DTW.
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Quesst14Arguments(ArgumentConcept):
+    """QUESST 2014 in its download layout (`corpora.quesst14`)."""
+
+    quesst14_root: str | None = field(default=None, metadata={
+        "help": "The extracted quesst14Database folder (Audio/, dev_queries/, eval_queries/, scoring/). Only the "
+                "English entries of its language lists are read, as SUPERB does."})
+
+    def __post_init__(self) -> None:
+        if not self.quesst14_root:
+            raise ValueError("--quesst14_root is required: the extracted quesst14Database folder.")
+        super().__post_init__()
+
+
+@dataclass
+class QbeScoringArguments(ArgumentConcept):
+    """Which layers are matched, where, and which scorer gives their MTWV."""
+
+    layers: list[int] | None = field(default=None, metadata={
+        "help": "Layers whose features are matched (SUPERB's -l): i = the output of layer i (its distillation "
+                "head's with projected features), 0 = the encoder input (hidden_states features only); default: "
+                "every one. The dev split picks the best, which is then scored on the eval split."})
+    scorer: Literal["auto", "official", "python"] = field(default="auto", metadata={
+        "help": "What turns the STD lists into MTWV: 'official' = the corpus's scoring/score-TWV-Cnxe.sh (needs Java "
+                "and bc), 'python' = this project's implementation of the standard definition, 'auto' = official "
+                "when Java and the script are there, else python."})
+    device: str = field(default="auto", metadata={
+        "help": "Where the student runs and the distances and DTW are computed: 'auto' (a GPU when there is one), "
+                "'cpu', 'cuda', 'cuda:1', ..."})
+    output_dir: str = field(default="outputs/armhubert-superb-qbe", metadata={
+        "help": "Where the features (features/), the STD lists (<split>/layer_<i>/benchmark.stdlist.xml) and the "
+                "results JSONs (dev_results.json: every layer; eval_results.json: the selected one) are written."})
+
+    def __post_init__(self) -> None:
+        if self.layers is not None and any(layer < 0 for layer in self.layers):
+            raise ValueError(f"--layers are indices from 0; got {self.layers}.")
+        super().__post_init__()
+
+
+# ----------------------------------------------------------------------------------------------
 # Each script's arguments: the concepts it uses, nothing added. HfArgumentParser lists the options of
 # the last base first, so the student and the data source come last here and first in --help.
 # ----------------------------------------------------------------------------------------------
@@ -626,3 +671,13 @@ class ClassificationDataArguments(CroppingArguments, PredictionSplitArguments, H
                                   ClassificationCorpusArguments):
     """run_audio_classification.py: labelled audio (a corpus folder or a `datasets` dataset), training
     utterances cropped or filtered by duration, prediction splits."""
+
+
+@dataclass
+class QbeModelArguments(SuperbFeatureArguments, StudentSourceArguments):
+    """run_query_by_example.py: which student, and which of its features are matched."""
+
+
+@dataclass
+class QbeArguments(QbeScoringArguments, Quesst14Arguments):
+    """run_query_by_example.py: the corpus, the layers, the scorer and where the results go."""

@@ -7,7 +7,7 @@ JSON itself); ER takes one folder per fold and reports their mean, as SUPERB doe
     python -m armhubert_training.superb_report --name "my armhubert" \\
         --pr runs/pr --asr runs/asr --ks runs/ks --ic runs/ic --sid runs/sid \\
         --er runs/er-fold1 runs/er-fold2 runs/er-fold3 runs/er-fold4 runs/er-fold5 --sf runs/sf \\
-        --output superb.md
+        --qbe runs/qbe --output superb.md
 
 The table has the columns of the paper's results (PR and ASR error rates, accuracies of KS, IC, SID
 and ER, slot-filling F1 and CER, all in %), the published rows, and an overall score.
@@ -17,7 +17,8 @@ Distill table (HuBERT Base 80.8, DistilHuBERT 75.9, ARMHuBERT 78.1, ...) is the 
 numbers, error rates turned into 100 - error:
     [(100-PER) + (100-WER) + KS + 100*QbE_MTWV + SID + (100-ASV_EER) + (100-SD_DER) + IC + SF_F1
      + (100-SF_CER) + ER] / 11.
-QbE, ASV and SD have no recipe here: pass them with --qbe/--asv/--sd (from s3prl) to get the score.
+QbE: --qbe takes the output folder of run_query_by_example.py (the eval MTWV at the best dev layer).
+ASV and SD have no recipe here: pass them with --asv/--sd (from s3prl) to get the score.
 """
 
 from __future__ import annotations
@@ -103,6 +104,27 @@ def read_metric(path: Path, metric: str, preferred_split: str) -> float:
     return 100 * float(results[key])
 
 
+# ---- QbE: a run_query_by_example.py run (or a published MTWV) -----------------------------------
+
+
+def read_qbe(value: str) -> tuple[float, str]:
+    """(MTWV, where it came from) of --qbe: a number as given, or a run_query_by_example.py output
+    folder (or its eval_results.json): the eval MTWV at the layer the dev split selected."""
+    try:
+        return float(value), "given on the command line"
+    except ValueError:
+        pass
+    path = Path(value)
+    file = path / "eval_results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"--qbe {value}: neither an MTWV nor a run_query_by_example.py output folder "
+                                "(with eval_results.json).")
+    results = json.loads(file.read_text())
+    if "mtwv" not in results or "layer" not in results:
+        raise KeyError(f"{file} has no `mtwv` and `layer`: is it run_query_by_example.py's eval_results.json?")
+    return float(results["mtwv"]), f"{file}: eval split, layer {results['layer']}, scorer {results.get('scorer')}"
+
+
 def collect(args: argparse.Namespace) -> dict[str, float]:
     """The run's numbers in % (QbE as MTWV), from the result files and the --qbe/--asv/--sd values."""
     numbers: dict[str, float] = {}
@@ -111,7 +133,9 @@ def collect(args: argparse.Namespace) -> dict[str, float]:
         if paths:
             values = [read_metric(Path(p), metric, split) for p in paths]
             numbers[task] = sum(values) / len(values)  # ER: the mean over folds
-    for task in ("qbe", "asv", "sd"):
+    if args.qbe is not None:
+        numbers["qbe"] = read_qbe(args.qbe)[0]
+    for task in ("asv", "sd"):
         if getattr(args, task) is not None:
             numbers[task] = getattr(args, task)
     return numbers
@@ -147,7 +171,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             ("er", "emotion-recognition runs, one per fold (mean accuracy)"),
                             ("sf", "slot-filling run (slot-type F1 and slot-value CER)")]:
         parser.add_argument(f"--{task}", nargs="+", metavar="RUN", help=f"Output folder or results JSON of the {help_text}.")
-    parser.add_argument("--qbe", type=float, help="QbE MTWV (e.g. 0.0736), not run here; needed for the overall score.")
+    parser.add_argument("--qbe", metavar="RUN_OR_MTWV", help="Output folder (or eval_results.json) of the "
+                        "run_query_by_example.py run, or an MTWV from elsewhere (e.g. 0.0736); needed for the "
+                        "overall score.")
     parser.add_argument("--asv", type=float, help="ASV EER in %%, not run here; needed for the overall score.")
     parser.add_argument("--sd", type=float, help="SD DER in %%, not run here; needed for the overall score.")
     parser.add_argument("--no-published", action="store_true", help="Leave out the published rows.")
@@ -174,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if missing:
         text += (f"\n\nOverall score of {args.name}: needs {', '.join(missing)} (the mean of 11 SUPERB numbers; "
                  "see `python -m armhubert_training.superb_report --help`).")
+    if args.qbe is not None:
+        text += f"\n\nQbE MTWV of {args.name}: {read_qbe(args.qbe)[1]}."
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,21 @@ def padding_waste_table(rows: Sequence[dict[str, Any]]) -> str:
     ])
 
 
+def qbe_dtw_table(rows: Sequence[dict[str, Any]]) -> str:
+    """benchmarks/qbe_dtw.py: query-by-example pairs per second, s3prl's way (scipy + dtw-python, one
+    process) and batched torch, and the projected English dev sweep."""
+    shown = [{**row, "what": {"dtw": "DTW only", "pair": "distances + DTW"}[row["what"]],
+              "device": row["device"] + (f", {row['threads']} thread" if row.get("threads") else ""),
+              "reference": f"{row['reference_pairs_per_s']:,.0f}", "fast": f"{row['fast_pairs_per_s']:,.0f}",
+              "speedup": f"{row['speedup']:.0f}×", "reference_h": f"{row['sweep_reference_hours_per_core']:.1f}",
+              "fast_h": f"{row['sweep_fast_hours']:.2f}"} for row in rows]
+    return markdown_table(shown, [
+        ("what", "per pair"), ("device", "torch path on"), ("reference", "s3prl's way, pairs / s (1 core)"),
+        ("fast", "batched torch, pairs / s"), ("speedup", "speed-up"),
+        ("reference_h", "dev sweep, s3prl's way (core-hours)"), ("fast_h", "dev sweep, batched (hours)"),
+    ])
+
+
 # ----------------------------------------------------------------------------------------------
 # The docs' tables
 # ----------------------------------------------------------------------------------------------
@@ -198,6 +213,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "distill_end_to_end_cpu_tiny": lambda: distill_end_to_end_table(load_rows("distill_end_to_end_cpu_tiny")),
     "distill_end_to_end_cpu": lambda: distill_end_to_end_table(load_rows("distill_end_to_end_cpu")),
     "padding_waste": lambda: padding_waste_table(load_rows("padding_waste")),
+    "qbe_dtw_cpu": lambda: qbe_dtw_table(load_rows("qbe_dtw_cpu")),
 }
 
 

@@ -7,6 +7,7 @@ no audio decoded; see `index`) and the utterances it left out, by reason (`audio
     fluent_commands.py   Fluent Speech Commands (SUPERB IC)
     voxceleb1.py         VoxCeleb1 identification split (SUPERB SID)
     iemocap.py           IEMOCAP (SUPERB ER)
+    quesst14.py          QUESST 2014, English (SUPERB QbE; read by run_query_by_example.py)
     folder.py            a folder of class folders
     hub.py               any `datasets` dataset, for every task
     labels.py            the classes of a classification task (`LabelSet`)
