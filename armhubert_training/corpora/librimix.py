@@ -126,12 +126,12 @@ def librimix_recordings(root: Path, split: str, frame_shift: int, num_speakers: 
     turns: dict[str, list[Turn]] = {recording: [] for recording in paths}
     segments = folder / "segments"
     for number, (segment, recording, start, end) in _fields(segments, 4, "<segment> <recording> <start s> <end s>"):
+        start_seconds, end_seconds = _seconds(segments, number, start), _seconds(segments, number, end)
         if recording not in paths or segment not in speakers:
             missing = "wav.scp" if recording not in paths else "utt2spk"
             raise ValueError(f"{segments} line {number}: {segment if missing == 'utt2spk' else recording} is not in "
                              f"{missing}; the split folder's files do not belong together.")
-        turns[recording].append(Turn(speakers[segment], _seconds(segments, number, start),
-                                     _seconds(segments, number, end)))
+        turns[recording].append(Turn(speakers[segment], start_seconds, end_seconds))
     read_rttm(folder / "rttm")  # the DER reference: malformed lines stop the run now, not after training
     recordings = []
     for recording, wav in paths.items():
