@@ -8,7 +8,8 @@ import configparser
 
 from conftest import REPO
 
-TOP_LEVEL = {"configuration_armhubert", "modeling_armhubert", "run_distill", "run_asr_ctc", "run_audio_classification"}
+TOP_LEVEL = {"configuration_armhubert", "modeling_armhubert", "run_distill", "run_asr_ctc", "run_audio_classification",
+             "run_diarization"}
 SCRIPTS = {name for name in TOP_LEVEL if name.startswith("run_")}
 # Copied next to saved models and imported there as remote code, without this project installed.
 TRAVELLING = ["configuration_armhubert.py", "modeling_armhubert.py", "armhubert_training/asr_pipeline.py",
