@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 from scipy.optimize import linear_sum_assignment
 
@@ -19,8 +18,9 @@ from armhubert_training.audio import skip_metrics
 from armhubert_training.corpora.librimix import librimix_recordings, read_rttm
 from armhubert_training.diarization_scoring import FrameErrors, diarization_error_rate
 from armhubert_training.speech_datasets import build_diarization_datasets
-from conftest import LIBRISPEECH, REPO, logged_losses, pad_batch, tiny_config
+from conftest import REPO, logged_losses, pad_batch, tiny_config
 from modeling_armhubert import ArmHubertForSuperbDiarization, permutation_invariant_bce
+from tools.make_tiny_librimix import TEST, make_tiny_librimix, write_split
 
 DSCORE = REPO / "tests" / "fixtures" / "dscore"
 RATE, SHIFT = 16_000, 320
@@ -116,54 +116,14 @@ def test_a_padded_batch_gives_each_item_its_single_output():
 
 
 # ----------------------------------------------------------------------------------------------
-# Libri2Mix-style corpus from the bundled audio
+# Libri2Mix-style corpus from the bundled audio (tools/make_tiny_librimix.py: known turns)
 # ----------------------------------------------------------------------------------------------
-
-
-def write_split(folder: Path, mixtures: list[tuple[str, str, float]], extra_speaker: bool = False) -> dict:
-    """Kaldi-style split folder of mixtures of two bundled utterances (first 1.6 s of each): the first
-    speaks from 0 s, the second from `offset` s. Returns recording -> its turns [(speaker, start, end)]."""
-    folder.mkdir(parents=True)
-    files = {path.stem: path for path in LIBRISPEECH.rglob("*.flac")}
-    scp, segments, utt2spk, reco2dur, rttm, truth = [], [], [], [], [], {}
-    for first, second, offset in mixtures:
-        sources = [(first, 0.0), (second, offset)]
-        if extra_speaker:
-            sources.append((next(name for name in files if name.split("-")[0] not in (first[:3], second[:3])), 0.2))
-        length = round((offset + 1.6) * RATE)
-        mixture = np.zeros(length, dtype=np.float32)
-        recording = f"{first}_{second}"
-        truth[recording] = []
-        for name, start in sources:
-            audio = soundfile.read(files[name], dtype="float32")[0][:round(1.6 * RATE)]
-            mixture[round(start * RATE):round(start * RATE) + len(audio)] += audio
-            speaker, end = name.split("-")[0], start + 1.6
-            segment = f"{recording}_{round(start * 1000):06d}_{round(end * 1000):06d}"
-            segments.append(f"{segment} {recording} {start:.2f} {end:.2f}")
-            utt2spk.append(f"{segment} {speaker}")
-            rttm.append(f"SPEAKER\t{recording}\t1\t{start:.2f}\t{end - start:.2f}\t<NA>\t<NA>\t{speaker}\t<NA>")
-            truth[recording].append((speaker, start, end))
-        wav = folder / f"{recording}.wav"
-        soundfile.write(wav, mixture, RATE)
-        scp.append(f"{recording} {wav}")
-        reco2dur.append(f"{recording} {length / RATE}")
-    for name, lines in (("wav.scp", scp), ("segments", segments), ("utt2spk", utt2spk), ("reco2dur", reco2dur),
-                        ("rttm", rttm)):
-        (folder / name).write_text("\n".join(lines) + "\n")
-    return truth
-
-
-TRAIN = [("101-7311-0000", "102-9268-0000", 1.0), ("104-9541-0000", "101-7311-0001", 0.8),
-         ("102-9268-0001", "104-9541-0001", 1.2), ("101-7311-0002", "104-9541-0002", 0.6)]
-TEST = [("107-5712-0000", "110-2889-0000", 1.0), ("110-2889-0001", "107-5712-0001", 0.7)]
 
 
 @pytest.fixture(scope="module")
 def librimix(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("librimix")
-    write_split(root / "train", TRAIN)
-    write_split(root / "dev", TEST)
-    write_split(root / "test", TEST)
+    make_tiny_librimix(root)
     return root
 
 
@@ -253,7 +213,7 @@ def test_a_malformed_line_stops_at_start_up_naming_file_and_line(librimix, tmp_p
 
 
 def test_a_recording_with_more_speakers_than_outputs_is_an_error_naming_it(tmp_path):
-    write_split(tmp_path / "test", TEST[:1], extra_speaker=True)
+    write_split(tmp_path / "test", TEST[:1], extra=("101-7311-0003", 0.2))
     with pytest.raises(ValueError, match=r"Recording 107-5712-0000_110-2889-0000 .* has 3 speakers"):
         librimix_recordings(tmp_path, "test", SHIFT, 2)
 
