@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
+from transformers import AutoModelForAudioFrameClassification
 
 import run_diarization
 from armhubert_training.arguments import DiarizationDataArguments
@@ -182,6 +183,18 @@ def test_results_der_equals_a_recomputation_from_the_written_rttms(sd_run, libri
     best = f"threshold_{results['predict_test_der_threshold']:g}_median_{results['predict_test_der_median']}"
     assert table[best] == results["predict_test_der"]
     assert results["predict_test_recordings"] == 2 and results["predict_test_skipped_files"] == 0
+
+
+def test_the_trained_model_loads_by_its_auto_class_and_scores_the_same(sd_run, librimix, tmp_path):
+    assert json.loads((sd_run / "config.json").read_text())["auto_map"]["AutoModelForAudioFrameClassification"] == (
+        "modeling_armhubert.ArmHubertForSuperbDiarization")
+    assert isinstance(AutoModelForAudioFrameClassification.from_pretrained(sd_run), ArmHubertForSuperbDiarization)
+    metrics = run_diarization.main(["--model_name_or_path", str(sd_run), "--librimix_root", str(librimix),
+                                    "--chunk_frames", "60", "--do_predict", "--output_dir", str(tmp_path),
+                                    "--dataloader_num_workers", "0", "--report_to", "none"])
+    saved = json.loads((sd_run / "predict_test_results.json").read_text())
+    assert metrics["predict_test_der"] == saved["predict_test_der"]
+    assert metrics["predict_test_accuracy"] == saved["predict_test_accuracy"]
 
 
 # ----------------------------------------------------------------------------------------------
