@@ -1243,8 +1243,8 @@ class ArmHubertForSuperbDiarization(_FrozenStudentMixin, ArmHubertPreTrainedMode
         loss = None
         if labels is not None:
             if labels.shape != logits.shape:
-                raise ValueError(f"labels must have the logits' shape (B, T, num_labels) = {tuple(logits.shape)}, T "
-                                 f"the longest item's samples // {self.config.total_stride}; got {tuple(labels.shape)}.")
+                raise ValueError(f"labels must have the logits' shape (B, T, num_labels) = {tuple(logits.shape)}, "
+                                 f"T the longest item's samples // {self.config.total_stride}; got {tuple(labels.shape)}.")
             loss, _ = permutation_invariant_bce(logits, labels, frame_lengths)
         output = TokenClassifierOutput(loss=loss, logits=logits,
                                        hidden_states=outputs.hidden_states if output_hidden_states else None,
@@ -1503,5 +1503,5 @@ ArmHubertForSuperbDiarization.register_for_auto_class("AutoModelForAudioFrameCla
 AutoModelForAudioFrameClassification.register(ArmHubertConfig, ArmHubertForSuperbDiarization, exist_ok=True)
 
 __all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertForSequenceClassification", "ArmHubertForSuperbCTC",
-           "ArmHubertForSuperbDiarization", "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel", "SuperbSpecAugment",
-           "compute_span_mask"]
+           "ArmHubertForSuperbDiarization", "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel",
+           "SuperbSpecAugment", "compute_span_mask", "permutation_invariant_bce"]

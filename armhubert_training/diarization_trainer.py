@@ -101,8 +101,8 @@ class DiarizationTrainer(SplitScoringTrainer):
             best = setting_name(metrics["der_threshold"], int(metrics["der_median"]))
             best_turns = read_rttm(Path(self.args.output_dir) / f"{name}_rttm" / f"{best}.rttm")
             # A recording's prediction: its turns under the best setting, "speaker start end" per line.
-            predictions = ["\n".join(f"{turn.speaker} {turn.start:.2f} {turn.end:.2f}" for turn in best_turns.get(r, []))
-                           for r in joined]
+            predictions = ["\n".join(f"{turn.speaker} {turn.start:.2f} {turn.end:.2f}"
+                                     for turn in best_turns.get(recording, [])) for recording in joined]
         return ScoredSplit(ids=list(joined), references=[""] * len(joined), predictions=predictions,
                            metrics={f"{name}_{key}": value for key, value in metrics.items()})
 

@@ -475,7 +475,8 @@ def build_diarization_datasets(data_args: DiarizationDataArguments, frame_shift:
         return dataset
 
     return DiarizationData(
-        train=split_dataset(data_args.train_splits, data_args.max_train_samples, "--train_splits") if do_train else None,
+        train=(split_dataset(data_args.train_splits, data_args.max_train_samples, "--train_splits")
+               if do_train else None),
         eval=split_dataset(data_args.eval_splits, data_args.max_eval_samples, "--eval_splits") if do_eval else None,
         predict={split_key(split): split_dataset([split], data_args.max_predict_samples, "--predict_splits")
                  for split in data_args.predict_splits} if do_predict else {})

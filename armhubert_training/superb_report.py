@@ -1,8 +1,8 @@
 """One SUPERB table from the results of the task runs, beside the published students.
 
 Each task run (run_asr_ctc.py for ASR, PR and SF; run_audio_classification.py for KS, IC, SID and
-ER; run_diarization.py for SD) writes `predict_<split>_results.json` into its output folder. Give each task its folder (or the
-JSON itself); ER takes one folder per fold and reports their mean, as SUPERB does:
+ER; run_diarization.py for SD) writes `predict_<split>_results.json` into its output folder. Give
+each task its folder (or the JSON itself); ER takes one folder per fold and reports their mean, as SUPERB does:
 
     python -m armhubert_training.superb_report --name "my armhubert" \\
         --pr runs/pr --asr runs/asr --ks runs/ks --ic runs/ic --sid runs/sid \\

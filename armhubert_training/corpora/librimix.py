@@ -139,9 +139,9 @@ def librimix_recordings(root: Path, split: str, frame_shift: int, num_speakers: 
             raise ValueError(f"{folder / 'reco2dur'} has no line for {recording} (in {wav_scp}).")
         names = sorted({turn.speaker for turn in turns[recording]})
         if len(names) > num_speakers:
-            raise ValueError(f"Recording {recording} of {folder} has {len(names)} speakers ({', '.join(names)}) but the "
-                             f"model has {num_speakers} outputs; train a head with --num_speakers {len(names)} or "
-                             "leave the recording out.")
+            raise ValueError(f"Recording {recording} of {folder} has {len(names)} speakers ({', '.join(names)}) "
+                             f"but the model has {num_speakers} outputs; train a head with --num_speakers "
+                             f"{len(names)} or leave the recording out.")
         frames = int(durations[recording] * SAMPLING_RATE / frame_shift)
         recordings.append(Recording(recording, wav, frames, names, turns[recording]))
     readable = header_durations([r.path for r in recordings], num_workers)
