@@ -1243,9 +1243,9 @@ class ArmHubertForSuperbDiarization(_FrozenStudentMixin, ArmHubertPreTrainedMode
         loss = None
         if labels is not None:
             if labels.shape != logits.shape:
-                raise ValueError(f"labels must have the logits' shape (B, T, num_labels) = {tuple(logits.shape)}, T the "
-                                 f"longest item's samples // {self.config.total_stride}; got "
-                                 f"{tuple(labels.shape)}.")
+                raise ValueError(f"labels must have the logits' shape (B, T, num_labels) = {tuple(logits.shape)}, "
+                                 f"T the longest item's samples // {self.config.total_stride}; "
+                                 f"got {tuple(labels.shape)}.")
             loss, _ = permutation_invariant_bce(logits, labels, frame_lengths)
         output = TokenClassifierOutput(loss=loss, logits=logits,
                                        hidden_states=outputs.hidden_states if output_hidden_states else None,
