@@ -191,10 +191,16 @@ def test_the_trained_model_loads_by_its_auto_class_and_scores_the_same(sd_run, l
     assert isinstance(AutoModelForAudioFrameClassification.from_pretrained(sd_run), ArmHubertForSuperbDiarization)
     metrics = run_diarization.main(["--model_name_or_path", str(sd_run), "--librimix_root", str(librimix),
                                     "--chunk_frames", "60", "--do_predict", "--output_dir", str(tmp_path),
-                                    "--dataloader_num_workers", "0", "--report_to", "none"])
+                                    "--dataloader_num_workers", "0", "--dataloader_pin_memory", "false", "--report_to", "none"])
     saved = json.loads((sd_run / "predict_test_results.json").read_text())
     assert metrics["predict_test_der"] == saved["predict_test_der"]
     assert metrics["predict_test_accuracy"] == saved["predict_test_accuracy"]
+    # One chunk per recording: s3prl's frame DER (logit > 0) is the RTTM DER at threshold 0.5 without a filter.
+    whole = run_diarization.main(["--model_name_or_path", str(sd_run), "--librimix_root", str(librimix),
+                                  "--do_predict", "--output_dir", str(tmp_path / "whole"),
+                                  "--dataloader_num_workers", "0", "--dataloader_pin_memory", "false", "--report_to", "none"])
+    assert whole["predict_test_chunks"] == whole["predict_test_recordings"] == 2
+    assert whole["predict_test_frame_der"] == pytest.approx(whole["predict_test_der_threshold_0.5_median_1"], abs=1e-9)
 
 
 # ----------------------------------------------------------------------------------------------
