@@ -73,13 +73,16 @@ class DiarizationTrainer(SplitScoringTrainer):
             loss, orders = permutation_invariant_bce(logits, batch["labels"], lengths)
             loss_total += float(loss) * int(lengths.sum())
             frames_total += int(lengths.sum())
+            batch_chunks = []
             for row, (recording, start) in enumerate(zip(ids, starts)):
                 frames = int(lengths[row])
                 errors.add(logits[row, :frames].cpu(), batch["labels"][row, :frames, orders[row]].cpu())
-                chunks.append((recording, start, torch.sigmoid(logits[row, :frames]).cpu().numpy()))
+                batch_chunks.append((recording, start, torch.sigmoid(logits[row, :frames]).cpu().numpy()))
+            if self.accelerator.num_processes > 1:
+                batch_chunks = self.accelerator.gather_for_metrics(batch_chunks, use_gather_object=True)
+            chunks.extend(batch_chunks)
             self.prediction_step_done(dataloader)
         if self.accelerator.num_processes > 1:
-            chunks = self.accelerator.gather_for_metrics(chunks, use_gather_object=True)
             errors = FrameErrors(*(int(x) for x in self.accelerator.reduce(
                 torch.tensor(list(vars(errors).values()), device=self.args.device), "sum").tolist()))
             totals = self.accelerator.reduce(torch.tensor([loss_total, frames_total, undecodable],
