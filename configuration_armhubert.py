@@ -18,6 +18,7 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
   SpecAugment on the weighted-sum features (`superb_spec_augment` and the fields after it).
 - `classifier_*`, `use_weighted_layer_sum`: the utterance classifier [`ArmHubertForSequenceClassification`]
   (SUPERB's KS/IC/SID/ER protocol, or full fine-tuning like `HubertForSequenceClassification`).
+- `diarization_lstm_hidden_size`: the LSTM of [`ArmHubertForSuperbDiarization`] (SUPERB's speaker diarization).
 """
 
 import dataclasses
@@ -90,6 +91,7 @@ AUTO_MAP = {
     "AutoModel": "modeling_armhubert.ArmHubertModel",
     "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC",
     "AutoModelForAudioClassification": "modeling_armhubert.ArmHubertForSequenceClassification",
+    "AutoModelForAudioFrameClassification": "modeling_armhubert.ArmHubertForSuperbDiarization",
 }
 
 
@@ -153,6 +155,8 @@ class ArmHubertConfig(PretrainedConfig):
         superb_freq_mask_width_limit: Each channel band is 0 .. limit - 1 channels wide (SUPERB: 50).
         superb_num_time_masks: Bands of frames zeroed per utterance (SUPERB: 2).
         superb_time_mask_width_limit: Each frame band is 0 .. limit - 1 frames wide (SUPERB: 40).
+        diarization_lstm_hidden_size: Units of the unidirectional LSTM of [`ArmHubertForSuperbDiarization`]
+            (SUPERB's speaker diarization: 512); its `num_labels` is the number of speakers per recording.
     """
 
     model_type = "armhubert"
@@ -206,6 +210,7 @@ class ArmHubertConfig(PretrainedConfig):
     superb_freq_mask_width_limit: int = 50
     superb_num_time_masks: int = 2
     superb_time_mask_width_limit: int = 40
+    diarization_lstm_hidden_size: int = 512
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
@@ -254,7 +259,7 @@ class ArmHubertConfig(PretrainedConfig):
                              f"({self.num_conv_pos_embedding_groups}).")
         if self.superb_features not in SUPERB_FEATURES:
             raise ValueError(f"superb_features must be one of {SUPERB_FEATURES}, got {self.superb_features!r}.")
-        for name in ("superb_projection_dim", "superb_lstm_hidden_size"):
+        for name in ("superb_projection_dim", "superb_lstm_hidden_size", "diarization_lstm_hidden_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         for name in ("superb_time_warp_window", "superb_num_freq_masks", "superb_num_time_masks"):

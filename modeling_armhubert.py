@@ -13,7 +13,8 @@ Two CTC heads turn a student into a recogniser: `ArmHubertForCTC` (a Linear on t
 full fine-tuning) and `ArmHubertForSuperbCTC` (SUPERB's ASR protocol: frozen student, learned
 weighted sum of its layers, BiLSTM); see `run_asr_ctc.py`. `ArmHubertForSequenceClassification`
 classifies utterances, with SUPERB's utterance-level protocol or full fine-tuning; see
-`run_audio_classification.py`.
+`run_audio_classification.py`. `ArmHubertForSuperbDiarization` is SUPERB's speaker diarization head
+(frozen student, weighted sum, LSTM, two speaker activities per frame); see `run_diarization.py`.
 
 Unlike the authors' implementation, every item of a padded batch gives the same outputs as that
 item alone: the first conv's GroupNorm and all attention maps see real frames only.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,11 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForCTC, PreTrainedModel
+from transformers import (AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForAudioFrameClassification,
+                          AutoModelForCTC, PreTrainedModel)
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput
+from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
@@ -1128,6 +1131,134 @@ class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTraine
 
 
 # ----------------------------------------------------------------------------------------------
+# SUPERB speaker diarization (docs/superb.md, SD)
+# ----------------------------------------------------------------------------------------------
+
+
+def permutation_invariant_bce(logits: torch.Tensor, labels: torch.Tensor,
+                              frame_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SUPERB's permutation-invariant BCE of speaker activities.
+
+    For every order of the speakers: BCE with logits per frame and speaker, the mean over speakers,
+    the sum over each item's real frames; each item keeps its smallest sum, and the loss is the
+    total over the batch divided by the total of real frames.
+
+    Args:
+        logits: (B, T, S) speaker-activity logits; labels: (B, T, S) 0/1 (anything beyond an item's
+            frames is ignored); frame_lengths: (B,) real frames of each item.
+
+    Returns:
+        (loss, permutations (B, S)): the loss, and for each item the label column each output
+        speaker was matched with (labels[..., permutations[b]] lines up with logits[b]).
+    """
+    batch, frames, speakers = logits.shape
+    real = torch.arange(frames, device=logits.device)[None, :] < frame_lengths.to(logits.device)[:, None]  # (B, T)
+    targets = labels.float().masked_fill(~real[..., None], 0.0)
+    orders = torch.tensor(list(itertools.permutations(range(speakers))), device=logits.device)  # (P, S)
+    per_order = torch.stack([
+        (F.binary_cross_entropy_with_logits(logits.float(), targets[..., order], reduction="none").mean(-1)
+         * real).sum(-1)
+        for order in orders])  # (P, B)
+    best, chosen = per_order.min(0)
+    return best.sum() / real.sum().clamp(min=1), orders[chosen]
+
+
+class ArmHubertForSuperbDiarization(_FrozenStudentMixin, ArmHubertPreTrainedModel):
+    """SUPERB's speaker diarization model on a frozen student (s3prl's `diarization` task).
+
+        student (frozen, eval mode) -> N feature sequences -> softmax(layer_weights)-weighted sum (B, T', D)
+          -> frames aligned to the label frames (the last feature frame repeated) (B, T, D)
+          -> LSTM(D, diarization_lstm_hidden_size), one unidirectional layer -> Linear(., num_labels)
+          -> logits (B, T, num_labels): one activity logit per speaker and frame
+
+    `num_labels` is the number of speakers per recording (SUPERB's Libri2Mix: 2). A label frame is one
+    stride of the conv encoder (320 samples, 20 ms), and an item of S samples has S // 320 of them:
+    the conv encoder makes one frame fewer for most lengths, so the last feature frame is repeated, as
+    s3prl pads its features to the labels. The loss is `permutation_invariant_bce` (the speakers of a
+    recording have no order). Only the layer weights, the LSTM and the output layer are trained.
+    """
+
+    _keys_to_ignore_on_load_unexpected = _STUDENT_ONLY_KEYS
+
+    def __init__(self, config: ArmHubertConfig):
+        if config.superb_features == "projected" and not config.has_projection_heads:
+            raise ValueError("superb_features='projected' needs the student's distillation heads (projection_dim); "
+                             "this student has none: use superb_features='hidden_states'.")
+        config = _without_unused_heads(config, type(self).__name__, uses_heads=config.superb_features == "projected")
+        super().__init__(config)
+        self.armhubert = ArmHubertModel(config)
+        self.featurizer = ArmHubertSuperbFeaturizer(config)
+        self.lstm = nn.LSTM(self.featurizer.feature_dim, config.diarization_lstm_hidden_size, batch_first=True)
+        self.classifier = nn.Linear(config.diarization_lstm_hidden_size, config.num_labels)
+        self.post_init()
+        self.freeze_base_model()
+
+    def label_frame_lengths(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) label frames of each item: its samples // the conv encoder's total stride."""
+        return attention_mask.sum(-1).long() // self.config.total_stride
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput | tuple:
+        r"""
+        Args:
+            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded.
+            labels: (B, T, num_labels) 0/1 speaker activities, T = the longest item's S // total_stride;
+                frames beyond an item's own count are ignored (pad them with any value).
+
+        Returns:
+            `TokenClassifierOutput` with `logits` (B, T, num_labels) and the permutation-invariant BCE
+            `loss` when labels are given.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_values, dtype=torch.long)
+        frame_lengths = self.label_frame_lengths(attention_mask)
+        feature_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
+        if int(feature_lengths.min()) < 1:
+            raise ValueError(f"Every item needs at least {self.config.receptive_field} samples (one frame of the conv "
+                             f"encoder); got {attention_mask.sum(-1).tolist()}.")
+        with torch.no_grad():  # the student is never trained here
+            outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=True,
+                                     output_attentions=output_attentions, return_dict=True)
+        features = self.featurizer(outputs)  # (B, T', D)
+        frames = int(frame_lengths.max())
+        # Label frame t reads feature frame min(t, last real feature frame).
+        source = torch.minimum(torch.arange(frames, device=features.device)[None, :],
+                               (feature_lengths.to(features.device) - 1)[:, None])  # (B, T)
+        features = torch.gather(features, 1, source[..., None].expand(-1, -1, features.shape[-1]))
+        # Packing keeps padded frames out of the recurrence, so padding cannot change any output.
+        packed = pack_padded_sequence(features, frame_lengths.clamp(min=1).cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        hidden_states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=frames)
+        logits = self.classifier(hidden_states)
+
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape:
+                raise ValueError(f"labels must have the logits' shape (B, T, num_labels) = {tuple(logits.shape)}, "
+                                 f"T the longest item's samples // {self.config.total_stride}; "
+                                 f"got {tuple(labels.shape)}.")
+            loss, _ = permutation_invariant_bce(logits, labels, frame_lengths)
+        output = TokenClassifierOutput(loss=loss, logits=logits,
+                                       hidden_states=outputs.hidden_states if output_hidden_states else None,
+                                       attentions=outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+    @property
+    def layer_weight_distribution(self) -> torch.Tensor:
+        """softmax(layer_weights): how much each feature sequence contributes (N,), for inspection."""
+        return self.featurizer.layer_weight_distribution
+
+
+# ----------------------------------------------------------------------------------------------
 # Span masking (docs/method.md §3)
 # ----------------------------------------------------------------------------------------------
 
@@ -1369,7 +1500,9 @@ AutoModel.register(ArmHubertConfig, ArmHubertModel, exist_ok=True)
 AutoModelForCTC.register(ArmHubertConfig, (ArmHubertForCTC, ArmHubertForSuperbCTC), exist_ok=True)
 ArmHubertForSequenceClassification.register_for_auto_class("AutoModelForAudioClassification")
 AutoModelForAudioClassification.register(ArmHubertConfig, ArmHubertForSequenceClassification, exist_ok=True)
+ArmHubertForSuperbDiarization.register_for_auto_class("AutoModelForAudioFrameClassification")
+AutoModelForAudioFrameClassification.register(ArmHubertConfig, ArmHubertForSuperbDiarization, exist_ok=True)
 
 __all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertForSequenceClassification", "ArmHubertForSuperbCTC",
-           "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel", "SuperbSpecAugment",
-           "compute_span_mask"]
+           "ArmHubertForSuperbDiarization", "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel",
+           "SuperbSpecAugment", "compute_span_mask", "permutation_invariant_bce"]

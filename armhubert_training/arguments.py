@@ -212,6 +212,23 @@ class ClassifierHeadArguments(ArgumentConcept):
         super().__post_init__()
 
 
+
+@dataclass
+class DiarizationHeadArguments(ArgumentConcept):
+    """SUPERB's speaker diarization head: an LSTM over the weighted sum, one activity output per speaker."""
+
+    num_speakers: int = field(default=2, metadata={
+        "help": "Speakers per recording, one output each (SUPERB's Libri2Mix: 2). A recording with more stops the "
+                "run at start-up."})
+    diarization_lstm_hidden_size: int = field(default=512, metadata={
+        "help": "Units of the unidirectional LSTM (SUPERB: 512)."})
+
+    def __post_init__(self) -> None:
+        for name in ("num_speakers", "diarization_lstm_hidden_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}.")
+        super().__post_init__()
+
 @dataclass
 class TeacherArguments(HubCacheArguments):
     """The teacher a student is distilled from, and which of its layers each student layer learns."""
@@ -458,6 +475,62 @@ class ClassificationCorpusArguments(DataSourceArguments):
 
 
 @dataclass
+class LibriMixArguments(DataSourceArguments):
+    """Libri2Mix in the Kaldi-style folders of s3prl's LibriMix preparation (`corpora.librimix`), SUPERB's
+    speaker diarization corpus."""
+
+    librimix_root: str | None = field(default=None, metadata={
+        "help": "The folder s3prl's LibriMix scripts/prepare_diarization.py writes (s3prl's "
+                "downstream/diarization/data): train/, dev/ and test/, each with wav.scp, segments, utt2spk, "
+                "reco2dur and rttm. Splits: train, dev (default for evaluation), test. One of the data sources: "
+                "give exactly one."})
+
+    def data_sources(self) -> dict[str, str]:
+        return {**super().data_sources(), "librimix_root": "a LibriMix diarization folder"}
+
+    def default_splits(self) -> dict[str, str]:
+        if self.librimix_root is not None:
+            return {"train": "train", "eval": "dev", "predict": "test"}
+        return super().default_splits()
+
+
+@dataclass
+class DiarizationChunkArguments(ArgumentConcept):
+    """How recordings are cut for the diarization head."""
+
+    chunk_frames: int = field(default=2000, metadata={
+        "help": "Label frames (20 ms each) per chunk; recordings are cut into whole chunks and a shorter last one, "
+                "each run through the LSTM on its own (SUPERB: 2000, i.e. 40 s, so a Libri2Mix mixture is one "
+                "chunk)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.chunk_frames < 2:
+            raise ValueError(f"--chunk_frames must be at least 2 (one frame is shorter than the receptive field); "
+                             f"got {self.chunk_frames}.")
+
+
+@dataclass
+class DiarizationScoringArguments(ArgumentConcept):
+    """How speaker activities become RTTM turns, each setting scored for DER (SUPERB reports the lowest)."""
+
+    rttm_thresholds: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7], metadata={
+        "help": "A speaker is active where its sigmoid output exceeds the threshold; each threshold is scored "
+                "(SUPERB: 0.3 0.4 0.5 0.6 0.7)."})
+    rttm_median_filters: list[int] = field(default_factory=lambda: [1, 11], metadata={
+        "help": "Median filter widths in frames applied to the decisions (1 = none), each scored with every "
+                "threshold (SUPERB: 1 11)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.rttm_thresholds or not all(0.0 < t < 1.0 for t in self.rttm_thresholds):
+            raise ValueError(f"--rttm_thresholds needs values in (0, 1); got {self.rttm_thresholds}.")
+        if not self.rttm_median_filters or not all(w >= 1 and w % 2 == 1 for w in self.rttm_median_filters):
+            raise ValueError(f"--rttm_median_filters needs odd widths >= 1; got {self.rttm_median_filters}.")
+
+
+
+@dataclass
 class AudioLengthArguments(ArgumentConcept):
     """The duration range of the utterances used, in seconds (lengths come from file headers)."""
 
@@ -681,3 +754,14 @@ class QbeModelArguments(SuperbFeatureArguments, StudentSourceArguments):
 @dataclass
 class QbeArguments(QbeScoringArguments, Quesst14Arguments):
     """run_query_by_example.py: the corpus, the layers, the scorer and where the results go."""
+
+
+@dataclass
+class DiarizationModelArguments(SuperbFeatureArguments, DiarizationHeadArguments, StudentSourceArguments):
+    """run_diarization.py: which student, and SUPERB's diarization head on it."""
+
+
+@dataclass
+class DiarizationDataArguments(DiarizationScoringArguments, DiarizationChunkArguments, PredictionSplitArguments,
+                               LibriMixArguments):
+    """run_diarization.py: LibriMix splits, their chunking, and the RTTM settings scored for DER."""

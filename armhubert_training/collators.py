@@ -95,3 +95,24 @@ class ClassificationCollator:
             encoded = torch.tensor([self.label_set.encode(label) for label in labels], dtype=torch.long)
             batch["labels"] = encoded if self.label_set.is_multi_slot else encoded[:, 0]
         return batch
+
+
+@dataclass
+class DiarizationCollator:
+    """`AudioCollator`'s batch of `DiarizationChunkDataset` items plus ``labels``: float32 (B, T, speakers),
+    T the longest chunk's label frames, padded with 0 (the model reads each item's own frames only), and
+    ``start``: the B chunks' first label frames (``id`` names their recordings)."""
+
+    audio: AudioCollator = field(default_factory=AudioCollator)
+
+    def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
+        batch = self.audio(items)
+        present = [item for item in items if item is not None]
+        if present:
+            frames = max(len(item["labels"]) for item in present)
+            labels = torch.zeros(len(present), frames, present[0]["labels"].shape[1])
+            for row, item in enumerate(present):
+                labels[row, :len(item["labels"])] = torch.from_numpy(item["labels"])
+            batch["labels"] = labels
+        batch["start"] = [item["start"] for item in present]
+        return batch

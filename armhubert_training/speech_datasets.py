@@ -29,12 +29,14 @@ import torch
 
 from configuration_armhubert import RECEPTIVE_FIELD_SAMPLES
 
-from .arguments import AsrDataArguments, ClassificationDataArguments, DistillationDataArguments, SnipsArguments
+from .arguments import (AsrDataArguments, ClassificationDataArguments, DiarizationDataArguments,
+                        DistillationDataArguments, SnipsArguments)
 from .audio import SAMPLING_RATE, SKIP_REASONS, AudioError, AudioSource, Skipped, load_audio, warn_skipped
 from .corpora import check_every_class_trained, corpus_label_set, corpus_utterances
 from .corpora.hub import STREAMING_SHUFFLE_BUFFER, hub_dataset, hub_index, hub_labelled_index, row_id_and_text
 from .corpora.index import check_not_empty, column, filter_by_length, utterance_index
 from .corpora.labels import LabelSet, check_labels
+from .corpora.librimix import Recording, Turn, chunk_bounds, librimix_recordings, read_rttm
 from .corpora.librispeech import NO_UTTERANCES, librispeech_folder, librispeech_index
 from .corpora.snips import snips_folder, snips_index
 from .corpora.speech_commands import SILENCE_SECONDS
@@ -401,3 +403,94 @@ def class_balancing_weights(labels: Sequence[str]) -> list[float]:
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
     return [len(labels) / counts[label] for label in labels]
+
+
+# --------------------------------------------------------------------------- #
+# Speaker diarization (SUPERB SD): chunks of LibriMix recordings
+# --------------------------------------------------------------------------- #
+
+
+class DiarizationChunkDataset(_DecodingDataset, torch.utils.data.Dataset):
+    """The chunks of diarization recordings, decoded on access.
+
+    An item is {"input_values": float32 ((end - start) * frame_shift,), "labels": float32 (end - start,
+    num_speakers) speaker activities, "id": recording, "start": first label frame}, or None when the
+    audio fails to decode. A chunk shorter than the receptive field (a last chunk of one frame) is left
+    out: the model makes no frame of it.
+
+    Attributes:
+        recordings: id -> `Recording`, in split order; reference: id -> turns of the split's RTTM files
+            (what DER is scored against); lengths: samples per chunk; skipped: as `SpeechDataset`'s.
+    """
+
+    def __init__(self, recordings: Sequence[Recording], reference: Mapping[str, list[Turn]],
+                 skipped: Mapping[str, Sequence[str]], chunk_frames: int, frame_shift: int, num_speakers: int) -> None:
+        super().__init__("path", RECEPTIVE_FIELD_SAMPLES, None, crop=False, seed=0)
+        for reason, ids in skipped.items():
+            self.skipped[reason] = list(ids)
+        self.recordings = {recording.id: recording for recording in recordings}
+        self.reference = dict(reference)
+        self.frame_shift, self.num_speakers = frame_shift, num_speakers
+        self.chunks = [(recording.id, start, end) for recording in recordings
+                       for start, end in chunk_bounds(recording.frames, chunk_frames)
+                       if (end - start) * frame_shift >= RECEPTIVE_FIELD_SAMPLES]
+        self.lengths = [(end - start) * frame_shift for _, start, end in self.chunks]
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, position: int) -> dict[str, Any] | None:
+        recording_id, start, end = self.chunks[position]
+        recording = self.recordings[recording_id]
+        audio = self._load(recording.path, recording_id)
+        if audio is None:
+            return None
+        # A file a little shorter than its reco2dur is padded with silence, so that the chunk has all its frames.
+        piece = audio[start * self.frame_shift:end * self.frame_shift]
+        piece = np.pad(piece, (0, (end - start) * self.frame_shift - len(piece)))
+        return {"input_values": piece, "labels": recording.labels(self.frame_shift, start, end, self.num_speakers),
+                "id": recording_id, "start": start}
+
+
+@dataclass
+class DiarizationData:
+    """The datasets of a diarization run: train, eval and predict (name -> dataset); None/empty when not asked for."""
+
+    train: DiarizationChunkDataset | None
+    eval: DiarizationChunkDataset | None
+    predict: dict[str, DiarizationChunkDataset]
+
+
+def build_diarization_datasets(data_args: DiarizationDataArguments, frame_shift: int, num_speakers: int,
+                               do_train: bool, do_eval: bool, do_predict: bool,
+                               split_key: Callable[[str], str]) -> DiarizationData:
+    """The LibriMix splits the run uses, each a `DiarizationChunkDataset`; a split with no usable recording
+    stops the run here."""
+    root = Path(data_args.librimix_root)
+
+    def split_dataset(splits: list[str], limit: int | None, option: str) -> DiarizationChunkDataset:
+        recordings: list[Recording] = []
+        reference: dict[str, list[Turn]] = {}
+        skipped: Skipped = {"unreadable": []}
+        for split in splits:
+            found, left_out = librimix_recordings(root, split, frame_shift, num_speakers,
+                                                  data_args.preprocessing_num_workers)
+            recordings += found
+            skipped["unreadable"] += left_out["unreadable"]
+            reference.update(read_rttm(root / split / "rttm"))
+        recordings = recordings[:limit]
+        dataset = DiarizationChunkDataset(recordings, reference, skipped, data_args.chunk_frames, frame_shift,
+                                          num_speakers)
+        if not len(dataset):
+            why = (f"all {len(skipped['unreadable'])} recordings are unreadable (named in the warning above)"
+                   if skipped["unreadable"] else "its wav.scp lists no recording longer than one frame")
+            raise ValueError(f"No usable recording in LibriMix {' + '.join(splits)} ({option}): {why}. Check "
+                             "--librimix_root and the split names.")
+        return dataset
+
+    return DiarizationData(
+        train=(split_dataset(data_args.train_splits, data_args.max_train_samples, "--train_splits")
+               if do_train else None),
+        eval=split_dataset(data_args.eval_splits, data_args.max_eval_samples, "--eval_splits") if do_eval else None,
+        predict={split_key(split): split_dataset([split], data_args.max_predict_samples, "--predict_splits")
+                 for split in data_args.predict_splits} if do_predict else {})

@@ -1,24 +1,24 @@
 """One SUPERB table from the results of the task runs, beside the published students.
 
 Each task run (run_asr_ctc.py for ASR, PR and SF; run_audio_classification.py for KS, IC, SID and
-ER) writes `predict_<split>_results.json` into its output folder. Give each task its folder (or the
-JSON itself); ER takes one folder per fold and reports their mean, as SUPERB does:
+ER; run_diarization.py for SD) writes `predict_<split>_results.json` into its output folder. Give
+each task its folder (or the JSON itself); ER takes one folder per fold and reports their mean, as SUPERB does:
 
     python -m armhubert_training.superb_report --name "my armhubert" \\
         --pr runs/pr --asr runs/asr --ks runs/ks --ic runs/ic --sid runs/sid \\
-        --er runs/er-fold1 runs/er-fold2 runs/er-fold3 runs/er-fold4 runs/er-fold5 --sf runs/sf \\
+        --er runs/er-fold1 runs/er-fold2 runs/er-fold3 runs/er-fold4 runs/er-fold5 --sf runs/sf --sd runs/sd \
         --qbe runs/qbe --output superb.md
 
 The table has the columns of the paper's results (PR and ASR error rates, accuracies of KS, IC, SID
-and ER, slot-filling F1 and CER, all in %), the published rows, and an overall score.
+and ER, slot-filling F1 and CER, speaker diarization DER, all in %), the published rows, and an overall score.
 
 Overall score. The papers give no formula; the one that reproduces every row of the Recycle-and-
 Distill table (HuBERT Base 80.8, DistilHuBERT 75.9, ARMHuBERT 78.1, ...) is the plain mean of 11
 numbers, error rates turned into 100 - error:
     [(100-PER) + (100-WER) + KS + 100*QbE_MTWV + SID + (100-ASV_EER) + (100-SD_DER) + IC + SF_F1
      + (100-SF_CER) + ER] / 11.
-QbE: --qbe takes the output folder of run_query_by_example.py (the eval MTWV at the best dev layer).
-ASV and SD have no recipe here: pass them with --asv/--sd (from s3prl) to get the score.
+QbE: --qbe takes the output folder of run_query_by_example.py (the eval MTWV at the best dev layer);
+--sd also takes a DER in % measured elsewhere. ASV has no recipe here: pass it with --asv (from s3prl).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ TASKS = {
     "er": ("ER", "accuracy", "test"),
     "sf_f1": ("SF F1", "slot_type_f1", "test"),
     "sf_cer": ("SF CER", "slot_value_cer", "test"),
+    "sd": ("SD (DER)", "der", "test"),
 }
 ERROR_RATES = {"pr", "asr", "sf_cer", "asv", "sd"}  # lower is better: 100 - value enters the score
 ER_FOLDS = 5  # IEMOCAP's sessions; SUPERB's ER number is the mean over the five held-out folds
@@ -104,6 +105,16 @@ def read_metric(path: Path, metric: str, preferred_split: str) -> float:
     return 100 * float(results[key])
 
 
+def task_value(task: str, run: str, metric: str, split: str) -> float:
+    """One run's number in %: from its results JSON, or for SD also a DER in % measured elsewhere (s3prl)."""
+    if task == "sd":
+        try:
+            return float(run)
+        except ValueError:
+            pass
+    return read_metric(Path(run), metric, split)
+
+
 # ---- QbE: a run_query_by_example.py run (or a published MTWV) -----------------------------------
 
 
@@ -131,11 +142,11 @@ def collect(args: argparse.Namespace) -> dict[str, float]:
     for task, (_, metric, split) in TASKS.items():
         paths = getattr(args, "sf" if task.startswith("sf_") else task)
         if paths:
-            values = [read_metric(Path(p), metric, split) for p in paths]
+            values = [task_value(task, p, metric, split) for p in paths]
             numbers[task] = sum(values) / len(values)  # ER: the mean over folds
     if args.qbe is not None:
         numbers["qbe"] = read_qbe(args.qbe)[0]
-    for task in ("asv", "sd"):
+    for task in ("asv",):
         if getattr(args, task) is not None:
             numbers[task] = getattr(args, task)
     return numbers
@@ -169,13 +180,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             ("ic", "intent-classification run (accuracy, all three slots)"),
                             ("sid", "speaker-identification run (accuracy, VoxCeleb1 test)"),
                             ("er", "emotion-recognition runs, one per fold (mean accuracy)"),
-                            ("sf", "slot-filling run (slot-type F1 and slot-value CER)")]:
+                            ("sf", "slot-filling run (slot-type F1 and slot-value CER)"),
+                            ("sd", "run_diarization.py run (DER, the lowest of its RTTM settings; or a DER in %% "
+                                   "measured elsewhere)")]:
         parser.add_argument(f"--{task}", nargs="+", metavar="RUN", help=f"Output folder or results JSON of the {help_text}.")
     parser.add_argument("--qbe", metavar="RUN_OR_MTWV", help="Output folder (or eval_results.json) of the "
                         "run_query_by_example.py run, or an MTWV from elsewhere (e.g. 0.0736); needed for the "
                         "overall score.")
     parser.add_argument("--asv", type=float, help="ASV EER in %%, not run here; needed for the overall score.")
-    parser.add_argument("--sd", type=float, help="SD DER in %%, not run here; needed for the overall score.")
     parser.add_argument("--no-published", action="store_true", help="Leave out the published rows.")
     parser.add_argument("--output", type=Path, help="Also write the table (markdown) here, and the numbers as JSON "
                                                     "beside it (same name, .json).")
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     numbers = collect(args)
     if not numbers:
-        raise SystemExit("Give at least one task run (--pr, --asr, --ks, --ic, --sid, --er, --sf); see --help.")
+        raise SystemExit("Give at least one task run (--pr, --asr, --ks, --ic, --sid, --er, --sf, --sd); see --help.")
     rows = {args.name: numbers}
     if not args.no_published:
         rows.update((f"{name} (published)", values) for name, values in PUBLISHED.items())

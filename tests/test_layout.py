@@ -9,7 +9,7 @@ import configparser
 from conftest import REPO
 
 TOP_LEVEL = {"configuration_armhubert", "modeling_armhubert", "run_distill", "run_asr_ctc", "run_audio_classification",
-             "run_query_by_example"}
+             "run_query_by_example", "run_diarization"}
 SCRIPTS = {name for name in TOP_LEVEL if name.startswith("run_")}
 # Copied next to saved models and imported there as remote code, without this project installed.
 TRAVELLING = ["configuration_armhubert.py", "modeling_armhubert.py", "armhubert_training/asr_pipeline.py",

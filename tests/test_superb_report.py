@@ -32,17 +32,19 @@ def test_report_reads_every_task_and_scores_the_run(tmp_path, capsys):
         "sid": write_run(tmp_path / "sid", "test", accuracy=base["sid"] / 100),
         "sf": write_run(tmp_path / "sf", "test", slot_type_f1=base["sf_f1"] / 100,
                         slot_value_cer=base["sf_cer"] / 100, wer=0.3),
+        "sd": write_run(tmp_path / "sd", "test", der=base["sd"] / 100, der_threshold_0_5_median_1=0.07),
     }
     # ER: the mean over folds.
     folds = [write_run(tmp_path / f"er{i}", "test", accuracy=a) for i, a in enumerate((0.6392, 0.6592))]
     argv = ["--name", "mine", "--er", *folds, "--qbe", str(base["qbe"]), "--asv", str(base["asv"]),
-            "--sd", str(base["sd"]), "--output", str(tmp_path / "superb.md")]
+            "--output", str(tmp_path / "superb.md")]
     for task, run in runs.items():
         argv += [f"--{task}", run]
     rows = main(argv)
     mine = rows["mine"]
-    for task in ("pr", "asr", "ks", "ic", "sid", "sf_f1", "sf_cer"):
+    for task in ("pr", "asr", "ks", "ic", "sid", "sf_f1", "sf_cer", "sd"):
         assert mine[task] == pytest.approx(base[task]), task
+    assert main(["--sd", "6.5"])["this model"]["sd"] == 6.5  # a DER in % measured elsewhere
     assert mine["er"] == pytest.approx(64.92)
     assert round(overall_score(mine), 1) == 80.8  # HuBERT Base's numbers give its published score
     written = json.loads((tmp_path / "superb.json").read_text())

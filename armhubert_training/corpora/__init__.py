@@ -6,6 +6,7 @@ no audio decoded; see `index`) and the utterances it left out, by reason (`audio
     speech_commands.py   Speech Commands v0.01 (SUPERB KS)
     fluent_commands.py   Fluent Speech Commands (SUPERB IC)
     voxceleb1.py         VoxCeleb1 identification split (SUPERB SID)
+    librimix.py          Libri2Mix in s3prl's Kaldi-style folders (SUPERB SD)
     iemocap.py           IEMOCAP (SUPERB ER)
     quesst14.py          QUESST 2014, English (SUPERB QbE; read by run_query_by_example.py)
     folder.py            a folder of class folders
