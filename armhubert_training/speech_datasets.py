@@ -61,8 +61,10 @@ class _DecodingDataset:
     persistent workers if crops should change between epochs.
     """
 
-    def __init__(self, audio_column: str, min_length: int, max_length: int | None, crop: bool, seed: int) -> None:
+    def __init__(self, audio_column: str, min_length: int, max_length: int | None, crop: bool, seed: int,
+                 effects: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.audio_column = audio_column
+        self.effects = effects  # applied after decoding, before cropping (`input_effects.InputEffects`)
         self.min_length = min_length
         self.max_length = max_length
         self.crop = crop
@@ -85,10 +87,11 @@ class _DecodingDataset:
     def _load(self, source: AudioSource, utt_id: str) -> np.ndarray | None:
         """Decoded audio, or None (logged the first time for this id) if it fails."""
         try:
-            return load_audio(source)
+            audio = load_audio(source)
         except AudioError as err:
             self._note_failure(utt_id, str(err))
             return None
+        return audio if self.effects is None else self.effects(audio)
 
     def _in_range(self, length: int) -> bool:
         too_long = self.max_length is not None and not self.crop and length > self.max_length
@@ -121,8 +124,9 @@ class SpeechDataset(_DecodingDataset, torch.utils.data.Dataset):
 
     def __init__(self, index: datasets.Dataset, audio_column: str, min_length: int,
                  max_length: int | None = None, crop: bool = True, seed: int = 0,
-                 skipped: Mapping[str, Sequence[str]] | None = None) -> None:
-        super().__init__(audio_column, min_length, max_length, crop, seed)
+                 skipped: Mapping[str, Sequence[str]] | None = None,
+                 effects: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        super().__init__(audio_column, min_length, max_length, crop, seed, effects)
         for reason, ids in (skipped or {}).items():
             self.skipped[reason] = list(ids)
         self.index = index
@@ -387,3 +391,21 @@ def class_balancing_weights(labels: Sequence[str]) -> list[float]:
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
     return [len(labels) / counts[label] for label in labels]
+
+
+# --------------------------------------------------------------------------- #
+# Speaker verification: the files of a trial list
+# --------------------------------------------------------------------------- #
+
+
+class TrialDataset(LabelledSpeechDataset):
+    """The files that `trials` name (each once, whole, without a label), to embed and then score the trials.
+
+    Attributes:
+        trials: the `corpora.voxceleb1_verification.Trial`s; one whose file is left out (`skipped`) or fails
+            when read cannot be scored and is counted by the trainer.
+    """
+
+    def __init__(self, *args, trials: Sequence[Any], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.trials = list(trials)
