@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if test is not None:
         if training_args.do_train and data_args.checkpoint_selection == "best_test":
             predict_metrics = select_on_test(trainer, test, Path(training_args.output_dir))
+            trainer.save_model()  # the model in output_dir is the one the reported EER belongs to
         else:
             predict_metrics = trainer.predict(test, metric_key_prefix="predict_test").metrics
         trainer.log_metrics("predict_test", predict_metrics)
