@@ -699,10 +699,10 @@ class AsrDataArguments(CtcMetricArguments, BatchBudgetArguments, AudioLengthArgu
 
 
 @dataclass
-class ClassificationDataArguments(CroppingArguments, PredictionSplitArguments, HubLabelArguments,
-                                  ClassificationCorpusArguments):
+class ClassificationDataArguments(InputEffectArguments, CroppingArguments, PredictionSplitArguments,
+                                  HubLabelArguments, ClassificationCorpusArguments):
     """run_audio_classification.py: labelled audio (a corpus folder or a `datasets` dataset), training
-    utterances cropped or filtered by duration, prediction splits."""
+    utterances cropped or filtered by duration, prediction splits, SUPERB's input effects."""
 
 
 @dataclass

@@ -309,7 +309,8 @@ class ClassificationData:
 
 def build_classification_datasets(data_args: ClassificationDataArguments, do_train: bool, do_eval: bool,
                                   do_predict: bool, seed: int, label_set: LabelSet | None = None,
-                                  split_key=lambda split: split) -> ClassificationData:
+                                  split_key=lambda split: split,
+                                  effects: Callable[[np.ndarray], np.ndarray] | None = None) -> ClassificationData:
     """Index every split the run needs, check every label against the classes (given by a fine-tuned
     model as `label_set`, else by the task), and wrap the splits in datasets.
 
@@ -317,6 +318,7 @@ def build_classification_datasets(data_args: ClassificationDataArguments, do_tra
     --crop_to_max_duration); evaluation and prediction use whole utterances, except Speech Commands'
     silence items, which are always a random 1 s crop. Speech Commands' train and validation splits are
     sampled class-balanced (`sample_weights`). `split_key` names each prediction split in the result.
+    `effects` (SUPERB's input effects, `input_effects.InputEffects`) apply to every waveform after decoding.
     """
     wanted = []  # (role, split expression(s))
     if do_train:
@@ -374,7 +376,7 @@ def build_classification_datasets(data_args: ClassificationDataArguments, do_tra
         dataset = LabelledSpeechDataset(
             index, audio_column, min_length=data_args.min_audio_samples,
             max_length=None if crop_seconds is None else round(crop_seconds * SAMPLING_RATE),
-            crop=crop_seconds is not None, seed=seed, skipped=skipped, sample_weights=weights)
+            crop=crop_seconds is not None, seed=seed, skipped=skipped, sample_weights=weights, effects=effects)
         if role == "train":
             result.train = dataset
         elif role == "eval":
