@@ -1247,7 +1247,11 @@ class ArmHubertForXVector(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         real = real[..., None].to(hidden_states.dtype)  # (B, T', 1)
         count = lengths[:, None].to(hidden_states.dtype)
         mean = (hidden_states * real).sum(1) / count
-        std = (((hidden_states - mean[:, None]) ** 2 * real).sum(1) / (count - 1)).sqrt()  # unbiased, as torch.std
+        variance = ((hidden_states - mean[:, None]) ** 2 * real).sum(1) / (count - 1)  # unbiased, as torch.std
+        # A channel a ReLU keeps at 0 has no variance: its std is 0 with a zero gradient (sqrt's is infinite there,
+        # which would turn the whole step's gradients into NaN).
+        constant = variance <= 0
+        std = torch.where(constant, torch.zeros_like(variance), variance.masked_fill(constant, 1.0).sqrt())
         embeddings = F.relu(self.feature_extractor(torch.cat([mean, std], dim=-1)))
         logits = F.relu(self.classifier(embeddings))
 

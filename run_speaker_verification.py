@@ -181,10 +181,12 @@ def select_on_test(trainer: SpeakerVerificationTrainer, test: TrialDataset, outp
     return metrics
 
 
-def parse_args(argv: list[str] | None = None):
+def parse_args(argv: list[str] | None = None) -> tuple[SpeakerVerificationModelArguments,
+                                                       SpeakerVerificationDataArguments, TrainingArguments]:
     parser = HfArgumentParser((SpeakerVerificationModelArguments, SpeakerVerificationDataArguments,
                                TrainingArguments), description=__doc__, formatter_class=HelpFormatter)
-    return parse_config_and_args(parser, argv)
+    model_args, data_args, training_args = parse_config_and_args(parser, argv)
+    return model_args, data_args, training_args
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

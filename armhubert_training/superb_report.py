@@ -17,7 +17,8 @@ Distill table (HuBERT Base 80.8, DistilHuBERT 75.9, ARMHuBERT 78.1, ...) is the 
 numbers, error rates turned into 100 - error:
     [(100-PER) + (100-WER) + KS + 100*QbE_MTWV + SID + (100-ASV_EER) + (100-SD_DER) + IC + SF_F1
      + (100-SF_CER) + ER] / 11.
-QbE, ASV and SD have no recipe here: pass them with --qbe/--asv/--sd (from s3prl) to get the score.
+QbE and SD have no recipe here: pass them with --qbe/--sd (from s3prl) to get the score. --asv takes the
+folder (or results JSON) of a run_speaker_verification.py run, or an EER in % from s3prl.
 """
 
 from __future__ import annotations
@@ -101,10 +102,21 @@ def collect(args: argparse.Namespace) -> dict[str, float]:
         if paths:
             values = [read_metric(Path(p), metric, split) for p in paths]
             numbers[task] = sum(values) / len(values)  # ER: the mean over folds
-    for task in ("qbe", "asv", "sd"):
+    for task in ("qbe", "sd"):
         if getattr(args, task) is not None:
             numbers[task] = getattr(args, task)
+    if args.asv is not None:
+        numbers["asv"] = read_asv(args.asv)
     return numbers
+
+
+def read_asv(value: str) -> float:
+    """The ASV EER in %: a number as given, else the test EER of a run_speaker_verification.py run (folder or
+    results JSON; the run stores it as a fraction under `predict_test_eer`)."""
+    try:
+        return float(value)
+    except ValueError:
+        return read_metric(Path(value), "eer", "test")
 
 
 def format_value(value: float | None) -> str:
@@ -136,7 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             ("sf", "slot-filling run (slot-type F1 and slot-value CER)")]:
         parser.add_argument(f"--{task}", nargs="+", metavar="RUN", help=f"Output folder or results JSON of the {help_text}.")
     parser.add_argument("--qbe", type=float, help="QbE MTWV (e.g. 0.0736), not run here; needed for the overall score.")
-    parser.add_argument("--asv", type=float, help="ASV EER in %%, not run here; needed for the overall score.")
+    parser.add_argument("--asv", metavar="RUN|EER", help="Output folder or results JSON of the run_speaker_verification.py "
+                        "run (test EER), or an ASV EER in %% from s3prl; needed for the overall score.")
     parser.add_argument("--sd", type=float, help="SD DER in %%, not run here; needed for the overall score.")
     parser.add_argument("--no-published", action="store_true", help="Leave out the published rows.")
     parser.add_argument("--output", type=Path, help="Also write the table (markdown) here, and the numbers as JSON "
@@ -148,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     numbers = collect(args)
     if not numbers:
-        raise SystemExit("Give at least one task run (--pr, --asr, --ks, --ic, --sid, --er, --sf); see --help.")
+        raise SystemExit("Give at least one task run (--pr, --asr, --ks, --ic, --sid, --er, --sf, --asv); see --help.")
     rows = {args.name: numbers}
     if not args.no_published:
         rows.update((f"{name} (published)", values) for name, values in PUBLISHED.items())

@@ -334,7 +334,8 @@ def test_auto_classes_in_process(tmp_path):
                                   "AutoModel": "modeling_armhubert.ArmHubertModel",
                                   "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC",
                                   "AutoModelForAudioClassification":
-                                      "modeling_armhubert.ArmHubertForSequenceClassification"}
+                                      "modeling_armhubert.ArmHubertForSequenceClassification",
+                                  "AutoModelForAudioXVector": "modeling_armhubert.ArmHubertForXVector"}
     # What push_to_hub uploads: the code files travel with the weights.
     for code_file in ("modeling_armhubert.py", "configuration_armhubert.py"):
         assert (tmp_path / code_file).read_text() == (REPO / code_file).read_text()

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 
-from conftest import LIBRISPEECH, bundled_waveforms, logged_losses, pad_batch, tiny_config
+from conftest import bundled_waveforms, logged_losses, pad_batch, tiny_config
 
 from armhubert_training.corpora.voxceleb1_verification import held_out_trials, read_trials, training_utterances
 from armhubert_training.input_effects import InputEffects, apply_gain_db, remove_silence
 from armhubert_training.verification_trainer import equal_error_rate, read_trial_scores, verify
 from modeling_armhubert import AMSoftmaxLoss, ArmHubertForXVector
+from tools.make_demo_voxceleb1 import TRIALS, make_demo_voxceleb1
 
 SMALL_HEAD = dict(tdnn_dim=[32, 32, 32, 32, 64], xvector_output_dim=32)
 
@@ -158,25 +158,14 @@ def test_gain_and_effects_recorded_in_a_config():
 # The corpus reader
 # ---------------------------------------------------------------------------------------------
 
-TRIALS = ["1 id107/yt/0000.wav id107/yt/0001.wav", "1 id110/yt/0000.wav id110/yt/0002.wav",
-          "0 id107/yt/0000.wav id110/yt/0001.wav", "0 id107/yt/0002.wav id110/yt/0003.wav",
-          "1 id107/yt/0002.wav id107/yt/0003.wav", "0 id107/yt/0001.wav id110/yt/0000.wav",
-          "0 id107/yt/0003.wav id110/yt/broken.wav"]
-
-
 def write_voxceleb1(root: Path) -> Path:
-    """A tiny VoxCeleb1 in its download layout from the bundled LibriSpeech audio: 3 training speakers
-    (dev/wav), 2 test speakers (test/wav), a trial list, and an unreadable file in each folder."""
-    for folder, speakers, count in (("dev/wav", ["101", "102", "104"], 6), ("test/wav", ["107", "110"], 4)):
-        for speaker in speakers:
-            for number, flac in enumerate(sorted(LIBRISPEECH.glob(f"*/{speaker}/*/*.flac"))[:count]):
-                target = root / folder / f"id{speaker}" / "yt" / f"{number:04d}.wav"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                audio, rate = soundfile.read(flac, dtype="float32")
-                soundfile.write(target, audio[:3 * rate], rate)
+    """The demo's tiny VoxCeleb1 (3 training speakers, 2 test speakers, 6 trials) plus an unreadable file in
+    each folder and a trial naming the unreadable test file."""
+    make_demo_voxceleb1(root)
     (root / "dev/wav/id104/yt/broken.wav").write_bytes(b"not audio")
     (root / "test/wav/id110/yt/broken.wav").write_bytes(b"not audio")
-    (root / "veri_test.txt").write_text("\n".join(TRIALS) + "\n")
+    with open(root / "veri_test.txt", "a") as trials:
+        trials.write("0 id107/yt/0003.wav id110/yt/broken.wav\n")
     return root
 
 
@@ -216,12 +205,12 @@ def test_training_run_writes_trial_scores_and_the_eer_they_give(tmp_path, studen
     out = tmp_path / "run"
     metrics = run_speaker_verification.main([
         "configs/superb/asv.yaml", "--model_name_or_path", str(student_dir), "--voxceleb1_root", str(root),
-        "--output_dir", str(out), "--config_overrides", json.dumps(SMALL_HEAD), "--max_steps", "12",
-        "--save_steps", "6", "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1",
-        "--learning_rate", "5e-3", "--min_duration_seconds", "1", "--max_duration_seconds", "1",
+        "--output_dir", str(out), "--config_overrides", json.dumps(SMALL_HEAD), "--max_steps", "8",
+        "--save_steps", "4", "--per_device_train_batch_size", "18", "--gradient_accumulation_steps", "1",
+        "--learning_rate", "1e-3", "--min_duration_seconds", "1", "--max_duration_seconds", "3",
         "--logging_steps", "1", "--dataloader_num_workers", "0", "--per_device_eval_batch_size", "4"])
     losses = logged_losses(out)
-    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     assert metrics["train_skipped_files_unreadable"] == 1
     results = json.loads((out / "predict_test_results.json").read_text())
     rows = read_trial_scores(out / "predict_test_trial_scores.tsv")
@@ -230,7 +219,7 @@ def test_training_run_writes_trial_scores_and_the_eer_they_give(tmp_path, studen
     labels, scores = [int(r["label"]) for r in rows], [float(r["score"]) for r in rows]
     assert results["predict_test_eer"] == pytest.approx(eer_from_roc_corners(labels, scores), abs=1e-9)
     eers = json.loads((out / "checkpoint_eers.json").read_text())
-    assert set(eers) == {"checkpoint-6", "checkpoint-12"}
+    assert set(eers) == {"checkpoint-4", "checkpoint-8"}
     assert results["predict_test_eer"] == min(eers.values())
     # The saved model is the selected one and records SUPERB's effects; one call scores a trial as the run did.
     model = ArmHubertForXVector.from_pretrained(out)
@@ -238,3 +227,16 @@ def test_training_run_writes_trial_scores_and_the_eer_they_give(tmp_path, studen
     first, second = rows[0]["first"], rows[0]["second"]
     score = verify(model, root / "test/wav" / first, root / "test/wav" / second)
     assert score == pytest.approx(float(rows[0]["score"]), abs=1e-5)
+
+
+def test_classification_pipeline_applies_the_gain_its_model_records():
+    from armhubert_training.audio import raw_waveform_feature_extractor
+    from armhubert_training.classification_pipeline import ArmHubertAudioClassificationPipeline
+    from modeling_armhubert import ArmHubertForSequenceClassification
+
+    config = tiny_config(num_labels=2, classifier_mode="superb", superb_features="hidden_states", input_gain_db=-3.0)
+    classify = ArmHubertAudioClassificationPipeline(model=ArmHubertForSequenceClassification(config).eval(),
+                                                    feature_extractor=raw_waveform_feature_extractor())
+    waveform = bundled_waveforms(count=1)[0].numpy()
+    processed = classify.preprocess(waveform)
+    assert np.allclose(processed["input_values"][0].numpy(), waveform * 10 ** (-3 / 20), rtol=1e-6)
