@@ -516,6 +516,12 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
                 init.kaiming_normal_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and getattr(module, "keeps_torch_init", False):
+            # PyTorch's own Linear init, as s3prl's x-vector head has it (N(0, 0.02) weights and zero biases
+            # through five ReLU layers leave so little signal that the ReLU outputs die in training).
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            bound = 1 / math.sqrt(module.in_features)
+            init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, 0.0, self.config.initializer_range)
             if module.bias is not None:
@@ -1201,6 +1207,8 @@ class ArmHubertForXVector(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         self.classifier = nn.Linear(config.xvector_output_dim, config.xvector_output_dim)
         self.objective = AMSoftmaxLoss(config.xvector_output_dim, config.num_labels, config.am_softmax_scale,
                                        config.am_softmax_margin)
+        for linear in (self.projector, *(layer.kernel for layer in self.tdnn), self.feature_extractor, self.classifier):
+            linear.keeps_torch_init = True
         self.post_init()
         self.freeze_base_model()
 

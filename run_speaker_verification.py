@@ -198,6 +198,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if training_args.do_eval and not data_args.dev_speakers:
         raise ValueError("--do_eval scores the held-out development trials: give --dev_speakers N (SUPERB has no "
                          "development set; --do_predict scores the test trials).")
+    if training_args.do_train and data_args.checkpoint_selection == "dev" and not (
+            training_args.load_best_model_at_end and training_args.metric_for_best_model == "eer"
+            and not training_args.greater_is_better):
+        raise ValueError("--checkpoint_selection dev keeps the checkpoint with the lowest development EER: add "
+                         "--eval_strategy steps --load_best_model_at_end true --metric_for_best_model eer "
+                         "--greater_is_better false (and --eval_steps equal to --save_steps).")
 
     source, config = resolve_source(model_args, training_args.output_dir)
     trained = is_trained(config)

@@ -209,8 +209,10 @@ def test_training_run_writes_trial_scores_and_the_eer_they_give(tmp_path, studen
         "--save_steps", "4", "--per_device_train_batch_size", "18", "--gradient_accumulation_steps", "1",
         "--learning_rate", "1e-3", "--min_duration_seconds", "1", "--max_duration_seconds", "3",
         "--logging_steps", "1", "--dataloader_num_workers", "0", "--per_device_eval_batch_size", "4"])
+    # One batch holds every training file, uncropped (3 s at most): each step sees the same batch, so the
+    # loss falls at every step.
     losses = logged_losses(out)
-    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    assert len(losses) == 8 and all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
     assert metrics["train_skipped_files_unreadable"] == 1
     results = json.loads((out / "predict_test_results.json").read_text())
     rows = read_trial_scores(out / "predict_test_trial_scores.tsv")

@@ -6,6 +6,7 @@ no audio decoded; see `index`) and the utterances it left out, by reason (`audio
     speech_commands.py   Speech Commands v0.01 (SUPERB KS)
     fluent_commands.py   Fluent Speech Commands (SUPERB IC)
     voxceleb1.py         VoxCeleb1 identification split (SUPERB SID)
+    voxceleb1_verification.py  VoxCeleb1 dev/wav and a trial list over test/wav (SUPERB ASV)
     iemocap.py           IEMOCAP (SUPERB ER)
     folder.py            a folder of class folders
     hub.py               any `datasets` dataset, for every task
