@@ -105,7 +105,8 @@ def classifier_config(model_args: ClassificationModelArguments, config: ArmHuber
 
 
 def load_model(model_args: ClassificationModelArguments, training_args: TrainingArguments, source: str | None,
-               config: ArmHubertConfig, label_set: LabelSet, effects: InputEffects) -> ArmHubertForSequenceClassification:
+               config: ArmHubertConfig, label_set: LabelSet,
+               effects: InputEffects) -> ArmHubertForSequenceClassification:
     """The fine-tuned model at `source`, or a new classifier of `label_set` on the student at `source`."""
     if is_fine_tuned(config):
         if model_args.classifier_mode not in (None, config.classifier_mode):

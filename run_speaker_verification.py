@@ -124,8 +124,8 @@ def build_datasets(data_args: SpeakerVerificationDataArguments, training_args: T
         if data_args.dev_speakers:
             utterances, dev_trials = held_out_trials(utterances, data_args.dev_speakers, data_args.dev_trials,
                                                      training_args.seed)
-            dev = trial_dataset(dev_trials, train_folder(root), data_args, effects, f"held-out speakers of {train_folder(root)}",
-                                "--dev_speakers")
+            dev = trial_dataset(dev_trials, train_folder(root), data_args, effects,
+                                f"held-out speakers of {train_folder(root)}", "--dev_speakers")
         if training_args.do_train:
             where = f"VoxCeleb1 {train_folder(root)}"
             index, skipped = utterance_index(utterances, data_args.preprocessing_num_workers, where)

@@ -148,8 +148,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             ("sf", "slot-filling run (slot-type F1 and slot-value CER)")]:
         parser.add_argument(f"--{task}", nargs="+", metavar="RUN", help=f"Output folder or results JSON of the {help_text}.")
     parser.add_argument("--qbe", type=float, help="QbE MTWV (e.g. 0.0736), not run here; needed for the overall score.")
-    parser.add_argument("--asv", metavar="RUN|EER", help="Output folder or results JSON of the run_speaker_verification.py "
-                        "run (test EER), or an ASV EER in %% from s3prl; needed for the overall score.")
+    parser.add_argument("--asv", metavar="RUN|EER", help="Output folder or results JSON of the "
+                        "run_speaker_verification.py run (test EER), or an ASV EER in %% from s3prl; needed for the "
+                        "overall score.")
     parser.add_argument("--sd", type=float, help="SD DER in %%, not run here; needed for the overall score.")
     parser.add_argument("--no-published", action="store_true", help="Leave out the published rows.")
     parser.add_argument("--output", type=Path, help="Also write the table (markdown) here, and the numbers as JSON "

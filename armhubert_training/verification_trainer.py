@@ -69,6 +69,7 @@ class SpeakerVerificationTrainer(SplitScoringTrainer):
         undecodable = 0
         for batch in dataloader:
             ids = batch.pop("id", [])
+            batch.pop("label", None)
             undecodable += int(batch.pop("num_skipped", 0))
             if self.is_empty(batch):
                 continue
