@@ -145,9 +145,10 @@ class SpeechDataset(_DecodingDataset, torch.utils.data.Dataset):
         if audio is None:
             return None
         if not self._in_range(len(audio)):
-            # The header promised a length in range but the file decodes to
-            # another one: treat it like any other unusable file.
-            self._note_failure(row["id"], f"decodes to {len(audio)} samples, outside the duration range.")
+            # The header promised a length in range but the file decodes (or its input effects, e.g. silence
+            # removal, leave it) to another one: treat it like any other unusable file.
+            after = " after the input effects" if self.effects is not None else ""
+            self._note_failure(row["id"], f"decodes to {len(audio)} samples{after}, outside the duration range.")
             return None
         return self._item(audio, row["text"], row["id"], position)
 
