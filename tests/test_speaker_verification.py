@@ -161,7 +161,7 @@ def test_gain_and_effects_recorded_in_a_config():
 def write_voxceleb1(root: Path) -> Path:
     """The demo's tiny VoxCeleb1 (3 training speakers, 2 test speakers, 6 trials) plus an unreadable file in
     each folder and a trial naming the unreadable test file."""
-    make_demo_voxceleb1(root)
+    make_demo_voxceleb1(root, seconds=2.0)
     (root / "dev/wav/id104/yt/broken.wav").write_bytes(b"not audio")
     (root / "test/wav/id110/yt/broken.wav").write_bytes(b"not audio")
     with open(root / "veri_test.txt", "a") as trials:
@@ -207,9 +207,9 @@ def test_training_run_writes_trial_scores_and_the_eer_they_give(tmp_path, studen
         "configs/superb/asv.yaml", "--model_name_or_path", str(student_dir), "--voxceleb1_root", str(root),
         "--output_dir", str(out), "--config_overrides", json.dumps(SMALL_HEAD), "--max_steps", "8",
         "--save_steps", "4", "--per_device_train_batch_size", "18", "--gradient_accumulation_steps", "1",
-        "--learning_rate", "1e-3", "--min_duration_seconds", "1", "--max_duration_seconds", "3",
+        "--learning_rate", "1e-3", "--min_duration_seconds", "1", "--max_duration_seconds", "2",
         "--logging_steps", "1", "--dataloader_num_workers", "0", "--per_device_eval_batch_size", "4"])
-    # One batch holds every training file, uncropped (3 s at most): each step sees the same batch, so the
+    # One batch holds every training file, uncropped (2 s at most): each step sees the same batch, so the
     # loss falls at every step.
     losses = logged_losses(out)
     assert len(losses) == 8 and all(later < earlier for earlier, later in zip(losses, losses[1:])), losses
