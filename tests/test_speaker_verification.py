@@ -144,6 +144,7 @@ def test_silence_removal_equals_a_hand_computed_case_and_soxs_flow():
     bursts = speech * np.repeat(rng.random(24) > 0.5, 1000)  # speech with silent gaps of 1,000 samples and more
     for signal in (speech, bursts.astype(np.float32)):
         assert np.array_equal(remove_silence(signal), sox_silence_reference(signal))
+    assert len(remove_silence(bursts.astype(np.float32))) < 24000 - 4000  # pauses of 3,000 and 4,000 samples went
 
 
 def test_gain_and_effects_recorded_in_a_config():
