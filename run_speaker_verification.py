@@ -66,6 +66,7 @@ from armhubert_training.corpora.voxceleb1_verification import (
     training_utterances,
 )
 from armhubert_training.input_effects import InputEffects
+from armhubert_training.model_card import speaker_verification_model_card
 from armhubert_training.speech_datasets import LabelledSpeechDataset, TrialDataset
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
 from armhubert_training.student_source import resolve_source, student_feature_extractor
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer = SpeakerVerificationTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=dev,
         data_collator=ClassificationCollator(speakers),
-        processing_class=student_feature_extractor(source, model_args.cache_dir))
+        processing_class=student_feature_extractor(source, model_args.cache_dir),
+        model_card_fn=lambda: speaker_verification_model_card(model, model_args, training_args, metrics))
     if training_args.do_train:
         checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
         result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -248,6 +250,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.log_metrics("predict_test", predict_metrics)
         trainer.save_metrics("predict_test", predict_metrics)
         metrics.update(predict_metrics)
+    if training_args.do_train:  # the card describes the model in output_dir, which only training writes
+        if training_args.push_to_hub:
+            trainer.push_to_hub(commit_message="Trained with run_speaker_verification.py")
+        else:
+            trainer.create_model_card()
     return metrics
 
 

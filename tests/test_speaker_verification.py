@@ -225,6 +225,8 @@ def test_training_run_writes_trial_scores_and_the_eer_they_give(tmp_path, studen
     assert set(eers) == {"checkpoint-4", "checkpoint-8"}
     assert results["predict_test_eer"] == min(eers.values())
     # The saved model is the selected one and records SUPERB's effects; one call scores a trial as the run did.
+    card = (out / "README.md").read_text()
+    assert "| test |" in card and "lowest test EER" in card and "silence removal" in card
     model = ArmHubertForXVector.from_pretrained(out)
     assert InputEffects.from_config(model.config) == InputEffects(-3.0, True)
     first, second = rows[0]["first"], rows[0]["second"]
