@@ -19,6 +19,10 @@ anyone who knows HuBERT/wav2vec 2.0 configs can read this one. The additions are
 - `classifier_*`, `use_weighted_layer_sum`: the utterance classifier [`ArmHubertForSequenceClassification`]
   (SUPERB's KS/IC/SID/ER protocol, or full fine-tuning like `HubertForSequenceClassification`).
 - `diarization_lstm_hidden_size`: the LSTM of [`ArmHubertForSuperbDiarization`] (SUPERB's speaker diarization).
+- `tdnn_*`, `xvector_output_dim`, `am_softmax_*`: SUPERB's speaker verification head [`ArmHubertForXVector`]
+  (Transformers' `WavLMConfig` names for the same sizes).
+- `input_gain_db`, `input_silence_removal`: the input effects SUPERB applies before the model
+  (`armhubert_training/input_effects.py`), recorded so that a task model's pipeline applies them too.
 """
 
 import dataclasses
@@ -92,6 +96,7 @@ AUTO_MAP = {
     "AutoModelForCTC": "modeling_armhubert.ArmHubertForCTC",
     "AutoModelForAudioClassification": "modeling_armhubert.ArmHubertForSequenceClassification",
     "AutoModelForAudioFrameClassification": "modeling_armhubert.ArmHubertForSuperbDiarization",
+    "AutoModelForAudioXVector": "modeling_armhubert.ArmHubertForXVector",
 }
 
 
@@ -157,6 +162,16 @@ class ArmHubertConfig(PretrainedConfig):
         superb_time_mask_width_limit: Each frame band is 0 .. limit - 1 frames wide (SUPERB: 40).
         diarization_lstm_hidden_size: Units of the unidirectional LSTM of [`ArmHubertForSuperbDiarization`]
             (SUPERB's speaker diarization: 512); its `num_labels` is the number of speakers per recording.
+        tdnn_dim, tdnn_kernel, tdnn_dilation: Output width, context and dilation of each TDNN layer of
+            [`ArmHubertForXVector`] (SUPERB: 512, 512, 512, 512, 1500; 5, 3, 3, 1, 1; 1, 2, 3, 1, 1); the Linear
+            before them maps the weighted sum to `tdnn_dim[0]`.
+        xvector_output_dim: Width of the two utterance-level Linears; the first one's ReLU output is the
+            speaker embedding (SUPERB: 512).
+        am_softmax_scale, am_softmax_margin: The AM-softmax training objective (SUPERB: 30, 0.4).
+        input_gain_db: Gain in dB applied to every input waveform before the model (SUPERB's keyword spotting
+            and speaker verification: -3, sox `gain -3.0`); 0 = none.
+        input_silence_removal: Remove silences from every input waveform as SUPERB's speaker verification does
+            (sox `silence 1 0.1 0.1% -1 0.1 0.1%`), after the gain.
     """
 
     model_type = "armhubert"
@@ -211,6 +226,14 @@ class ArmHubertConfig(PretrainedConfig):
     superb_num_time_masks: int = 2
     superb_time_mask_width_limit: int = 40
     diarization_lstm_hidden_size: int = 512
+    tdnn_dim: list[int] | tuple[int, ...] = (512, 512, 512, 512, 1500)
+    tdnn_kernel: list[int] | tuple[int, ...] = (5, 3, 3, 1, 1)
+    tdnn_dilation: list[int] | tuple[int, ...] = (1, 2, 3, 1, 1)
+    xvector_output_dim: int = 512
+    am_softmax_scale: float = 30.0
+    am_softmax_margin: float = 0.4
+    input_gain_db: float = 0.0
+    input_silence_removal: bool = False
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
     eos_token_id: int | None = 2
@@ -226,6 +249,8 @@ class ArmHubertConfig(PretrainedConfig):
         self.reuse_pattern = [bool(flag) for flag in self.reuse_pattern]
         self.conv_dim, self.conv_kernel, self.conv_stride = (
             list(self.conv_dim), list(self.conv_kernel), list(self.conv_stride))
+        self.tdnn_dim, self.tdnn_kernel, self.tdnn_dilation = (
+            list(self.tdnn_dim), list(self.tdnn_kernel), list(self.tdnn_dilation))
         self.num_feat_extract_layers = len(self.conv_dim)
         super().__post_init__(**kwargs)
         self._check_values()
@@ -282,8 +307,23 @@ class ArmHubertConfig(PretrainedConfig):
         if self.classifier_proj_size < 1:
             raise ValueError(f"classifier_proj_size must be a positive integer, got {self.classifier_proj_size}.")
         self._check_slots()
+        self._check_xvector()
         if self.ctc_loss_reduction not in ("sum", "mean"):
             raise ValueError(f"ctc_loss_reduction must be 'sum' or 'mean', got {self.ctc_loss_reduction!r}.")
+
+    def _check_xvector(self) -> None:
+        if not (len(self.tdnn_dim) == len(self.tdnn_kernel) == len(self.tdnn_dilation)) or not self.tdnn_dim:
+            raise ValueError("tdnn_dim, tdnn_kernel and tdnn_dilation must be non-empty and of equal length (one entry "
+                             f"per TDNN layer), got {list(self.tdnn_dim)}, {list(self.tdnn_kernel)}, "
+                             f"{list(self.tdnn_dilation)}.")
+        if min([*self.tdnn_dim, *self.tdnn_kernel, *self.tdnn_dilation, self.xvector_output_dim]) < 1:
+            raise ValueError("tdnn_dim, tdnn_kernel, tdnn_dilation and xvector_output_dim must be positive integers.")
+        if self.am_softmax_scale <= 0 or not 0 <= self.am_softmax_margin < 1:
+            raise ValueError(f"am_softmax_scale must be positive and am_softmax_margin in [0, 1), got "
+                             f"{self.am_softmax_scale} and {self.am_softmax_margin}.")
+        if self.input_gain_db > 0:
+            raise ValueError(f"input_gain_db must be <= 0 (SUPERB attenuates by 3 dB; a positive gain can clip), got "
+                             f"{self.input_gain_db}.")
 
     def _check_slots(self) -> None:
         names, sizes = self.classifier_slot_names, self.classifier_slot_sizes

@@ -15,6 +15,8 @@ weighted sum of its layers, BiLSTM); see `run_asr_ctc.py`. `ArmHubertForSequence
 classifies utterances, with SUPERB's utterance-level protocol or full fine-tuning; see
 `run_audio_classification.py`. `ArmHubertForSuperbDiarization` is SUPERB's speaker diarization head
 (frozen student, weighted sum, LSTM, two speaker activities per frame); see `run_diarization.py`.
+`ArmHubertForXVector` embeds speakers for verification with SUPERB's x-vector head; see
+`run_speaker_verification.py`.
 
 Unlike the authors' implementation, every item of a padded batch gives the same outputs as that
 item alone: the first conv's GroupNorm and all attention maps see real frames only.
@@ -43,12 +45,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import (AutoConfig, AutoModel, AutoModelForAudioClassification, AutoModelForAudioFrameClassification,
-                          AutoModelForCTC, PreTrainedModel)
+from transformers import (AutoConfig, AutoModel, AutoModelForAudioClassification,
+                          AutoModelForAudioFrameClassification, AutoModelForAudioXVector, AutoModelForCTC,
+                          PreTrainedModel)
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput
+from transformers.modeling_outputs import (CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput,
+                                           XVectorOutput)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
@@ -517,6 +521,12 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
                 init.kaiming_normal_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and getattr(module, "keeps_torch_init", False):
+            # PyTorch's own Linear init, as s3prl's x-vector head has it (N(0, 0.02) weights and zero biases
+            # through five ReLU layers leave so little signal that the ReLU outputs die in training).
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            bound = 1 / math.sqrt(module.in_features)
+            init.uniform_(module.bias, -bound, bound)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, 0.0, self.config.initializer_range)
             if module.bias is not None:
@@ -534,6 +544,8 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
                 init.uniform_(module.masked_spec_embed)
         elif isinstance(module, ArmHubertSuperbFeaturizer):
             init.zeros_(module.layer_weights)  # every layer weighs the same at the start, as in SUPERB
+        elif isinstance(module, AMSoftmaxLoss):
+            init.xavier_normal_(module.weight)  # as SUPERB's AMSoftmaxLoss
 
     def _get_feat_extract_output_lengths(self, input_lengths: torch.Tensor | int) -> torch.Tensor | int:
         """Number of conv output frames for inputs of `input_lengths` samples."""
@@ -1130,6 +1142,149 @@ class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTraine
         return self.featurizer.layer_weight_distribution if self.featurizer is not None else None
 
 
+class AMSoftmaxLoss(nn.Module):
+    """Additive-margin softmax (SUPERB's speaker verification objective): cross-entropy of
+    scale * (cos(x, w_j) - margin * [j = label]) over the speakers j, x and the columns w_j of `weight`
+    (input_dim, num_labels) L2-normalised."""
+
+    def __init__(self, input_dim: int, num_labels: int, scale: float, margin: float):
+        super().__init__()
+        self.scale, self.margin = scale, margin
+        self.weight = nn.Parameter(torch.empty(input_dim, num_labels))
+
+    def forward(self, hidden_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`hidden_states` (B, input_dim), `labels` (B,) -> the mean loss over the batch."""
+        cosines = F.normalize(hidden_states.float(), dim=-1) @ F.normalize(self.weight.float(), dim=0)  # (B, N)
+        margins = self.margin * F.one_hot(labels, cosines.shape[-1]).to(cosines.dtype)
+        return F.cross_entropy(self.scale * (cosines - margins), labels)
+
+
+class TdnnLayer(nn.Module):
+    """A time-delay layer as SUPERB's (and Transformers') x-vector: each output frame is ReLU(Linear) of
+    `kernel_size` input frames `dilation` apart, laid out frame after frame; (B, T, in) -> (B, T - dilation *
+    (kernel_size - 1), out)."""
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.kernel = nn.Linear(in_dim * kernel_size, out_dim)
+
+    @property
+    def frames_lost(self) -> int:
+        return self.dilation * (self.kernel_size - 1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        out_dim, in_dim = self.kernel.out_features, hidden_states.shape[-1]
+        weight = self.kernel.weight.view(out_dim, self.kernel_size, in_dim).transpose(1, 2)  # (out, in, k)
+        convolved = F.conv1d(hidden_states.transpose(1, 2), weight, self.kernel.bias, dilation=self.dilation)
+        return F.relu(convolved.transpose(1, 2))
+
+
+class ArmHubertForXVector(_FrozenStudentMixin, ArmHubertPreTrainedModel):
+    """SUPERB's speaker verification model (s3prl's `sv_voxceleb1`, AM-softmax recipe) on a frozen student.
+
+        student (frozen, eval mode) -> softmax(layer_weights)-weighted sum of its `superb_features` (B, T, D)
+          -> Linear(D, tdnn_dim[0]) -> 5 x TDNN (+ ReLU) -> mean || std over each item's real frames (B, 2 x 1500)
+          -> ReLU(Linear(., xvector_output_dim)) = `embeddings` -> ReLU(Linear) = `logits` -> AM-softmax loss
+
+    Trials are scored by the cosine of two `embeddings` (`verification_score`), as SUPERB scores them.
+    Unlike Transformers' `WavLMForXVector`, whose two utterance-level Linears have no activation, both are
+    followed by a ReLU, as in SUPERB; the standard deviation is taken over each item's real frames (SUPERB
+    counts one padded frame more in a padded training batch), so that every item of a padded batch gets the
+    output it gets alone. `num_labels` is the number of training speakers.
+    """
+
+    _keys_to_ignore_on_load_unexpected = _STUDENT_ONLY_KEYS
+
+    def __init__(self, config: ArmHubertConfig):
+        if config.superb_features == "projected" and not config.has_projection_heads:
+            raise ValueError("superb_features='projected' needs the student's distillation heads (projection_dim); "
+                             "this student has none: use superb_features='hidden_states'.")
+        config = _without_unused_heads(config, type(self).__name__, uses_heads=config.superb_features == "projected")
+        super().__init__(config)
+        self.armhubert = ArmHubertModel(config)
+        self.featurizer = ArmHubertSuperbFeaturizer(config)
+        self.projector = nn.Linear(self.featurizer.feature_dim, config.tdnn_dim[0])
+        widths = [config.tdnn_dim[0], *config.tdnn_dim]
+        self.tdnn = nn.ModuleList(TdnnLayer(widths[i], widths[i + 1], kernel, dilation)
+                                  for i, (kernel, dilation) in enumerate(zip(config.tdnn_kernel, config.tdnn_dilation)))
+        self.feature_extractor = nn.Linear(2 * config.tdnn_dim[-1], config.xvector_output_dim)
+        self.classifier = nn.Linear(config.xvector_output_dim, config.xvector_output_dim)
+        self.objective = AMSoftmaxLoss(config.xvector_output_dim, config.num_labels, config.am_softmax_scale,
+                                       config.am_softmax_margin)
+        for linear in (self.projector, *(layer.kernel for layer in self.tdnn), self.feature_extractor, self.classifier):
+            linear.keeps_torch_init = True
+        self.post_init()
+        self.freeze_base_model()
+
+    @property
+    def frames_lost(self) -> int:
+        """Frames the TDNN layers take off an utterance (14 for SUPERB's)."""
+        return sum(layer.frames_lost for layer in self.tdnn)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> XVectorOutput | tuple:
+        r"""
+        Args:
+            input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded (see
+                [`ArmHubertModel.forward`]). Every item needs at least `frames_lost` + 2 frames (0.32 s).
+            labels: (B,) speaker ids in [0, num_labels).
+
+        Returns:
+            `XVectorOutput` with `embeddings` (B, xvector_output_dim) (what trials are scored with), `logits`
+            (B, xvector_output_dim) (the input of the AM-softmax) and the AM-softmax `loss` with labels.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_values, dtype=torch.long)
+        with torch.no_grad():
+            outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=True,
+                                     output_attentions=output_attentions, return_dict=True)
+        hidden_states = self.projector(self.featurizer(outputs))  # (B, T, tdnn_dim[0])
+        for layer in self.tdnn:
+            hidden_states = layer(hidden_states)  # (B, T', tdnn_dim[i])
+        lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long()) - self.frames_lost  # (B,)
+        if int(lengths.min()) < 2:
+            raise ValueError(f"An utterance of {int(attention_mask.sum(-1).min())} samples is too short for the "
+                             f"x-vector head: it needs {self.frames_lost + 2} frames after the student's conv "
+                             "encoder for a standard deviation; leave such utterances out.")
+        real = (torch.arange(hidden_states.shape[1], device=lengths.device)[None, :] < lengths[:, None])
+        real = real[..., None].to(hidden_states.dtype)  # (B, T', 1)
+        count = lengths[:, None].to(hidden_states.dtype)
+        mean = (hidden_states * real).sum(1) / count
+        variance = ((hidden_states - mean[:, None]) ** 2 * real).sum(1) / (count - 1)  # unbiased, as torch.std
+        # A channel a ReLU keeps at 0 has no variance: its std is 0 with a zero gradient (sqrt's is infinite there,
+        # which would turn the whole step's gradients into NaN).
+        constant = variance <= 0
+        std = torch.where(constant, torch.zeros_like(variance), variance.masked_fill(constant, 1.0).sqrt())
+        embeddings = F.relu(self.feature_extractor(torch.cat([mean, std], dim=-1)))
+        logits = F.relu(self.classifier(embeddings))
+
+        loss = self.objective(logits, labels) if labels is not None else None
+        output = XVectorOutput(loss=loss, logits=logits, embeddings=embeddings,
+                               hidden_states=outputs.hidden_states if output_hidden_states else None,
+                               attentions=outputs.attentions)
+        return output if return_dict else output.to_tuple()
+
+    @staticmethod
+    def verification_score(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """SUPERB's trial score: the cosine of two (..., D) `embeddings`."""
+        return F.cosine_similarity(F.normalize(first.float(), dim=-1), F.normalize(second.float(), dim=-1), dim=-1)
+
+    @property
+    def layer_weight_distribution(self) -> torch.Tensor:
+        """softmax(layer_weights) (N,), for inspection."""
+        return self.featurizer.layer_weight_distribution
+
+
 # ----------------------------------------------------------------------------------------------
 # SUPERB speaker diarization (docs/superb.md, SD)
 # ----------------------------------------------------------------------------------------------
@@ -1502,7 +1657,10 @@ ArmHubertForSequenceClassification.register_for_auto_class("AutoModelForAudioCla
 AutoModelForAudioClassification.register(ArmHubertConfig, ArmHubertForSequenceClassification, exist_ok=True)
 ArmHubertForSuperbDiarization.register_for_auto_class("AutoModelForAudioFrameClassification")
 AutoModelForAudioFrameClassification.register(ArmHubertConfig, ArmHubertForSuperbDiarization, exist_ok=True)
+ArmHubertForXVector.register_for_auto_class("AutoModelForAudioXVector")
+AutoModelForAudioXVector.register(ArmHubertConfig, ArmHubertForXVector, exist_ok=True)
 
-__all__ = ["ArmHubertConfig", "ArmHubertForCTC", "ArmHubertForSequenceClassification", "ArmHubertForSuperbCTC",
-           "ArmHubertForSuperbDiarization", "ArmHubertModel", "ArmHubertModelOutput", "ArmHubertPreTrainedModel",
-           "SuperbSpecAugment", "compute_span_mask", "permutation_invariant_bce"]
+__all__ = ["AMSoftmaxLoss", "ArmHubertConfig", "ArmHubertForCTC", "ArmHubertForSequenceClassification",
+           "ArmHubertForSuperbCTC", "ArmHubertForSuperbDiarization", "ArmHubertForXVector", "ArmHubertModel",
+           "ArmHubertModelOutput", "ArmHubertPreTrainedModel", "SuperbSpecAugment", "compute_span_mask",
+           "permutation_invariant_bce"]

@@ -20,6 +20,8 @@ Data: --corpus with --corpus_root reads SUPERB's corpora in their original downl
 (speech_commands, fluent_commands, voxceleb1, iemocap with --fold N) or a folder of class folders
 (folder: <root>/<split>/<label>/<audio file>); their splits are train, validation and test. --dataset_name
 reads any `datasets` dataset with an audio column and a label column (--audio_column, --label_column).
+SUPERB's input effects (--input_gain_db: its keyword spotting recipe attenuates every file by 3 dB) apply
+to every file and are recorded in the model's config, so that its pipeline applies them too.
 armhubert_training/corpora/ reads each corpus, one module per corpus. A label outside the classes
 (fixed by the corpus, else those of the training data or of the fine-tuned model) stops the run before
 training; unreadable files are skipped and counted.
@@ -54,6 +56,7 @@ from armhubert_training.arguments import (
 from armhubert_training.classification_trainer import ClassificationTrainer
 from armhubert_training.collators import ClassificationCollator
 from armhubert_training.corpora.labels import LabelSet
+from armhubert_training.input_effects import InputEffects
 from armhubert_training.model_card import classification_model_card
 from armhubert_training.speech_datasets import ClassificationData, build_classification_datasets
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging, split_name
@@ -80,8 +83,9 @@ def is_fine_tuned(config: ArmHubertConfig) -> bool:
 
 
 def classifier_config(model_args: ClassificationModelArguments, config: ArmHubertConfig, mode: str,
-                      label_set: LabelSet) -> ArmHubertConfig:
-    """The student's config turned into that of a classifier of `label_set`'s classes in `mode`."""
+                      label_set: LabelSet, effects: InputEffects) -> ArmHubertConfig:
+    """The student's config turned into that of a classifier of `label_set`'s classes in `mode`, recording the
+    input `effects` its training applies (and its pipeline then applies)."""
     superb = mode == "superb"
     features = model_args.superb_features
     if features == "auto":
@@ -89,7 +93,7 @@ def classifier_config(model_args: ClassificationModelArguments, config: ArmHuber
     changes: dict[str, Any] = dict(
         **label_set.config_fields(), classifier_mode=mode, classifier_proj_size=model_args.classifier_proj_size,
         use_weighted_layer_sum=model_args.use_weighted_layer_sum, superb_features=features,
-        custom_pipelines=CUSTOM_PIPELINES, bos_token_id=None, eos_token_id=None)
+        custom_pipelines=CUSTOM_PIPELINES, bos_token_id=None, eos_token_id=None, **effects.config_fields())
     if not superb:
         # Gradient scaling belongs to distillation, not to fine-tuning.
         changes.update(layer_grad_scale=False, apply_spec_augment=True, mask_time_prob=model_args.mask_time_prob,
@@ -101,7 +105,8 @@ def classifier_config(model_args: ClassificationModelArguments, config: ArmHuber
 
 
 def load_model(model_args: ClassificationModelArguments, training_args: TrainingArguments, source: str | None,
-               config: ArmHubertConfig, label_set: LabelSet) -> ArmHubertForSequenceClassification:
+               config: ArmHubertConfig, label_set: LabelSet,
+               effects: InputEffects) -> ArmHubertForSequenceClassification:
     """The fine-tuned model at `source`, or a new classifier of `label_set` on the student at `source`."""
     if is_fine_tuned(config):
         if model_args.classifier_mode not in (None, config.classifier_mode):
@@ -117,7 +122,7 @@ def load_model(model_args: ClassificationModelArguments, training_args: Training
             raise ValueError(f"{source or model_args.random_student_preset} is a student without a classifier: "
                              "--do_eval and --do_predict need a fine-tuned model. Add --do_train, or point "
                              "--model_name_or_path at a directory this script wrote.")
-        config = classifier_config(model_args, config, model_args.classifier_mode or "superb", label_set)
+        config = classifier_config(model_args, config, model_args.classifier_mode or "superb", label_set, effects)
         model = (ArmHubertForSequenceClassification(config) if source is None else
                  ArmHubertForSequenceClassification.from_pretrained(source, config=config,
                                                                     cache_dir=model_args.cache_dir))
@@ -152,11 +157,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise ValueError("Nothing to do: give at least one of --do_train, --do_eval, --do_predict.")
 
     source, config = resolve_source(model_args, training_args.output_dir)
+    # A fine-tuned model keeps the input effects it was trained with; a new one records those asked for.
+    effects = (InputEffects.from_config(config) if is_fine_tuned(config) else
+               InputEffects(data_args.input_gain_db, data_args.input_silence_removal))
     # Data before the model: a missing split or column, or an unknown label, fails before any weights load.
     data: ClassificationData = build_classification_datasets(
         data_args, training_args.do_train, training_args.do_eval, training_args.do_predict, training_args.seed,
-        label_set=LabelSet.from_config(config) if is_fine_tuned(config) else None, split_key=split_name)
-    model = load_model(model_args, training_args, source, config, data.label_set)
+        label_set=LabelSet.from_config(config) if is_fine_tuned(config) else None, split_key=split_name,
+        effects=effects if effects.any else None)
+    model = load_model(model_args, training_args, source, config, data.label_set, effects)
     feature_extractor = student_feature_extractor(source, model_args.cache_dir)
 
     metrics: dict[str, float] = {}

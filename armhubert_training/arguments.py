@@ -230,6 +230,17 @@ class DiarizationHeadArguments(ArgumentConcept):
         super().__post_init__()
 
 @dataclass
+class XVectorHeadArguments(ArgumentConcept):
+    """The speaker verification head's training objective (its layer sizes are ArmHubertConfig fields)."""
+
+    am_softmax_scale: float = field(default=30.0, metadata={
+        "help": "Scale of the AM-softmax objective (SUPERB: 30). The TDNN sizes are ArmHubertConfig fields "
+                "(tdnn_dim, tdnn_kernel, tdnn_dilation, xvector_output_dim): change them with --config_overrides."})
+    am_softmax_margin: float = field(default=0.4, metadata={
+        "help": "Additive margin of the AM-softmax objective (SUPERB: 0.4)."})
+
+
+@dataclass
 class TeacherArguments(HubCacheArguments):
     """The teacher a student is distilled from, and which of its layers each student layer learns."""
 
@@ -300,7 +311,22 @@ class DataSourceArguments(ArgumentConcept):
 
 
 @dataclass
-class SplitArguments(DataSourceArguments):
+class HeaderReadingArguments(ArgumentConcept):
+    """How many workers read audio headers when a corpus is indexed."""
+
+    preprocessing_num_workers: int | None = field(default=None, metadata={
+        "help": "Workers reading audio headers when indexing (threads for a local corpus folder, processes for "
+                "a map-style --dataset_name)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.preprocessing_num_workers is not None and self.preprocessing_num_workers < 1:
+            raise ValueError(f"--preprocessing_num_workers must be a positive integer; got "
+                             f"{self.preprocessing_num_workers}.")
+
+
+@dataclass
+class SplitArguments(HeaderReadingArguments, DataSourceArguments):
     """The splits of the data source to train and evaluate on, how much of them, and how they are indexed."""
 
     train_splits: list[str] | None = field(default=None, metadata={
@@ -315,9 +341,6 @@ class SplitArguments(DataSourceArguments):
         "help": "Use only the first N training utterances (after filtering), for quick runs."})
     max_eval_samples: int | None = field(default=None, metadata={
         "help": "Use only the first N evaluation utterances (after filtering), for quick runs."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={
-        "help": "Workers reading audio headers when indexing (threads for a local corpus folder, processes for "
-                "a map-style --dataset_name)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -330,7 +353,7 @@ class SplitArguments(DataSourceArguments):
             if not getattr(self, name) or not all(getattr(self, name)):
                 raise ValueError(f"--{name} needs at least one split name, and no empty one; "
                                  f"got {getattr(self, name)}.")
-        for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
+        for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer; got {getattr(self, name)}.")
 
@@ -528,6 +551,59 @@ class DiarizationScoringArguments(ArgumentConcept):
         if not self.rttm_median_filters or not all(w >= 1 and w % 2 == 1 for w in self.rttm_median_filters):
             raise ValueError(f"--rttm_median_filters needs odd widths >= 1; got {self.rttm_median_filters}.")
 
+
+@dataclass
+class InputEffectArguments(ArgumentConcept):
+    """SUPERB's input effects (`input_effects`), applied to every waveform after decoding and recorded in the
+    trained model's config, whose pipeline then applies them too. A fine-tuned model keeps its own."""
+
+    input_gain_db: float = field(default=0.0, metadata={
+        "help": "Gain in dB applied to every waveform (SUPERB's keyword spotting and speaker verification: -3, "
+                "sox 'gain -3.0'); 0 = none."})
+    input_silence_removal: bool = field(default=False, metadata={
+        "help": "Remove silences from every waveform after the gain, as SUPERB's speaker verification does (sox "
+                "'silence 1 0.1 0.1%% -1 0.1 0.1%%')."})
+
+    def __post_init__(self) -> None:
+        if self.input_gain_db > 0:
+            raise ValueError(f"--input_gain_db must be <= 0 (a positive gain can clip), got {self.input_gain_db}.")
+        super().__post_init__()
+
+
+@dataclass
+class VoxCeleb1VerificationArguments(ArgumentConcept):
+    """VoxCeleb1 for speaker verification (`corpora.voxceleb1_verification`) and how the checkpoint is chosen."""
+
+    voxceleb1_root: str | None = field(default=None, metadata={
+        "help": "The VoxCeleb1 folder holding the extracted archives as dev/wav (training: every file) and test/wav "
+                "(the files of --trial_list)."})
+    trial_list: str | None = field(default=None, metadata={
+        "help": "The trial list scored by --do_predict: lines '<1|0> <speaker/video/n.wav> <speaker/video/n.wav>' "
+                "relative to test/wav (SUPERB: voxceleb1_test_v2.txt, the 37,720 trials of VoxCeleb1-O). Default: "
+                "<voxceleb1_root>/veri_test.txt."})
+    dev_speakers: int = field(default=0, metadata={
+        "help": "Keep this many training speakers (drawn by --seed) out of training and score --dev_trials trials "
+                "among them as the development set of --do_eval and --checkpoint_selection dev. 0 = none, as SUPERB."})
+    dev_trials: int = field(default=2000, metadata={
+        "help": "Trials drawn among the --dev_speakers held-out speakers, half of them same-speaker trials."})
+    checkpoint_selection: Literal["best_test", "dev"] = field(default="best_test", metadata={
+        "help": "'best_test': SUPERB's: every saved checkpoint is scored on --trial_list after training and the "
+                "lowest test EER is reported (optimistic: the test set chooses). 'dev': the checkpoint with the "
+                "lowest EER on the held-out --dev_speakers trials (--load_best_model_at_end) is scored once."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.voxceleb1_root:
+            raise ValueError("Give --voxceleb1_root, the VoxCeleb1 folder holding dev/wav and test/wav.")
+        if self.dev_speakers < 0 or self.dev_trials < 2:
+            raise ValueError(f"--dev_speakers must be >= 0 and --dev_trials >= 2; got {self.dev_speakers} and "
+                             f"{self.dev_trials}.")
+        if self.checkpoint_selection == "dev" and not self.dev_speakers:
+            raise ValueError("--checkpoint_selection dev needs held-out speakers: give --dev_speakers N.")
+
+    @property
+    def trial_file(self) -> Path:
+        return Path(self.trial_list or Path(self.voxceleb1_root) / "veri_test.txt")
 
 
 @dataclass
@@ -740,10 +816,10 @@ class AsrDataArguments(CtcMetricArguments, BatchBudgetArguments, AudioLengthArgu
 
 
 @dataclass
-class ClassificationDataArguments(CroppingArguments, PredictionSplitArguments, HubLabelArguments,
-                                  ClassificationCorpusArguments):
+class ClassificationDataArguments(InputEffectArguments, CroppingArguments, PredictionSplitArguments,
+                                  HubLabelArguments, ClassificationCorpusArguments):
     """run_audio_classification.py: labelled audio (a corpus folder or a `datasets` dataset), training
-    utterances cropped or filtered by duration, prediction splits."""
+    utterances cropped or filtered by duration, prediction splits, SUPERB's input effects."""
 
 
 @dataclass
@@ -765,3 +841,15 @@ class DiarizationModelArguments(SuperbFeatureArguments, DiarizationHeadArguments
 class DiarizationDataArguments(DiarizationScoringArguments, DiarizationChunkArguments, PredictionSplitArguments,
                                LibriMixArguments):
     """run_diarization.py: LibriMix splits, their chunking, and the RTTM settings scored for DER."""
+
+
+@dataclass
+class SpeakerVerificationModelArguments(XVectorHeadArguments, SuperbFeatureArguments, StudentSourceArguments):
+    """run_speaker_verification.py: which student, and the x-vector head's objective."""
+
+
+@dataclass
+class SpeakerVerificationDataArguments(InputEffectArguments, CroppingArguments, HeaderReadingArguments,
+                                       VoxCeleb1VerificationArguments):
+    """run_speaker_verification.py: VoxCeleb1 in its download layout, the trial lists, the input effects, and
+    the training utterances' duration range and crops."""

@@ -5,11 +5,13 @@
     classify("speech.wav")[0]["label"]; classify(waveform_16khz_float32)[0]["label"]
 
 The model's config names this class under `custom_pipelines`, so the call above builds it instead of
-Transformers' `AudioClassificationPipeline`, which it extends in two respects:
+Transformers' `AudioClassificationPipeline`, which it extends in three respects:
 
 - local files and encoded bytes are decoded with libsndfile and resampled with librosa, as the
   training and evaluation audio was (`asr_pipeline.decode_audio_file`), so that a file's label matches
   `run_audio_classification.py --do_predict` and ffmpeg is only needed for other formats;
+- the input effects the model's config records (SUPERB's keyword spotting: a -3 dB gain) are applied to
+  the waveform, as they were in training and evaluation;
 - a model with several slots (intent classification: action, object, location) returns one result,
   the best value of each slot joined with "|" ("activate|lights|kitchen", the label --do_predict
   writes), scored by the product of the slots' probabilities, and under "slots" each slot's best value
@@ -20,9 +22,11 @@ Single-label models give the parent's output: the `top_k` labels with their soft
 
 from __future__ import annotations
 
+import torch
 from transformers import AudioClassificationPipeline
 
 from .asr_pipeline import decode_audio_file
+from .input_effects import InputEffects
 
 
 class ArmHubertAudioClassificationPipeline(AudioClassificationPipeline):
@@ -30,7 +34,14 @@ class ArmHubertAudioClassificationPipeline(AudioClassificationPipeline):
 
     def preprocess(self, inputs):
         decoded = decode_audio_file(inputs, self.feature_extractor.sampling_rate)
-        return super().preprocess(inputs if decoded is None else decoded)
+        processed = super().preprocess(inputs if decoded is None else decoded)
+        effects = InputEffects.from_config(self.model.config)
+        if effects.any:  # the effects the model was trained with, on the 16 kHz waveform (1, S)
+            waveform = torch.from_numpy(effects(processed["input_values"][0].float().numpy()))[None]
+            processed["input_values"] = waveform.to(processed["input_values"].dtype)
+            if "attention_mask" in processed:
+                processed["attention_mask"] = torch.ones_like(waveform, dtype=processed["attention_mask"].dtype)
+        return processed
 
     def postprocess(self, model_outputs, top_k=5, function_to_apply=None):
         config = self.model.config

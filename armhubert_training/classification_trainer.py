@@ -39,9 +39,9 @@ class BalancedEpochSampler(EpochSeededSampler, WeightedRandomSampler):
 class ClassificationTrainer(SplitScoringTrainer):
     """A Trainer for `ArmHubertForSequenceClassification` on batches from `ClassificationCollator`."""
 
-    # The pipeline class, and the audio decoding it shares with the ASR pipeline.
+    # The pipeline class, the audio decoding it shares with the ASR pipeline, and SUPERB's input effects.
     pipeline_files = tuple(Path(__file__).resolve().parent / name
-                           for name in ("classification_pipeline.py", "asr_pipeline.py"))
+                           for name in ("classification_pipeline.py", "asr_pipeline.py", "input_effects.py"))
 
     def __init__(self, *args, label_set: LabelSet, **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,6 +1,6 @@
 """Model cards (README.md with Hub metadata) of the models the scripts write: a distilled student
-(`distilled_student_card`), a CTC model (`asr_model_card`) and an utterance classifier
-(`classification_model_card`).
+(`distilled_student_card`), a CTC model (`asr_model_card`), an utterance classifier
+(`classification_model_card`) and a speaker verification model (`speaker_verification_model_card`).
 
 Every card is the Hub metadata, a title, what the model is, then sections (`_card`); the parts the
 cards share (the model's name, the base model, the pipeline usage, the fine-tuning recipe line, tables)
@@ -20,7 +20,12 @@ from modeling_armhubert import ArmHubertForSuperbCTC
 from .asr_trainer import TASK_METRICS
 
 if TYPE_CHECKING:
-    from modeling_armhubert import ArmHubertForSequenceClassification, ArmHubertModel, ArmHubertPreTrainedModel
+    from modeling_armhubert import (
+        ArmHubertForSequenceClassification,
+        ArmHubertForXVector,
+        ArmHubertModel,
+        ArmHubertPreTrainedModel,
+    )
 
     from .arguments import (
         AsrDataArguments,
@@ -60,7 +65,7 @@ def hub_base_model(source: str) -> str | None:
     return source if "/" in source and not os.path.exists(source) and not source.endswith(".ckpt") else None
 
 
-def _card_data(pipeline_tag: str, tags: list[str], base_model: str | None, **fields: Any) -> ModelCardData:
+def _card_data(pipeline_tag: str | None, tags: list[str], base_model: str | None, **fields: Any) -> ModelCardData:
     return ModelCardData(library_name="transformers", pipeline_tag=pipeline_tag, tags=tags, base_model=base_model,
                          license=LICENSE, **fields)
 
@@ -276,3 +281,48 @@ def classification_model_card(model: ArmHubertForSequenceClassification, student
         "Training": f"Fine-tuned with `run_audio_classification.py` of the armhubert project on {data}: "
                     f"{fine_tuning_recipe(training_args)}",
     })
+
+
+# ----------------------------------------------------------------------------------------------
+# A speaker verification model (run_speaker_verification.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def speaker_verification_model_card(model: ArmHubertForXVector, student: StudentSourceArguments,
+                                    training_args: TrainingArguments, metrics: dict[str, float]) -> ModelCard:
+    """A card for a speaker verification model: what it is, how to score two files, its EERs and recipe."""
+    name = model_name(training_args)
+    source = _fine_tuned_from(student)
+    config = model.config
+    effects = ", ".join(filter(None, [f"a {config.input_gain_db:g} dB gain" if config.input_gain_db else "",
+                                      "silence removal" if config.input_silence_removal else ""])) or "none"
+    results = ["| trials | EER | threshold | scored trials |", "|---|---|---|---|"]
+    for prefix in sorted({key.removesuffix("_eer") for key in metrics if key.endswith("_eer")}):
+        if prefix in ("eval", "predict_test"):
+            trials = "held-out training speakers" if prefix == "eval" else "test"
+            results.append(f"| {trials} | {100 * metrics[prefix + '_eer']:.2f} % | "
+                           f"{metrics[prefix + '_eer_threshold']:.4f} | {metrics[prefix + '_trials']} |")
+    selected = metrics.get("predict_test_selected_checkpoint")
+    selection = (f"\n\nThe test row is the lowest test EER of the saved checkpoints ({selected}), SUPERB's selection."
+                 if selected else "")
+    card_data = _card_data(None, ["audio", "speech", "speaker-verification", "x-vector", "armhubert",
+                                  "recycle-and-distill", "superb"], base_model=hub_base_model(source), metrics=["eer"])
+    intro = (f"Speaker verification with an ArmHubert student (Recycle-and-Distill, [paper]({PAPER})) from "
+             f"`{source}`, with SUPERB's x-vector head on the frozen student: a weighted sum of its layers, "
+             f"{len(config.tdnn_dim)} TDNN layers, mean and standard deviation pooling, a "
+             f"{config.xvector_output_dim}-wide embedding; trained with AM-softmax over {config.num_labels} "
+             f"speakers. Input effects applied to every file: {effects}.")
+    usage = f"""```python
+from modeling_armhubert import ArmHubertForXVector             # with the armhubert project installed
+from armhubert_training.verification_trainer import verify
+
+model = ArmHubertForXVector.from_pretrained("{name}")
+verify(model, "a.wav", "b.wav")    # cosine of the embeddings; above the EER threshold = same speaker
+```"""
+    return _card(card_data, name, intro, {
+        "Usage": usage,
+        "Results": _results(results) + selection,
+        "Training": f"Trained with `run_speaker_verification.py` of the armhubert project on VoxCeleb1 (dev/wav): "
+                    f"{fine_tuning_recipe(training_args)}",
+    })
+

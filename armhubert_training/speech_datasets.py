@@ -63,8 +63,10 @@ class _DecodingDataset:
     persistent workers if crops should change between epochs.
     """
 
-    def __init__(self, audio_column: str, min_length: int, max_length: int | None, crop: bool, seed: int) -> None:
+    def __init__(self, audio_column: str, min_length: int, max_length: int | None, crop: bool, seed: int,
+                 effects: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.audio_column = audio_column
+        self.effects = effects  # applied after decoding, before cropping (`input_effects.InputEffects`)
         self.min_length = min_length
         self.max_length = max_length
         self.crop = crop
@@ -87,10 +89,11 @@ class _DecodingDataset:
     def _load(self, source: AudioSource, utt_id: str) -> np.ndarray | None:
         """Decoded audio, or None (logged the first time for this id) if it fails."""
         try:
-            return load_audio(source)
+            audio = load_audio(source)
         except AudioError as err:
             self._note_failure(utt_id, str(err))
             return None
+        return audio if self.effects is None else self.effects(audio)
 
     def _in_range(self, length: int) -> bool:
         too_long = self.max_length is not None and not self.crop and length > self.max_length
@@ -123,8 +126,9 @@ class SpeechDataset(_DecodingDataset, torch.utils.data.Dataset):
 
     def __init__(self, index: datasets.Dataset, audio_column: str, min_length: int,
                  max_length: int | None = None, crop: bool = True, seed: int = 0,
-                 skipped: Mapping[str, Sequence[str]] | None = None) -> None:
-        super().__init__(audio_column, min_length, max_length, crop, seed)
+                 skipped: Mapping[str, Sequence[str]] | None = None,
+                 effects: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        super().__init__(audio_column, min_length, max_length, crop, seed, effects)
         for reason, ids in (skipped or {}).items():
             self.skipped[reason] = list(ids)
         self.index = index
@@ -143,9 +147,10 @@ class SpeechDataset(_DecodingDataset, torch.utils.data.Dataset):
         if audio is None:
             return None
         if not self._in_range(len(audio)):
-            # The header promised a length in range but the file decodes to
-            # another one: treat it like any other unusable file.
-            self._note_failure(row["id"], f"decodes to {len(audio)} samples, outside the duration range.")
+            # The header promised a length in range but the file decodes (or its input effects, e.g. silence
+            # removal, leave it) to another one: treat it like any other unusable file.
+            after = " after the input effects" if self.effects is not None else ""
+            self._note_failure(row["id"], f"decodes to {len(audio)} samples{after}, outside the duration range.")
             return None
         return self._item(audio, row["text"], row["id"], position)
 
@@ -314,7 +319,8 @@ class ClassificationData:
 
 def build_classification_datasets(data_args: ClassificationDataArguments, do_train: bool, do_eval: bool,
                                   do_predict: bool, seed: int, label_set: LabelSet | None = None,
-                                  split_key=lambda split: split) -> ClassificationData:
+                                  split_key=lambda split: split,
+                                  effects: Callable[[np.ndarray], np.ndarray] | None = None) -> ClassificationData:
     """Index every split the run needs, check every label against the classes (given by a fine-tuned
     model as `label_set`, else by the task) and, when training on a corpus with fixed classes, that
     every class has training data; wrap the splits in datasets.
@@ -323,6 +329,7 @@ def build_classification_datasets(data_args: ClassificationDataArguments, do_tra
     --crop_to_max_duration); evaluation and prediction use whole utterances, except Speech Commands'
     silence items, which are always a random 1 s crop. Speech Commands' train and validation splits are
     sampled class-balanced (`sample_weights`). `split_key` names each prediction split in the result.
+    `effects` (SUPERB's input effects, `input_effects.InputEffects`) apply to every waveform after decoding.
     """
     wanted = []  # (role, split expression(s))
     if do_train:
@@ -386,7 +393,7 @@ def build_classification_datasets(data_args: ClassificationDataArguments, do_tra
         dataset = LabelledSpeechDataset(
             index, audio_column, min_length=data_args.min_audio_samples,
             max_length=None if crop_seconds is None else round(crop_seconds * SAMPLING_RATE),
-            crop=crop_seconds is not None, seed=seed, skipped=skipped, sample_weights=weights)
+            crop=crop_seconds is not None, seed=seed, skipped=skipped, sample_weights=weights, effects=effects)
         if role == "train":
             result.train = dataset
         elif role == "eval":
@@ -494,3 +501,21 @@ def build_diarization_datasets(data_args: DiarizationDataArguments, frame_shift:
         eval=split_dataset(data_args.eval_splits, data_args.max_eval_samples, "--eval_splits") if do_eval else None,
         predict={split_key(split): split_dataset([split], data_args.max_predict_samples, "--predict_splits")
                  for split in data_args.predict_splits} if do_predict else {})
+
+
+# --------------------------------------------------------------------------- #
+# Speaker verification: the files of a trial list
+# --------------------------------------------------------------------------- #
+
+
+class TrialDataset(LabelledSpeechDataset):
+    """The files that `trials` name (each once, whole, without a label), to embed and then score the trials.
+
+    Attributes:
+        trials: the `corpora.voxceleb1_verification.Trial`s; one whose file is left out (`skipped`) or fails
+            when read cannot be scored and is counted by the trainer.
+    """
+
+    def __init__(self, *args, trials: Sequence[Any], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.trials = list(trials)

@@ -1,13 +1,14 @@
 """One SUPERB table from the results of the task runs, beside the published students.
 
 Each task run (run_asr_ctc.py for ASR, PR and SF; run_audio_classification.py for KS, IC, SID and
-ER; run_diarization.py for SD) writes `predict_<split>_results.json` into its output folder. Give
-each task its folder (or the JSON itself); ER takes one folder per fold and reports their mean, as SUPERB does:
+ER; run_diarization.py for SD; run_speaker_verification.py for ASV) writes `predict_<split>_results.json`
+into its output folder, run_query_by_example.py (QbE) `eval_results.json`. Give each task its folder (or
+the JSON itself); ER takes one folder per fold and reports their mean, as SUPERB does:
 
     python -m armhubert_training.superb_report --name "my armhubert" \\
         --pr runs/pr --asr runs/asr --ks runs/ks --ic runs/ic --sid runs/sid \\
-        --er runs/er-fold1 runs/er-fold2 runs/er-fold3 runs/er-fold4 runs/er-fold5 --sf runs/sf --sd runs/sd \
-        --qbe runs/qbe --output superb.md
+        --er runs/er-fold1 runs/er-fold2 runs/er-fold3 runs/er-fold4 runs/er-fold5 --sf runs/sf --sd runs/sd \\
+        --qbe runs/qbe --asv runs/asv --output superb.md
 
 The table has the columns of the paper's results (PR and ASR error rates, accuracies of KS, IC, SID
 and ER, slot-filling F1 and CER, speaker diarization DER, all in %), the published rows, and an overall score.
@@ -17,8 +18,9 @@ Distill table (HuBERT Base 80.8, DistilHuBERT 75.9, ARMHuBERT 78.1, ...) is the 
 numbers, error rates turned into 100 - error:
     [(100-PER) + (100-WER) + KS + 100*QbE_MTWV + SID + (100-ASV_EER) + (100-SD_DER) + IC + SF_F1
      + (100-SF_CER) + ER] / 11.
-QbE: --qbe takes the output folder of run_query_by_example.py (the eval MTWV at the best dev layer);
---sd also takes a DER in % measured elsewhere. ASV has no recipe here: pass it with --asv (from s3prl).
+QbE: --qbe takes the output folder of run_query_by_example.py (the eval MTWV at the best dev layer),
+--sd that of run_diarization.py, --asv that of run_speaker_verification.py; each also takes a number
+measured elsewhere (s3prl).
 """
 
 from __future__ import annotations
@@ -146,10 +148,18 @@ def collect(args: argparse.Namespace) -> dict[str, float]:
             numbers[task] = sum(values) / len(values)  # ER: the mean over folds
     if args.qbe is not None:
         numbers["qbe"] = read_qbe(args.qbe)[0]
-    for task in ("asv",):
-        if getattr(args, task) is not None:
-            numbers[task] = getattr(args, task)
+    if args.asv is not None:
+        numbers["asv"] = read_asv(args.asv)
     return numbers
+
+
+def read_asv(value: str) -> float:
+    """The ASV EER in %: a number as given, else the test EER of a run_speaker_verification.py run (folder or
+    results JSON; the run stores it as a fraction under `predict_test_eer`)."""
+    try:
+        return float(value)
+    except ValueError:
+        return read_metric(Path(value), "eer", "test")
 
 
 def format_value(value: float | None) -> str:
@@ -187,7 +197,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--qbe", metavar="RUN_OR_MTWV", help="Output folder (or eval_results.json) of the "
                         "run_query_by_example.py run, or an MTWV from elsewhere (e.g. 0.0736); needed for the "
                         "overall score.")
-    parser.add_argument("--asv", type=float, help="ASV EER in %%, not run here; needed for the overall score.")
+    parser.add_argument("--asv", metavar="RUN_OR_EER", help="Output folder or results JSON of the "
+                        "run_speaker_verification.py run (test EER), or an ASV EER in %% from elsewhere; needed "
+                        "for the overall score.")
     parser.add_argument("--no-published", action="store_true", help="Leave out the published rows.")
     parser.add_argument("--output", type=Path, help="Also write the table (markdown) here, and the numbers as JSON "
                                                     "beside it (same name, .json).")
@@ -198,7 +210,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = parse_args(argv)
     numbers = collect(args)
     if not numbers:
-        raise SystemExit("Give at least one task run (--pr, --asr, --ks, --ic, --sid, --er, --sf, --sd); see --help.")
+        raise SystemExit("Give at least one task run (--pr, --asr, --ks, --ic, --sid, --er, --sf, --qbe, --asv, "
+                         "--sd); see --help.")
     rows = {args.name: numbers}
     if not args.no_published:
         rows.update((f"{name} (published)", values) for name, values in PUBLISHED.items())

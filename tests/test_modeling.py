@@ -336,7 +336,9 @@ def test_auto_classes_in_process(tmp_path):
                                   "AutoModelForAudioClassification":
                                       "modeling_armhubert.ArmHubertForSequenceClassification",
                                   "AutoModelForAudioFrameClassification":
-                                      "modeling_armhubert.ArmHubertForSuperbDiarization"}
+                                      "modeling_armhubert.ArmHubertForSuperbDiarization",
+
+                                  "AutoModelForAudioXVector": "modeling_armhubert.ArmHubertForXVector"}
     # What push_to_hub uploads: the code files travel with the weights.
     for code_file in ("modeling_armhubert.py", "configuration_armhubert.py"):
         assert (tmp_path / code_file).read_text() == (REPO / code_file).read_text()

@@ -54,6 +54,12 @@ def test_report_reads_every_task_and_scores_the_run(tmp_path, capsys):
     assert "ARMHuBERT (published)" in capsys.readouterr().out
 
 
+def test_report_reads_a_speaker_verification_run(tmp_path):
+    run = write_run(tmp_path / "asv", "test", eer=0.0568, eer_threshold=0.4, trials=37720)
+    assert main(["--asv", run, "--no-published"])["this model"]["asv"] == pytest.approx(5.68)
+    assert main(["--asv", "5.11", "--no-published"])["this model"]["asv"] == pytest.approx(5.11)
+
+
 def test_report_says_what_is_missing(tmp_path, capsys):
     main(["--ks", write_run(tmp_path / "ks", "test", accuracy=0.9688)])
     out = capsys.readouterr().out

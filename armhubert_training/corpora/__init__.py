@@ -7,6 +7,7 @@ no audio decoded; see `index`) and the utterances it left out, by reason (`audio
     fluent_commands.py   Fluent Speech Commands (SUPERB IC)
     voxceleb1.py         VoxCeleb1 identification split (SUPERB SID)
     librimix.py          Libri2Mix in s3prl's Kaldi-style folders (SUPERB SD)
+    voxceleb1_verification.py  VoxCeleb1 dev/wav and a trial list over test/wav (SUPERB ASV)
     iemocap.py           IEMOCAP (SUPERB ER)
     quesst14.py          QUESST 2014, English (SUPERB QbE; read by run_query_by_example.py)
     folder.py            a folder of class folders
