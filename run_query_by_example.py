@@ -39,13 +39,14 @@ import torch
 from transformers import HfArgumentParser
 
 from armhubert_training.arguments import HelpFormatter, QbeArguments, QbeModelArguments, parse_config_and_args
-from armhubert_training.audio import SAMPLING_RATE, AudioError, apply_gain_db, load_audio
+from armhubert_training.audio import SAMPLING_RATE, AudioError, load_audio
 from armhubert_training.corpora.quesst14 import (
     QUESST14_SPLITS,
     quesst14_documents,
     quesst14_groundtruth,
     quesst14_queries,
 )
+from armhubert_training.input_effects import apply_gain_db
 from armhubert_training.student_source import resolve_source
 from armhubert_training.subsequence_dtw import MIN_QUERY_FRAMES, DocumentChunks, normalise_features
 from armhubert_training.term_detection import (

@@ -2,8 +2,8 @@
 the files that cannot be used.
 
 - `load_audio` decodes one file / byte string / ``datasets`` audio dict into a float32 mono waveform
-  at 16 kHz, raising `AudioError` for anything unusable; `apply_gain_db` scales it as sox's `gain` does;
-  `header_duration(s)` read lengths from file headers without decoding, for indexing a corpus.
+  at 16 kHz, raising `AudioError` for anything unusable; `header_duration(s)` read lengths from file
+  headers without decoding, for indexing a corpus.
 - `SKIP_REASONS` names why a file is left out; a corpus reader returns the ids it left out by reason
   (`Skipped`), `warn_skipped` names them in one warning, `skip_metrics` counts them as the
   ``skipped_files*`` metrics.
@@ -173,11 +173,6 @@ def load_audio(source: AudioSource, sampling_rate: int = SAMPLING_RATE) -> np.nd
     if native_rate != sampling_rate:
         mono = librosa.resample(mono, orig_sr=native_rate, target_sr=sampling_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
-
-
-def apply_gain_db(waveform: np.ndarray, gain_db: float) -> np.ndarray:
-    """`waveform` scaled by `gain_db` decibels (sox's `gain`; SUPERB's QbE and KS recipes load with -3 dB)."""
-    return (waveform * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------- #

@@ -71,7 +71,7 @@ def test_short_query_scores_zero():
 
 
 def test_minus_3_db_gain_as_sox_applies_it():
-    from armhubert_training.audio import apply_gain_db
+    from armhubert_training.input_effects import apply_gain_db
 
     # sox gain -3: amplitude x 10^(-3/20) = 0.70795.
     assert apply_gain_db(np.array([1.0, -0.5], dtype=np.float32), -3.0).tolist() == pytest.approx([0.70795, -0.35397],
