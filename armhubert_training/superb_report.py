@@ -10,8 +10,9 @@ the JSON itself); ER takes one folder per fold and reports their mean, as SUPERB
         --er runs/er-fold1 runs/er-fold2 runs/er-fold3 runs/er-fold4 runs/er-fold5 --sf runs/sf --sd runs/sd \\
         --qbe runs/qbe --asv runs/asv --output superb.md
 
-The table has the columns of the paper's results (PR and ASR error rates, accuracies of KS, IC, SID
-and ER, slot-filling F1 and CER, speaker diarization DER, all in %), the published rows, and an overall score.
+The table has the columns of the paper's results (PR and ASR error rates, KS accuracy, QbE MTWV, SID
+accuracy, ASV EER, SD DER, IC and ER accuracies, slot-filling F1 and CER: all in % but QbE), the
+published rows, and an overall score.
 
 Overall score. The papers give no formula; the one that reproduces every row of the Recycle-and-
 Distill table (HuBERT Base 80.8, DistilHuBERT 75.9, ARMHuBERT 78.1, ...) is the plain mean of 11
@@ -30,36 +31,42 @@ import json
 import math
 from pathlib import Path
 
-# Columns of the table: task -> (header, metric in the results JSON, the test split's name)
+# The tasks read from a run's predict_<split>_results.json: task -> (metric, the test split's name)
 TASKS = {
-    "pr": ("PR (PER)", "per", "test-clean"),
-    "asr": ("ASR (WER)", "wer", "test-clean"),
-    "ks": ("KS", "accuracy", "test"),
-    "ic": ("IC", "accuracy", "test"),
-    "sid": ("SID", "accuracy", "test"),
-    "er": ("ER", "accuracy", "test"),
-    "sf_f1": ("SF F1", "slot_type_f1", "test"),
-    "sf_cer": ("SF CER", "slot_value_cer", "test"),
-    "sd": ("SD (DER)", "der", "test"),
+    "pr": ("per", "test-clean"),
+    "asr": ("wer", "test-clean"),
+    "ks": ("accuracy", "test"),
+    "ic": ("accuracy", "test"),
+    "sid": ("accuracy", "test"),
+    "er": ("accuracy", "test"),
+    "sf_f1": ("slot_type_f1", "test"),
+    "sf_cer": ("slot_value_cer", "test"),
+    "sd": ("der", "test"),
 }
 ERROR_RATES = {"pr", "asr", "sf_cer", "asv", "sd"}  # lower is better: 100 - value enters the score
 ER_FOLDS = 5  # IEMOCAP's sessions; SUPERB's ER number is the mean over the five held-out folds
 PARTIAL_MARK = "†"  # beside a number that is not what SUPERB reports; a footnote under the table says why
 
-# Published results, in %, QbE as MTWV. The students' rows: the Recycle-and-Distill results table
-# (SF, QbE, ASV and SD of the students are in its image only and not restated here); HuBERT Base and
-# DistilHuBERT: the same table, all 11 numbers.
+# Published results, in %, QbE as MTWV: the Recycle-and-Distill results table (HuBERT Base and
+# DistilHuBERT: all 11 numbers; the students' SF F1 and CER are not restated here).
 PUBLISHED: dict[str, dict[str, float]] = {
     "HuBERT Base": dict(pr=5.41, asr=6.42, ks=96.30, qbe=0.0736, sid=81.42, asv=5.11, sd=5.88, ic=98.34,
                         sf_f1=88.53, sf_cer=25.20, er=64.92, overall=80.8),
     "DistilHuBERT": dict(pr=16.27, asr=13.37, ks=95.98, qbe=0.0511, sid=73.54, asv=8.55, sd=6.19, ic=94.99,
                          sf_f1=82.57, sf_cer=35.59, er=63.02, overall=75.9),
-    "ARMHuBERT": dict(pr=7.72, ks=96.88, ic=97.07, sid=65.03, er=62.86, asr=9.96, overall=78.1),
-    "ARMHuBERT-S": dict(pr=8.63, ks=96.82, ic=97.02, sid=63.76, er=62.96, asr=10.82, overall=77.5),
-    "ARMwavLM-S": dict(pr=7.42, ks=97.01, ic=97.76, sid=71.29, er=64.54, asr=10.03, overall=78.9),
-    "MaskHuBERT": dict(pr=7.30, ks=96.36, ic=97.05, sid=62.83, er=62.37, asr=9.77, overall=77.8),
+    "ARMHuBERT": dict(pr=7.72, asr=9.96, ks=96.88, qbe=0.0635, sid=65.03, asv=5.68, sd=7.10, ic=97.07, er=62.86,
+                      overall=78.1),
+    "ARMHuBERT-S": dict(pr=8.63, asr=10.82, ks=96.82, qbe=0.0720, sid=63.76, asv=5.58, sd=7.01, ic=97.02,
+                        er=62.96, overall=77.5),
+    "ARMwavLM-S": dict(pr=7.42, asr=10.03, ks=97.01, qbe=0.0741, sid=71.29, asv=5.99, sd=7.11, ic=97.76,
+                       er=64.54, overall=78.9),
+    "MaskHuBERT": dict(pr=7.30, asr=9.77, ks=96.36, qbe=0.0664, sid=62.83, asv=5.38, sd=6.79, ic=97.05, er=62.37,
+                       overall=77.8),
 }
 SCORE_TASKS = ("pr", "asr", "ks", "qbe", "sid", "asv", "sd", "ic", "sf_f1", "sf_cer", "er")
+# The table's columns, in the paper's order.
+COLUMNS = {"pr": "PR (PER)", "asr": "ASR (WER)", "ks": "KS", "qbe": "QbE (MTWV)", "sid": "SID", "asv": "ASV (EER)",
+           "sd": "SD (DER)", "ic": "IC", "sf_f1": "SF F1", "sf_cer": "SF CER", "er": "ER"}
 
 
 def overall_score(numbers: dict[str, float]) -> float | None:
@@ -141,7 +148,7 @@ def read_qbe(value: str) -> tuple[float, str]:
 def collect(args: argparse.Namespace) -> dict[str, float]:
     """The run's numbers in % (QbE as MTWV), from the result files and the --qbe/--asv/--sd values."""
     numbers: dict[str, float] = {}
-    for task, (_, metric, split) in TASKS.items():
+    for task, (metric, split) in TASKS.items():
         paths = getattr(args, "sf" if task.startswith("sf_") else task)
         if paths:
             values = [task_value(task, p, metric, split) for p in paths]
@@ -162,20 +169,30 @@ def read_asv(value: str) -> float:
         return read_metric(Path(value), "eer", "test")
 
 
-def format_value(value: float | None) -> str:
+def origin(value: str) -> str:
+    """Where a --asv/--sd value came from: a number given on the command line, or a run's results."""
+    try:
+        float(value)
+        return "given on the command line (measured elsewhere)"
+    except ValueError:
+        return f"the run in {value}"
+
+
+def format_value(value: float | None, task: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{value:.2f}"
+    return f"{value:.4f}" if task == "qbe" else f"{value:.2f}"  # MTWV is a fraction, the others are in %
 
 
 def table(rows: dict[str, dict[str, float]], marked: dict[str, set[str]] | None = None) -> str:
     """A GitHub markdown table, one row per model; `marked`: row -> tasks whose cell gets PARTIAL_MARK."""
-    headers = ["model"] + [header for header, _, _ in TASKS.values()] + ["overall"]
+    headers = ["model", *COLUMNS.values(), "overall"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for name, numbers in rows.items():
         overall = numbers.get("overall", overall_score(numbers))
         marks = (marked or {}).get(name, set())
-        cells = [name] + [format_value(numbers.get(task)) + (PARTIAL_MARK if task in marks else "") for task in TASKS]
+        cells = [name] + [format_value(numbers.get(task), task) + (PARTIAL_MARK if task in marks else "")
+                          for task in COLUMNS]
         cells.append(format_value(overall))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -225,8 +242,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if missing:
         text += (f"\n\nOverall score of {args.name}: needs {', '.join(missing)} (the mean of 11 SUPERB numbers; "
                  "see `python -m armhubert_training.superb_report --help`).")
-    if args.qbe is not None:
-        text += f"\n\nQbE MTWV of {args.name}: {read_qbe(args.qbe)[1]}."
+    given = {"QbE MTWV": args.qbe and read_qbe(args.qbe)[1], "ASV EER": args.asv and origin(args.asv),
+             "SD DER": args.sd and origin(args.sd[0])}
+    if any(given.values()):
+        text += (f"\n\nWhere {args.name}'s QbE, ASV and SD numbers came from: "
+                 + "; ".join(f"{task}: {where}" for task, where in given.items() if where) + ".")
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -105,3 +105,16 @@ def test_output_folder_is_created(tmp_path, capsys):
     main(["--ks", write_run(tmp_path / "ks", "test", accuracy=0.9688), "--output", str(output)])
     assert output.read_text() == capsys.readouterr().out
     assert json.loads(output.with_suffix(".json").read_text())["this model"]["ks"] == pytest.approx(96.88)
+
+
+def test_the_table_has_the_papers_eleven_columns_and_names_where_qbe_asv_sd_came_from(tmp_path, capsys):
+    asv = write_run(tmp_path / "asv", "test", eer=0.0568)
+    main(["--name", "mine", "--asv", asv, "--sd", "7.1", "--qbe", "0.0635"])
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("| model"))
+    assert header.split(" | ")[1:12] == ["PR (PER)", "ASR (WER)", "KS", "QbE (MTWV)", "SID", "ASV (EER)", "SD (DER)",
+                                         "IC", "SF F1", "SF CER", "ER"]
+    mine = next(line for line in out.splitlines() if line.startswith("| mine")).split(" | ")
+    assert (mine[4], mine[6], mine[7]) == ("0.0635", "5.68", "7.10")
+    assert f"ASV EER: the run in {asv}" in out and "SD DER: given on the command line" in out
+    assert "QbE MTWV: given on the command line" in out
