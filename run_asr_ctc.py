@@ -81,7 +81,7 @@ from armhubert_training.asr_vocabulary import (
 from armhubert_training.corpora.snips import snips_folder
 from armhubert_training.model_card import asr_model_card
 from armhubert_training.speech_datasets import SpeechDataset, build_dataset
-from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging, split_name
+from armhubert_training.speech_trainer import setup_script_logging, split_name
 from armhubert_training.student_source import resolve_source, student_feature_extractor
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertPreTrainedModel
@@ -340,36 +340,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         max_batch_seconds=data_args.max_batch_seconds,
     )
     if training_args.do_train:
-        # "last" resumes from the newest complete checkpoint in output_dir; a path from that checkpoint.
-        checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        train_metrics = dict(result.metrics, train_unknown_characters=trainer.unknown_characters,
-                             **{f"train_{key}": value for key, value in trainer.skipped_files_metrics().items()},
-                             **out_of_lexicon.get("train", {}))
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-        metrics.update(train_metrics)
-        if isinstance(model, ArmHubertForSuperbCTC):
-            logger.info("Learned layer weights (softmax): %s",
-                        " ".join(f"{w:.3f}" for w in model.layer_weight_distribution.tolist()))
+        metrics.update(trainer.train_and_save(**out_of_lexicon.get("train", {})))
     if training_args.do_eval:
-        eval_metrics = dict(trainer.evaluate(), **out_of_lexicon.get("eval", {}))
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
+        metrics.update(trainer.record("eval", dict(trainer.evaluate(), **out_of_lexicon.get("eval", {}))))
     for name, dataset in data["predict"].items():
-        predict_metrics = trainer.predict(dataset, metric_key_prefix=f"predict_{name}").metrics
-        predict_metrics.update(out_of_lexicon.get(f"predict_{name}", {}))
-        trainer.log_metrics(f"predict_{name}", predict_metrics)
-        trainer.save_metrics(f"predict_{name}", predict_metrics)
-        metrics.update(predict_metrics)
+        prefix = f"predict_{name}"
+        predict_metrics = dict(trainer.predict(dataset, metric_key_prefix=prefix).metrics,
+                               **out_of_lexicon.get(prefix, {}))
+        metrics.update(trainer.record(prefix, predict_metrics))
     if training_args.do_train:  # the card describes the model in output_dir, which only training writes
-        if training_args.push_to_hub:
-            trainer.push_to_hub(commit_message="Fine-tuned with run_asr_ctc.py")  # writes the card, then uploads
-        else:
-            trainer.create_model_card()
+        trainer.publish("Fine-tuned with run_asr_ctc.py")
     return metrics
 
 

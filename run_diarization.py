@@ -41,7 +41,7 @@ from armhubert_training.arguments import (
 from armhubert_training.collators import DiarizationCollator
 from armhubert_training.diarization_trainer import DiarizationTrainer
 from armhubert_training.speech_datasets import build_diarization_datasets
-from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging, split_name
+from armhubert_training.speech_trainer import setup_script_logging, split_name
 from armhubert_training.student_source import resolve_source, student_feature_extractor
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertForSuperbDiarization
@@ -119,27 +119,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=DiarizationCollator(), processing_class=student_feature_extractor(source, model_args.cache_dir),
         thresholds=data_args.rttm_thresholds, medians=data_args.rttm_median_filters)
     if training_args.do_train:
-        checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        train_metrics = dict(result.metrics, **{f"train_{key}": value
-                                                for key, value in trainer.skipped_files_metrics().items()})
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-        metrics.update(train_metrics)
-        logger.info("Learned layer weights (softmax): %s",
-                    " ".join(f"{w:.3f}" for w in model.layer_weight_distribution.tolist()))
+        metrics.update(trainer.train_and_save())
     if training_args.do_eval:
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
+        metrics.update(trainer.record("eval", trainer.evaluate()))
     for name, dataset in data.predict.items():
-        predict_metrics = trainer.predict(dataset, metric_key_prefix=f"predict_{name}").metrics
-        trainer.log_metrics(f"predict_{name}", predict_metrics)
-        trainer.save_metrics(f"predict_{name}", predict_metrics)
-        metrics.update(predict_metrics)
+        prefix = f"predict_{name}"
+        metrics.update(trainer.record(prefix, trainer.predict(dataset, metric_key_prefix=prefix).metrics))
     if training_args.do_train and training_args.push_to_hub:
         trainer.push_to_hub(commit_message="Trained with run_diarization.py")
     return metrics

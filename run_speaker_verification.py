@@ -68,7 +68,7 @@ from armhubert_training.corpora.voxceleb1_verification import (
 from armhubert_training.input_effects import InputEffects
 from armhubert_training.model_card import speaker_verification_model_card
 from armhubert_training.speech_datasets import LabelledSpeechDataset, TrialDataset
-from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
+from armhubert_training.speech_trainer import setup_script_logging
 from armhubert_training.student_source import resolve_source, student_feature_extractor
 from armhubert_training.verification_trainer import SpeakerVerificationTrainer
 from configuration_armhubert import ArmHubertConfig
@@ -225,36 +225,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         processing_class=student_feature_extractor(source, model_args.cache_dir),
         model_card_fn=lambda: speaker_verification_model_card(model, model_args, training_args, metrics))
     if training_args.do_train:
-        checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-        result = trainer.train(resume_from_checkpoint=checkpoint)
-        trainer.save_model()
-        train_metrics = dict(result.metrics, **{f"train_{key}": value
-                                                for key, value in trainer.skipped_files_metrics().items()})
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-        metrics.update(train_metrics)
-        logger.info("Learned layer weights (softmax): %s",
-                    " ".join(f"{w:.3f}" for w in model.layer_weight_distribution.tolist()))
+        metrics.update(trainer.train_and_save())
     if training_args.do_eval:
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
+        metrics.update(trainer.record("eval", trainer.evaluate()))
     if test is not None:
         if training_args.do_train and data_args.checkpoint_selection == "best_test":
             predict_metrics = select_on_test(trainer, test, Path(training_args.output_dir))
             trainer.save_model()  # the model in output_dir is the one the reported EER belongs to
         else:
             predict_metrics = trainer.predict(test, metric_key_prefix="predict_test").metrics
-        trainer.log_metrics("predict_test", predict_metrics)
-        trainer.save_metrics("predict_test", predict_metrics)
-        metrics.update(predict_metrics)
+        metrics.update(trainer.record("predict_test", predict_metrics))
     if training_args.do_train:  # the card describes the model in output_dir, which only training writes
-        if training_args.push_to_hub:
-            trainer.push_to_hub(commit_message="Trained with run_speaker_verification.py")
-        else:
-            trainer.create_model_card()
+        trainer.publish("Trained with run_speaker_verification.py")
     return metrics
 
 

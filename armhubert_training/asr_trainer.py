@@ -91,6 +91,9 @@ class CtcTrainer(SplitScoringTrainer):
         _, _, unknown = self._pop_bookkeeping(inputs)
         self.unknown_characters += unknown
 
+    def training_counts(self) -> dict[str, int]:
+        return {**super().training_counts(), "unknown_characters": self.unknown_characters}
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             logs["unknown_characters"] = self.unknown_characters

@@ -462,6 +462,43 @@ class SplitScoringTrainer(SpeechTrainer):
                 "(run_split), so compute_metrics / preprocess_logits_for_metrics would never be called. Leave them "
                 f"out; to add a metric, subclass {type(self).__name__} and extend run_split.")
 
+    # -- the steps of a task script's run ------------------------------------------------------
+
+    def training_counts(self) -> dict[str, int]:
+        """What training left out, for the train_* metrics: the skipped files by reason (a task trainer
+        adds its own counts)."""
+        return self.skipped_files_metrics()
+
+    def train_and_save(self, **extra: float) -> dict[str, float]:
+        """--do_train: train (--resume_from_checkpoint "last" = the newest complete checkpoint in output_dir),
+        save the model and the Trainer state, and record the train metrics: the Trainer's, `training_counts`
+        (prefixed train_) and `extra`."""
+        checkpoint = resolve_resume_checkpoint(self.args.resume_from_checkpoint, self.args.output_dir)
+        result = self.train(resume_from_checkpoint=checkpoint)
+        self.save_model()
+        metrics = dict(result.metrics, **{f"train_{key}": value for key, value in self.training_counts().items()},
+                       **extra)
+        self.record("train", metrics)
+        self.save_state()
+        weights = getattr(self.accelerator.unwrap_model(self.model), "layer_weight_distribution", None)
+        if weights is not None:
+            logger.info("Learned layer weights (softmax): %s", " ".join(f"{w:.3f}" for w in weights.tolist()))
+        return metrics
+
+    def record(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
+        """Log `metrics` and write them to output_dir/<split>_results.json; returns them."""
+        self.log_metrics(split, metrics)
+        self.save_metrics(split, metrics)
+        return metrics
+
+    def publish(self, commit_message: str) -> None:
+        """After training: push the model with its card to the Hub (--push_to_hub), else write the card to
+        output_dir."""
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message=commit_message)
+        else:
+            self.create_model_card()
+
     def pop_bookkeeping(self, inputs: dict[str, Any]) -> None:
         """Take the collator's fields that are not model inputs (ids, references, counts) out of a training
         batch; `num_skipped` is taken by `count_skipped` before."""
