@@ -185,13 +185,22 @@ class ArmHubertFeatureEncoder(nn.Module):
                 and any(layer.gradient_checkpointing for layer in self.conv_layers)
                 and any(param.requires_grad for param in self.parameters()))
 
-    # Left to eager under torch.compile: Inductor's lowering of the conv backward specialises on the
-    # frame count (a recompile for every batch length) and, with a dynamic number of samples, failed on
-    # some lengths (invalid value ranges, wrong reshapes). The convs run as library kernels either way,
-    # so compiling them gains little; the Transformer after them compiles with a dynamic frame count.
-    @torch.compiler.disable
     def forward(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """input_values (B, S), first_layer_lengths (B,) real steps after the first conv -> (B, C, T)."""
+        if self.training and torch.compiler.is_compiling():
+            return self._forward_eagerly(input_values, first_layer_lengths)
+        return self._forward(input_values, first_layer_lengths)
+
+    # Left to eager when compiled for training: Inductor's lowering of the conv backward specialises on
+    # the frame count (a recompile for every batch length) and, with a dynamic number of samples, failed
+    # on some lengths (invalid value ranges, wrong reshapes). The convs run as library kernels either
+    # way, so compiling them gains little; the Transformer after them compiles with a dynamic frame
+    # count. In eval mode the front end is compiled with the rest (`fullgraph=True` works).
+    @torch.compiler.disable
+    def _forward_eagerly(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None) -> torch.Tensor:
+        return self._forward(input_values, first_layer_lengths)
+
+    def _forward(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None) -> torch.Tensor:
         # For a batch on a CPU the convs run as height-1 2-D convs in channels-last layout, where
         # oneDNN need not reorder every activation: the whole model ran 1.2x faster on 8 x 10 s (2 cores);
         # for one utterance the layout change costs more than it saves. The result, (B, C, T) laid out
@@ -242,11 +251,19 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
         self.num_pad_remove = 1 if kernel % 2 == 0 else 0
         self.activation = ACT2FN["gelu"]
 
-    # Left to eager under torch.compile, as the conv feature encoder: Inductor's conv backward
-    # specialises on the frame count, which would recompile the whole encoder for every batch length.
-    @torch.compiler.disable
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, hidden) -> (B, T, hidden)."""
+        if self.training and torch.compiler.is_compiling():
+            return self._forward_eagerly(hidden_states)
+        return self._forward(hidden_states)
+
+    # Left to eager when compiled for training, as the conv feature encoder: Inductor's conv backward
+    # specialises on the frame count, which would recompile the whole encoder for every batch length.
+    @torch.compiler.disable
+    def _forward_eagerly(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self._forward(hidden_states)
+
+    def _forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if hidden_states.device.type == "cpu" and not _is_tracing():
             # (B, T, hidden) as it lies in memory is (B, hidden, 1, T) in channels-last layout, for
             # which oneDNN's grouped conv is 1.7-2.5x faster than for (B, hidden, T): no copy is made.
