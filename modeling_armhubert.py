@@ -599,6 +599,9 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         self.masked_spec_embed = (nn.Parameter(torch.empty(config.hidden_size).uniform_()) if use_mask_embedding
                                   else None)
         self.encoder = ArmHubertEncoder(config)
+        # Set by a task model whose train() keeps this student in eval mode (a frozen student): its
+        # forwards are still training forwards, which skip the synchronising input checks.
+        self.feeds_training_model = False
         if config.has_projection_heads:
             make_head = (nn.Identity if config.projection_dim == config.hidden_size
                          else lambda: nn.Linear(config.hidden_size, config.projection_dim))
@@ -611,7 +614,8 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         self.feature_extractor._freeze_parameters()
 
     def _check_inputs(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-        """Clear errors for the mistakes users make with raw audio."""
+        """Clear errors for the mistakes users make with raw audio: its type, shapes and dtype on every
+        forward, its values (right padding, length, finiteness) where `_checks_input_values`."""
         if not isinstance(input_values, torch.Tensor):
             raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}; "
                             "use a feature extractor with return_tensors='pt'.")
@@ -621,12 +625,21 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
             raise ValueError(f"input_values must have shape (batch, samples), got {tuple(input_values.shape)}; {hint}.")
         if not input_values.is_floating_point():
             raise ValueError(f"input_values must be floating point audio, got dtype {input_values.dtype}.")
-        field = self.config.receptive_field
         if attention_mask is not None and attention_mask.shape != input_values.shape:
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has "
                              f"{tuple(input_values.shape)}; it must be a (batch, samples) 1/0 mask of the same shape.")
-        if _is_tracing():
-            return
+        if self._checks_input_values():
+            self._check_input_values(input_values, attention_mask)
+
+    def _checks_input_values(self) -> bool:
+        """Whether this forward checks the audio's values. Each such check reads a result back from the
+        device, a host-device synchronisation that, on a GPU, stalls the queue of kernels launched ahead;
+        and tracing cannot follow them. So they run on eager inference only: training batches come from
+        the data path, which drops NaN/inf and too-short audio as it decodes and pads on the right."""
+        return not (self.training or self.feeds_training_model or _is_tracing())
+
+    def _check_input_values(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        field = self.config.receptive_field
         if attention_mask is not None:
             # The lengths are taken as the number of ones, so real samples must come first in every row.
             # A 0 followed by a 1 is left padding (or a hole), which would silently give wrong outputs.
@@ -940,6 +953,7 @@ class _FrozenStudentMixin:
 
     def train(self, mode: bool = True):
         super().train(mode)
+        self.armhubert.feeds_training_model = mode
         if self.student_is_frozen:
             self.armhubert.eval()  # deterministic features: no dropout or masking inside the frozen student
         return self

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModel, AutoModelForCTC
 
 from conftest import REPO, bundled_waveforms, pad_batch, run_in_fresh_process, tiny_config
@@ -275,6 +276,59 @@ def test_left_padded_attention_mask_is_refused(monkeypatch):
 
         monkeypatch.setattr(modeling_armhubert, "_is_tracing", lambda: True)
         assert model(values, attention_mask=left).last_hidden_state.shape[0] == 2
+
+
+class _HostReadCounter(TorchDispatchMode):
+    """Counts the ops that read a tensor's value back to the host: `_local_scalar_dense` (behind `.item()`,
+    `int(t)`, `bool(t)`) and `nonzero` (its output size). On a GPU each one is a host-device synchronisation."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten._local_scalar_dense, torch.ops.aten.nonzero):
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_training_step_reads_no_value_back_and_inference_still_checks_the_input():
+    """The student's training forward and backward (the distillation path: masks from the collator) read
+    nothing back from the tensors, so on a GPU they never wait for the device; eager inference of the same
+    batch does, for its input checks (left padding, length, NaN), which still raise."""
+    torch.manual_seed(0)
+    model = ArmHubertModel(tiny_config())
+    values, mask = pad_batch([torch.randn(3000), torch.randn(2000)])
+    frames = model._get_feat_extract_output_lengths(3000)
+    mask_time_indices = torch.zeros(2, frames, dtype=torch.bool)
+    mask_time_indices[:, 2:4] = True
+    with _HostReadCounter() as training:
+        out = model.train()(values, attention_mask=mask, mask_time_indices=mask_time_indices, output_hidden_states=True)
+        sum(state.square().mean() for state in out.projected_hidden_states).backward()
+    assert training.reads == []
+    with _HostReadCounter() as inference, torch.no_grad():
+        model.eval()(values, attention_mask=mask)
+    assert len(inference.reads) >= 3, inference.reads  # the control: the counter sees the checks' reads
+    with pytest.raises(ValueError, match="NaN"):
+        model(values.masked_fill(mask == 0, float("nan")), attention_mask=mask)
+
+
+def test_a_frozen_student_checks_its_input_on_inference_only(monkeypatch):
+    """A SUPERB task model keeps its student in eval mode while it trains; the student's input checks
+    follow the task model's mode all the same."""
+    calls = []
+    check = ArmHubertModel._check_input_values
+    monkeypatch.setattr(ArmHubertModel, "_check_input_values", lambda *args: calls.append(1) or check(*args))
+    model = ArmHubertForSequenceClassification(tiny_config(num_labels=3, classifier_mode="superb",
+                                                           classifier_proj_size=16))
+    values, mask = pad_batch([torch.randn(3000), torch.randn(2000)])
+    model.train()(values, attention_mask=mask, labels=torch.tensor([0, 2])).loss.backward()
+    assert not model.armhubert.training and calls == []
+    with torch.no_grad():
+        model.eval()(values, attention_mask=mask)
+    assert calls == [1]
+    with pytest.raises(ValueError, match="before real samples"):
+        model(values, attention_mask=mask.flip(-1))
 
 
 def test_ctc_loss_is_finite_with_padded_labels_and_decreases():
