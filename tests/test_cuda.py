@@ -56,6 +56,30 @@ def test_padded_batch_equals_each_item_alone_on_cuda():
             assert relative_error(batched[b, : alone.shape[1]], alone[0]) < 1e-3
 
 
+def test_a_training_step_makes_no_host_device_synchronisation():
+    """The student's training forward and backward on the distillation path (span masks from the collator)
+    queue their kernels without waiting for the GPU: CUDA's sync debug mode raises on any synchronisation."""
+    model, _, values, mask = _student_and_batch()
+    model.cuda().train()
+    values, mask = values.cuda(), mask.cuda()
+    mask_time_indices = torch.zeros(values.shape[0], model._get_feat_extract_output_lengths(values.shape[1]),
+                                    dtype=torch.bool, device="cuda")
+    mask_time_indices[:, 5:15] = True
+
+    def step():
+        out = model(values, attention_mask=mask, mask_time_indices=mask_time_indices, output_hidden_states=True)
+        sum(state.square().mean() for state in out.projected_hidden_states).backward()
+
+    step()  # the first step picks kernels (which may synchronise)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
 def test_shared_teacher_features_under_bf16_autocast():
     torch.manual_seed(0)
     config = HubertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
