@@ -1,5 +1,6 @@
 """`run_distill.py --torch_compile true` (the student compiled by the Trainer, Inductor, dynamic shapes) on
-batches of different lengths: the same losses and gradient norms as eager; and the gradient scaling it relies on."""
+batches of different lengths: the same losses and gradient norms as eager; and the gradient scaling it relies on.
+For inference, `torch.compile(model.eval(), fullgraph=True)`: one graph, the outputs of eager."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_armhubert import grad_scale
+from conftest import pad_batch, tiny_config
+from modeling_armhubert import ArmHubertForSequenceClassification, ArmHubertModel, grad_scale
 from run_distill import build_trainer
 from test_distillation import NO_DROPOUT, distill_argv
 
@@ -48,3 +50,28 @@ def test_compiled_student_distils_like_eager(tmp_path, offline_hf, tiny_teacher_
         eager, compiled = _logged(runs["false"], key), _logged(runs["true"], key)
         assert len(eager) == 3
         np.testing.assert_allclose(compiled, eager, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_fullgraph_compiled_inference_equals_eager():
+    """The conv front ends are compiled with the rest in eval mode (left to eager only when training), so
+    the whole forward is one graph: the bare student on a padded batch, then a task model with dynamic
+    shapes on two batch lengths."""
+    torch.manual_seed(0)
+    student = ArmHubertModel(tiny_config()).eval()
+    classifier = ArmHubertForSequenceClassification(tiny_config(num_labels=5, classifier_mode="superb",
+                                                                classifier_proj_size=16)).eval()
+    try:
+        with torch.no_grad():
+            values, mask = pad_batch([torch.randn(4000), torch.randn(2700)])
+            compiled = torch.compile(student, fullgraph=True)(values, attention_mask=mask, output_hidden_states=True)
+            eager = student(values, attention_mask=mask, output_hidden_states=True)
+            for got, want in zip(compiled.hidden_states, eager.hidden_states):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            compiled_classifier = torch.compile(classifier, fullgraph=True, dynamic=True)
+            for lengths in ([3000, 2100], [5121, 1601]):
+                values, mask = pad_batch([torch.randn(length) for length in lengths])
+                torch.testing.assert_close(compiled_classifier(values, attention_mask=mask).logits,
+                                           classifier(values, attention_mask=mask).logits, rtol=1e-5, atol=1e-5)
+    finally:
+        torch._dynamo.reset()
