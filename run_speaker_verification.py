@@ -71,14 +71,14 @@ from armhubert_training.speech_datasets import LabelledSpeechDataset, TrialDatas
 from armhubert_training.speech_trainer import setup_script_logging
 from armhubert_training.student_source import resolve_source, student_feature_extractor
 from armhubert_training.verification_trainer import SpeakerVerificationTrainer
-from configuration_armhubert import ArmHubertConfig
+from configuration_armhubert import RECEPTIVE_FIELD_SAMPLES, ArmHubertConfig
 from modeling_armhubert import ArmHubertForXVector
 
 logger = logging.getLogger("run_speaker_verification")
 
-# The shortest file the head can embed: 14 frames taken by the TDNN layers + 2 for a standard deviation,
-# 320 samples a frame, plus the conv encoder's receptive field.
-MIN_EMBEDDABLE_SAMPLES = 15 * 320 + 400
+# The shortest file the head can embed: 16 frames (the 14 that SUPERB's TDNN layers take, and 2 for a standard
+# deviation): the conv encoder's receptive field for the first, then one every 320 samples (its stride).
+MIN_EMBEDDABLE_SAMPLES = RECEPTIVE_FIELD_SAMPLES + 15 * 320
 
 
 def is_trained(config: ArmHubertConfig) -> bool:
