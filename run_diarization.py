@@ -40,6 +40,7 @@ from armhubert_training.arguments import (
 )
 from armhubert_training.collators import DiarizationCollator
 from armhubert_training.diarization_trainer import DiarizationTrainer
+from armhubert_training.model_card import diarization_model_card
 from armhubert_training.speech_datasets import build_diarization_datasets
 from armhubert_training.speech_trainer import setup_script_logging, split_name
 from armhubert_training.student_source import resolve_source, student_feature_extractor
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer = DiarizationTrainer(
         model=model, args=training_args, train_dataset=data.train, eval_dataset=data.eval,
         data_collator=DiarizationCollator(), processing_class=student_feature_extractor(source, model_args.cache_dir),
-        thresholds=data_args.rttm_thresholds, medians=data_args.rttm_median_filters)
+        thresholds=data_args.rttm_thresholds, medians=data_args.rttm_median_filters,
+        model_card_fn=lambda: diarization_model_card(model, model_args, training_args, metrics))
     if training_args.do_train:
         metrics.update(trainer.train_and_save())
     if training_args.do_eval:
@@ -125,8 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name, dataset in data.predict.items():
         prefix = f"predict_{name}"
         metrics.update(trainer.record(prefix, trainer.predict(dataset, metric_key_prefix=prefix).metrics))
-    if training_args.do_train and training_args.push_to_hub:
-        trainer.push_to_hub(commit_message="Trained with run_diarization.py")
+    if training_args.do_train:  # the card describes the model in output_dir, which only training writes
+        trainer.publish("Trained with run_diarization.py")
     return metrics
 
 

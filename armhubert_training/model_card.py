@@ -22,6 +22,7 @@ from .asr_trainer import TASK_METRICS
 if TYPE_CHECKING:
     from modeling_armhubert import (
         ArmHubertForSequenceClassification,
+        ArmHubertForSuperbDiarization,
         ArmHubertForXVector,
         ArmHubertModel,
         ArmHubertPreTrainedModel,
@@ -326,3 +327,43 @@ verify(model, "a.wav", "b.wav")    # cosine of the embeddings; above the EER thr
                     f"{fine_tuning_recipe(training_args)}",
     })
 
+
+# ----------------------------------------------------------------------------------------------
+# A speaker diarization model (run_diarization.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def diarization_model_card(model: ArmHubertForSuperbDiarization, student: StudentSourceArguments,
+                           training_args: TrainingArguments, metrics: dict[str, float]) -> ModelCard:
+    """A card for a SUPERB diarization model: what it is, how to run it, its frame accuracy and DER, its recipe."""
+    name = model_name(training_args)
+    source = _fine_tuned_from(student)
+    config = model.config
+    rows = ["| split | frame accuracy | DER (lowest setting) | threshold | median filter |", "|---|---|---|---|---|"]
+    for prefix in sorted({key.removesuffix("_accuracy") for key in metrics if key.endswith("_accuracy")}):
+        der = metrics.get(f"{prefix}_der")
+        der_cells = (f"{100 * der:.2f} % | {metrics[prefix + '_der_threshold']:g} | "
+                     f"{int(metrics[prefix + '_der_median'])}" if der is not None else "– | – | –")
+        rows.append(f"| {prefix} | {metrics[prefix + '_accuracy']:.4f} | {der_cells} |")
+    card_data = _card_data(None, ["audio", "speech", "speaker-diarization", "armhubert", "recycle-and-distill",
+                                  "superb"], base_model=hub_base_model(source), metrics=["der"])
+    intro = (f"Speaker diarization with an ArmHubert student (Recycle-and-Distill, [paper]({PAPER})) from "
+             f"`{source}`, with SUPERB's head on the frozen student: a weighted sum of its layers, one "
+             f"unidirectional LSTM({config.diarization_lstm_hidden_size}) and a Linear giving the activity of each "
+             f"of {config.num_labels} speakers every 20 ms, trained with the permutation-invariant BCE.")
+    usage = f"""```python
+import torch
+from transformers import AutoFeatureExtractor, AutoModelForAudioFrameClassification
+
+model = AutoModelForAudioFrameClassification.from_pretrained("{name}", trust_remote_code=True).eval()
+extractor = AutoFeatureExtractor.from_pretrained("{name}")
+inputs = extractor(waveform, sampling_rate=16000, return_tensors="pt")   # 16 kHz mono, float
+with torch.no_grad():
+    activity = torch.sigmoid(model(**inputs).logits)   # (1, frames, speakers): speech of each, every 20 ms
+```"""
+    return _card(card_data, name, intro, {
+        "Usage": usage,
+        "Results": _results(rows),
+        "Training": f"Trained with `run_diarization.py` of the armhubert project on LibriMix (s3prl's Kaldi-style "
+                    f"folders): {fine_tuning_recipe(training_args)}",
+    })

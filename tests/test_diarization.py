@@ -183,6 +183,12 @@ def test_results_der_equals_a_recomputation_from_the_written_rttms(sd_run, libri
     best = f"threshold_{results['predict_test_der_threshold']:g}_median_{results['predict_test_der_median']}"
     assert table[best] == results["predict_test_der"]
     assert results["predict_test_recordings"] == 2 and results["predict_test_skipped_files"] == 0
+    # The model card reports the same DER and frame accuracy as the results file.
+    card = (sd_run / "README.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| predict_test |"))
+    assert row.split(" | ")[1:3] == [f"{results['predict_test_accuracy']:.4f}",
+                                     f"{100 * results['predict_test_der']:.2f} %"]
+    assert "AutoModelForAudioFrameClassification" in card
 
 
 def test_the_trained_model_loads_by_its_auto_class_and_scores_the_same(sd_run, librimix, tmp_path):
