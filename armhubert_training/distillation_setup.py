@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_student(student_args: DistilledStudentArguments, teacher_hidden_size: int) -> ArmHubertModel:
+    """The student; `teacher_hidden_size` 0 builds it without distillation heads (STaR needs none)."""
     if student_args.student_config:
         config = ArmHubertConfig.from_json_file(student_args.student_config)
     else:
@@ -85,12 +86,14 @@ def build_distillation_trainer(model_args: DistillationModelArguments, distill_a
     set_seed(training_args.seed)
 
     teacher_model = load_teacher(model_args.teacher, cache_dir=model_args.cache_dir)
-    student = build_student(model_args, teacher_model.config.hidden_size)
+    star = distill_args.objective == "star"
+    student = build_student(model_args, 0 if star else teacher_model.config.hidden_size)
     layer_map = model_args.teacher_layer_map or default_layer_map(student.config.num_hidden_layers,
                                                                   teacher_model.config.num_hidden_layers)
     teacher = FrozenTeacher(teacher_model, layers=layer_map, share_features=distill_args.share_teacher_features)
     check_same_frames(student, teacher)
-    num_head_parameters = sum(p.numel() for p in student.projection_heads.parameters())
+    num_head_parameters = (sum(p.numel() for p in student.projection_heads.parameters())
+                           if student.projection_heads is not None else 0)
     logger.info("Teacher %s (%.2f M parameters), layers %s; student %.2f M parameters (%.2f M without heads)",
                 model_args.teacher, teacher_model.num_parameters() / 1e6, layer_map, student.num_parameters() / 1e6,
                 (student.num_parameters() - num_head_parameters) / 1e6)
@@ -99,9 +102,10 @@ def build_distillation_trainer(model_args: DistillationModelArguments, distill_a
     eval_dataset = build_dataset(data_args, "eval", seed=training_args.seed) if training_args.do_eval else None
     trainer = MaskingDistillationTrainer(
         model=student, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        # The span mask is drawn in the collator, i.e. in the DataLoader workers, off the training step.
-        data_collator=AudioCollator(span_mask=DistillationMasker.for_student(distill_args, student.config,
-                                                                             training_args.seed)),
+        # The span mask is drawn in the collator, i.e. in the DataLoader workers, off the training step;
+        # STaR distils unmasked audio and draws none.
+        data_collator=AudioCollator(span_mask=None if star else DistillationMasker.for_student(
+            distill_args, student.config, training_args.seed)),
         processing_class=raw_waveform_feature_extractor(), teacher=teacher, distillation_args=distill_args,
         model_card_fn=lambda: distilled_student_card(trainer, student, model_args, distill_args, data_args,
                                                      training_args, layer_map),

@@ -1,9 +1,13 @@
-"""`MaskingDistillationTrainer`: a Transformers Trainer whose step is one masking-distillation step.
+"""`MaskingDistillationTrainer`: a Transformers Trainer whose step is one distillation step, masking
+distillation (default) or STaR (`--objective star`).
 
 Per batch (docs/method.md §2): a span mask over the frames (drawn by the collator in the DataLoader
 workers, `DistillationMasker`), the frozen teacher's layer outputs unmasked and masked
 (`teacher.FrozenTeacher`), one student pass with the same mask, and
 `distillation_loss.masking_distillation_loss`. Evaluation reports the unmasked validation loss.
+Under STaR (docs/method.md §5) the collator draws no mask: teacher and student see the same unmasked
+audio and `temporal_relation_loss.star_loss` compares their layers' temporal Gram matrices, in
+training and in evaluation alike.
 Everything else (optimiser, schedule, mixed precision, checkpoints, resuming, several processes
 through accelerate, pushing to the Hub) is the Trainer's own.
 """
@@ -23,14 +27,21 @@ from modeling_armhubert import compute_span_mask, conv_output_lengths, frame_att
 from .distillation_loss import masking_distillation_loss, validation_distillation_loss
 from .speech_trainer import SpeechTrainer
 from .teacher import FrozenTeacher
+from .temporal_relation_loss import star_loss
 
 LOSS_TERMS = ("mask_hint", "unmask_hint", "mask_rec", "unmask_rec")
 
 
+STAR_LOSS_TERMS = ("tgm_layerwise", "tgm_intra")
+
+
 @dataclass
 class DistillationArguments:
-    """How the student learns from the teacher (docs/method.md §2 and §3)."""
+    """How the student learns from the teacher (docs/method.md §2, §3 and §5)."""
 
+    objective: Literal["masking", "star"] = field(default="masking", metadata={
+        "help": "'masking': Recycle-and-Distill's masking distillation (the mask_* and hint/last/loss_type options); "
+                "'star': STaR's temporal Gram matrix losses on unmasked input, no heads (the star_* options)."})
     mask_prob: float = field(default=0.8, metadata={
         "help": "Span mask probability: 0.8 in the paper's 960 h recipes, 0.4 in the 100 h ones."})
     mask_length: int = field(default=10, metadata={"help": "Mean span length in frames (20 ms each)."})
@@ -41,9 +52,27 @@ class DistillationArguments:
     hint_weight: float = field(default=0.1, metadata={"help": "Weight of the hint layers (all but the last)."})
     last_weight: float = field(default=1.0, metadata={"help": "Weight of the last layer."})
     loss_type: Literal["mse", "l1"] = field(default="mse", metadata={"help": "Per-frame distance: 'mse' or 'l1'."})
+    star_terms: Literal["both", "layerwise", "intra"] = field(default="both", metadata={
+        "help": "STaR terms: 'both' (the paper's objective), 'layerwise' or 'intra' (Gram between consecutive "
+                "layers)."})
+    star_normalisation: Literal["cosine", "width", "none"] = field(default="cosine", metadata={
+        "help": "Features before the Gram: 'cosine' = each frame L2-normalised (widths compare), 'width' = Gram / "
+                "channels, 'none' = raw. Not published; the default is this project's (docs/method.md §5)."})
+    star_chunk_frames: int = field(default=256, metadata={
+        "help": "Rows of a Gram difference made at a time (and recomputed in the backward pass): bounds memory on "
+                "long utterances."})
     share_teacher_features: bool = field(default=True, metadata={
         "help": "Run the teacher's conv feature encoder once for the masked and unmasked passes (faster, same "
                 "result); false runs the whole teacher twice."})
+
+    def __post_init__(self):
+        if self.star_chunk_frames < 1:
+            raise ValueError(f"--star_chunk_frames must be positive; got {self.star_chunk_frames}.")
+
+    @property
+    def star_loss_terms(self) -> tuple[str, ...]:
+        """The `temporal_relation_loss.star_loss` terms that --star_terms selects."""
+        return ("layerwise", "intra") if self.star_terms == "both" else (self.star_terms,)
 
 
 def distillation_mask(args: DistillationArguments, frame_mask: torch.Tensor,
@@ -106,7 +135,8 @@ class DistillationMasker:
 
 
 class MaskingDistillationTrainer(SpeechTrainer):
-    """Trainer for masking distillation. `model` is the student (an `ArmHubertModel` with heads).
+    """Trainer for masking distillation or STaR. `model` is the student (an `ArmHubertModel`; with heads for
+    masking distillation, whose heads STaR leaves unused).
 
     Args:
         teacher: the frozen teacher, returning the layers the student's heads are matched to.
@@ -119,17 +149,20 @@ class MaskingDistillationTrainer(SpeechTrainer):
         self.teacher = teacher.to(self.args.device)
         self.distillation_args = distillation_args
         student_config = self.accelerator.unwrap_model(self.model).config
+        if len(teacher.layers) != student_config.num_hidden_layers:
+            raise ValueError(f"The layer map names {len(teacher.layers)} teacher layers for a student of "
+                             f"{student_config.num_hidden_layers} layers; give one teacher layer per student layer.")
+        self.loss_terms = STAR_LOSS_TERMS if distillation_args.objective == "star" else LOSS_TERMS
+        self._term_sums = {name: torch.zeros((), device=self.args.device) for name in self.loss_terms}
+        self._term_count = 0
+        if distillation_args.objective == "star":
+            return  # Grams compare any widths, and no mask is drawn
         if not student_config.has_projection_heads:
             raise ValueError("The student has no distillation heads: set projection_dim to the teacher's hidden size.")
         if student_config.projection_dim != teacher.hidden_size:
             raise ValueError(f"Student heads map to {student_config.projection_dim} dims but the teacher's hidden "
                              f"size is {teacher.hidden_size}; set projection_dim={teacher.hidden_size}.")
-        if len(teacher.layers) != student_config.num_hidden_layers:
-            raise ValueError(f"The layer map names {len(teacher.layers)} teacher layers for a student of "
-                             f"{student_config.num_hidden_layers} layers; give one teacher layer per student layer.")
         self._check_collator(student_config)
-        self._term_sums = {name: torch.zeros((), device=self.args.device) for name in LOSS_TERMS}
-        self._term_count = 0
 
     def _check_collator(self, student_config) -> None:
         """Training batches must come with their span mask, drawn by the collator with this run's settings."""
@@ -200,6 +233,11 @@ class MaskingDistillationTrainer(SpeechTrainer):
             loss = self.zero_loss(model)
             return (loss, None) if return_outputs else loss
         args = self.distillation_args
+        if args.objective == "star":
+            inputs.pop("mask_time_indices", None)  # STaR is unmasked
+            terms, outputs = self._star_terms(model, inputs)
+            self._accumulate(terms)
+            return (terms["loss"], outputs) if return_outputs else terms["loss"]
         values, attention_mask = inputs["input_values"], inputs["attention_mask"]
         frame_mask, frames = self._student_frame_mask(model, inputs)
         mask = self.batch_mask(inputs, frame_mask)
@@ -213,13 +251,32 @@ class MaskingDistillationTrainer(SpeechTrainer):
         terms = masking_distillation_loss(list(outputs.projected_hidden_states), teacher_unmasked, teacher_masked,
                                           mask, frame_mask, hint_weight=args.hint_weight,
                                           last_weight=args.last_weight, loss_type=args.loss_type)
-        for name in LOSS_TERMS:
-            self._term_sums[name] += terms[name].detach()
-        self._term_count += 1
+        self._accumulate(terms)
         return (terms["loss"], outputs) if return_outputs else terms["loss"]
 
+    def _star_terms(self, model, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
+        """STaR on unmasked audio (docs/method.md §5): each student layer's output against its teacher layer."""
+        args = self.distillation_args
+        values, attention_mask = inputs["input_values"], inputs["attention_mask"]
+        frame_mask, frames = self._student_frame_mask(model, inputs)
+        with self.accelerator.autocast():
+            teacher_layers, _ = self.teacher(values, attention_mask, None)
+        if teacher_layers[0].shape[1] != frames:
+            raise ValueError(f"Teacher gives {teacher_layers[0].shape[1]} frames, student {frames}: their conv "
+                             "encoders must have the same total stride and receptive field.")
+        outputs = model(values, attention_mask=attention_mask, output_hidden_states=True)
+        terms = star_loss(list(outputs.hidden_states[1:]), teacher_layers, frame_mask, terms=args.star_loss_terms,
+                          normalisation=args.star_normalisation, chunk_frames=args.star_chunk_frames)
+        return terms, outputs
+
+    def _accumulate(self, terms: dict[str, torch.Tensor]) -> None:
+        for name in self.loss_terms:
+            self._term_sums[name] += terms[name].detach()
+        self._term_count += 1
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Validation: no masking, every real frame against the unmasked teacher (docs/method.md §2, step 6)."""
+        """Validation: no masking, every real frame against the unmasked teacher (docs/method.md §2, step 6);
+        under STaR the training objective itself, which is unmasked."""
         inputs = self._prepare_inputs(inputs)
         self.count_skipped(inputs, training=False)
         self._pop_bookkeeping(inputs)
@@ -227,6 +284,9 @@ class MaskingDistillationTrainer(SpeechTrainer):
         if self.is_empty(inputs):
             return None, None, None
         args = self.distillation_args
+        if args.objective == "star":
+            with torch.no_grad():
+                return self._star_terms(model, inputs)[0]["loss"].detach(), None, None
         frame_mask, _ = self._student_frame_mask(model, inputs)
         with torch.no_grad(), self.accelerator.autocast():
             teacher_unmasked, _ = self.teacher(inputs["input_values"], inputs["attention_mask"], None)
@@ -240,7 +300,7 @@ class MaskingDistillationTrainer(SpeechTrainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Training logs carry the mean of each loss term since the last log.
         if "loss" in logs and self._term_count:
-            for name in LOSS_TERMS:
+            for name in self.loss_terms:
                 logs[name] = round(float(self._term_sums[name]) / self._term_count, 6)
                 self._term_sums[name].zero_()
             self._term_count = 0

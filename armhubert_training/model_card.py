@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from .distillation_trainer import DistillationArguments, MaskingDistillationTrainer
 
 PAPER = "https://arxiv.org/abs/2305.11685"
+STAR_PAPER = ("STaR: Distilling Speech Temporal Relation for Lightweight Speech Self-Supervised Learning Models, "
+              "ICASSP 2024")
 LICENSE = "mit"
 
 # Per kind of CTC target: (task, what the CTC layer emits); and the metrics' column titles.
@@ -140,14 +142,24 @@ def distilled_student_card(trainer: MaskingDistillationTrainer, student: ArmHube
 
     name = model_name(training_args)
     num_parameters = student.num_parameters()
-    num_head_parameters = sum(p.numel() for p in student.projection_heads.parameters())
+    num_head_parameters = (sum(p.numel() for p in student.projection_heads.parameters())
+                           if student.projection_heads is not None else 0)
     datasets = ["openslr/librispeech_asr"] if data_args.librispeech_root else [data_args.dataset_name]
-    card_data = _card_data("feature-extraction", ["audio", "speech", "hubert", "distillation", "recycle-and-distill",
+    star = distill_args.objective == "star"
+    method_tag = "star" if star else "recycle-and-distill"
+    card_data = _card_data("feature-extraction", ["audio", "speech", "hubert", "distillation", method_tag,
                                                   "armhubert"],
                            base_model=hub_base_model(model_args.teacher), datasets=datasets or None)
-    intro = (f"A speech encoder distilled from `{model_args.teacher}` with Recycle-and-Distill ([paper]({PAPER})):\n"
-             f"attention map reusing and masking distillation. {num_parameters / 1e6:.2f} M parameters\n"
-             f"({(num_parameters - num_head_parameters) / 1e6:.2f} M without the distillation heads).")
+    if star:
+        method = (f"STaR (*{STAR_PAPER}*): its layers' temporal Gram matrices matched to the teacher's\n"
+                  f"(this project's implementation, docs/method.md §5 of the armhubert project)")
+    else:
+        method = (f"Recycle-and-Distill ([paper]({PAPER})):\n"
+                  "attention map reusing and masking distillation")
+    size = f"{num_parameters / 1e6:.2f} M parameters"
+    if num_head_parameters:
+        size += f"\n({(num_parameters - num_head_parameters) / 1e6:.2f} M without the distillation heads)"
+    intro = f"A speech encoder distilled from `{model_args.teacher}` with {method}. {size}."
     usage = f"""```python
 from transformers import AutoFeatureExtractor, AutoModel
 
@@ -179,9 +191,7 @@ def distillation_recipe(model_args: DistillationModelArguments, distill_args: Di
                                           model_args.config_overrides])),
         "teacher layers": " ".join(map(str, layer_map)),
         "data": data,
-        "mask": f"prob {distill_args.mask_prob}, length {distill_args.mask_length} "
-                f"({distill_args.mask_length_distribution}), min space {distill_args.mask_min_space}",
-        "loss": f"{distill_args.loss_type}, hint weight {distill_args.hint_weight}, last {distill_args.last_weight}",
+        **_objective_rows(distill_args),
         "optimizer": f"AdamW lr {training_args.learning_rate}, betas ({training_args.adam_beta1}, "
                      f"{training_args.adam_beta2}), eps {training_args.adam_epsilon}, "
                      f"weight decay {training_args.weight_decay}",
@@ -190,6 +200,17 @@ def distillation_recipe(model_args: DistillationModelArguments, distill_args: Di
         "batch": _batch(training_args),
         "precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32",
     }
+
+
+def _objective_rows(distill_args: DistillationArguments) -> dict[str, str]:
+    """The recipe rows of the distillation objective: which one, and its settings."""
+    if distill_args.objective == "star":
+        return {"objective": "STaR (temporal Gram matrices, unmasked)",
+                "loss": f"terms {distill_args.star_terms}, normalisation {distill_args.star_normalisation}"}
+    return {"objective": "masking distillation",
+            "mask": f"prob {distill_args.mask_prob}, length {distill_args.mask_length} "
+                    f"({distill_args.mask_length_distribution}), min space {distill_args.mask_min_space}",
+            "loss": f"{distill_args.loss_type}, hint weight {distill_args.hint_weight}, last {distill_args.last_weight}"}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -108,3 +108,32 @@ def test_bad_options_are_refused(kwargs, message):
     teacher = _layers(2, 1, 3, 4, seed=8)
     with pytest.raises(ValueError, match=message):
         star_loss(teacher, teacher, **kwargs)
+
+
+def test_short_star_distillation_learns_without_heads_or_masks(tmp_path, offline_hf, tiny_teacher_dir):
+    import json
+
+    import numpy as np
+    import yaml
+
+    from test_distillation import distill_argv
+    from run_distill import main
+
+    output_dir = tmp_path / "star"
+    # The same dev batches scored before the first step and after the last: the loss must fall.
+    metrics = main(distill_argv(tiny_teacher_dir, output_dir, "--objective", "star", "--max_steps", "12",
+                                "--save_steps", "12", "--eval_steps", "12", "--eval_on_start", "true",
+                                "--star_chunk_frames", "64"))
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    eval_losses = [entry["eval_loss"] for entry in state["log_history"] if "eval_loss" in entry]
+    assert len(eval_losses) >= 2 and eval_losses[-1] < 0.9 * eval_losses[0], eval_losses
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert len(logged) == 12
+    assert all(entry["loss"] == pytest.approx(entry["tgm_layerwise"] + entry["tgm_intra"], rel=1e-3)
+               and "mask_rec" not in entry for entry in logged)
+    assert np.isfinite(metrics["eval_loss"])
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["projection_dim"] == 0  # no heads were built
+    card = (output_dir / "README.md").read_text()
+    assert "star" in yaml.safe_load(card.split("---")[1])["tags"]
+    assert "| objective | STaR (temporal Gram matrices, unmasked) |" in card
