@@ -87,6 +87,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "armhubert-s": _preset(432, 816, reuse=True),
     "armwavlm-s": _preset(432, 816, reuse=True),
     "maskhubert": _preset(480, 640, reuse=False),
+    # STaR's student (docs/method.md §5): 22.31 M parameters, no heads, since its Gram losses compare widths.
+    "starhubert": _preset(432, 976, reuse=False, num_attention_heads=8, projection_dim=0),
 }
 
 
@@ -377,7 +379,7 @@ class ArmHubertConfig(PretrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "ArmHubertConfig":
-        """Config of a published student: `armhubert`, `armhubert-s`, `armwavlm-s` or `maskhubert`.
+        """Config of a published student: `armhubert`, `armhubert-s`, `armwavlm-s`, `maskhubert` or `starhubert`.
 
         `overrides` replace preset fields, e.g. `projection_dim=0` for a student without heads or
         `projection_dim=1024` for a Large teacher.

@@ -43,6 +43,16 @@ def test_paper_recipe(name):
             distill.mask_min_spans, distill.hint_weight, distill.loss_type) == (10, "uniform", 1, 2, 0.1, "mse")
 
 
+def test_star_recipe():
+    # STaR's published setting: HuBERT Base teacher, 960 h, the 22.31 M student, both Gram terms.
+    model, distill, data, training = parse(str(REPO / "configs" / "distill" / "starhubert-960h.yaml"),
+                                           "--report_to", "none")
+    assert (model.student_preset, model.teacher, distill.objective, distill.star_loss_terms) == (
+        "starhubert", "facebook/hubert-base-ls960", "star", ("layerwise", "intra"))
+    assert distill.star_normalisation == "cosine" and len(data.train_splits) == 3 and data.eval_splits == ["dev-clean"]
+    assert training.per_device_train_batch_size * training.gradient_accumulation_steps * 2 == 144
+
+
 def test_command_line_overrides_the_yaml():
     model, distill, _, training = parse(str(REPO / "configs" / "demo" / "distill.yaml"), "--mask_prob", "0.3", "--max_steps",
                                         "7", "--teacher", "some/teacher")

@@ -40,6 +40,13 @@ def test_preset_parameter_counts(preset):
     assert ArmHubertModel(ArmHubertConfig.from_preset(preset, projection_dim=0)).num_parameters() == without_heads
 
 
+def test_starhubert_has_the_published_size_without_heads():
+    # STaR's paper gives 22.31 M for STaRHuBERT; Gram losses need no distillation heads.
+    config = ArmHubertConfig.from_preset("starhubert")
+    assert not config.has_projection_heads and not config.layer_grad_scale and all(config.reuse_pattern)
+    assert round(ArmHubertModel(config).num_parameters() / 1e6, 2) == 22.31
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(reuse_pattern=[True, False]), "one bool per layer"),
     (dict(reuse_pattern=[False, True, True, True]), "first layer"),
