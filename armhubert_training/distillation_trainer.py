@@ -58,7 +58,7 @@ class DistillationArguments:
     star_normalisation: Literal["cosine", "width", "none"] = field(default="cosine", metadata={
         "help": "Features before the Gram: 'cosine' = each frame L2-normalised (widths compare), 'width' = Gram / "
                 "channels, 'none' = raw. Not published; the default is this project's (docs/method.md §5)."})
-    star_chunk_frames: int = field(default=256, metadata={
+    star_chunk_frames: int = field(default=1024, metadata={
         "help": "Rows of a Gram difference made at a time (and recomputed in the backward pass): bounds memory on "
                 "long utterances."})
     share_teacher_features: bool = field(default=True, metadata={

@@ -19,7 +19,8 @@ published method states none of this: the choice is the project's.
 
 Memory: the N x N difference of a long utterance (1750 frames at 35 s) is never held whole.  It is
 made in blocks of `chunk_frames` rows, and each block is recomputed in the backward pass
-(activation checkpointing), so one step keeps O(chunk_frames x N) per utterance at a time.
+(activation checkpointing), so one step keeps O(chunk_frames x N) per utterance at a time.  The
+products run in fp32, also under bf16/fp16 autocast.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def temporal_gram_distance(
     student: tuple[torch.Tensor, torch.Tensor],
     real: torch.Tensor,
     normalisation: str = "cosine",
-    chunk_frames: int = 256,
+    chunk_frames: int = 1024,
 ) -> torch.Tensor:
     """Mean over the batch of the mean squared difference between teacher and student Grams.
 
@@ -86,7 +87,7 @@ def star_loss(
     frame_mask: Optional[torch.Tensor] = None,
     terms: Sequence[str] = STAR_TERMS,
     normalisation: str = "cosine",
-    chunk_frames: int = 256,
+    chunk_frames: int = 1024,
 ) -> dict[str, torch.Tensor]:
     """The STaR objective over L mapped layers.
 
@@ -153,5 +154,10 @@ def _normalised(features: torch.Tensor, normalisation: str) -> torch.Tensor:
 
 def _block_squared_error(t_left: torch.Tensor, t_right: torch.Tensor,
                          s_left: torch.Tensor, s_right: torch.Tensor) -> torch.Tensor:
-    """Sum of squared differences of rows [start, stop) of the two Grams: (c, D) x (N, D) -> scalar."""
-    return (t_left @ t_right.T - s_left @ s_right.T).square().sum()
+    """Sum of squared differences of rows [start, stop) of the two Grams: (c, D) x (N, D) -> scalar.
+
+    In fp32 even under mixed precision: Gram entries are sums over hundreds of channels and the loss a
+    small difference of them, which bf16 products would drown.
+    """
+    with torch.autocast(device_type=t_left.device.type, enabled=False):
+        return (t_left @ t_right.T - s_left @ s_right.T).square().sum()

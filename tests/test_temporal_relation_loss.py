@@ -137,3 +137,13 @@ def test_short_star_distillation_learns_without_heads_or_masks(tmp_path, offline
     card = (output_dir / "README.md").read_text()
     assert "star" in yaml.safe_load(card.split("---")[1])["tags"]
     assert "| objective | STaR (temporal Gram matrices, unmasked) |" in card
+
+
+def test_grams_stay_in_fp32_under_bf16_autocast():
+    teacher, student = _layers(2, 2, 40, 48, seed=9), _layers(2, 2, 40, 24, seed=10)
+    teacher, student = [t.float() for t in teacher], [s.float() for s in student]
+    reference = star_loss(student, teacher)["loss"]
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = star_loss(student, teacher)["loss"]
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(reference.item(), rel=1e-6)
