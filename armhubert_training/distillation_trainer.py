@@ -30,8 +30,6 @@ from .teacher import FrozenTeacher
 from .temporal_relation_loss import star_loss
 
 LOSS_TERMS = ("mask_hint", "unmask_hint", "mask_rec", "unmask_rec")
-
-
 STAR_LOSS_TERMS = ("tgm_layerwise", "tgm_intra")
 
 

@@ -210,7 +210,8 @@ def _objective_rows(distill_args: DistillationArguments) -> dict[str, str]:
     return {"objective": "masking distillation",
             "mask": f"prob {distill_args.mask_prob}, length {distill_args.mask_length} "
                     f"({distill_args.mask_length_distribution}), min space {distill_args.mask_min_space}",
-            "loss": f"{distill_args.loss_type}, hint weight {distill_args.hint_weight}, last {distill_args.last_weight}"}
+            "loss": f"{distill_args.loss_type}, hint weight {distill_args.hint_weight}, "
+                    f"last {distill_args.last_weight}"}
 
 
 # ----------------------------------------------------------------------------------------------

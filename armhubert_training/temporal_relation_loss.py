@@ -25,7 +25,7 @@ products run in fp32, also under bf16/fp16 autocast.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +84,7 @@ def temporal_gram_distance(
 def star_loss(
     student_layers: Sequence[torch.Tensor],
     teacher_layers: Sequence[torch.Tensor],
-    frame_mask: Optional[torch.Tensor] = None,
+    frame_mask: torch.Tensor | None = None,
     terms: Sequence[str] = STAR_TERMS,
     normalisation: str = "cosine",
     chunk_frames: int = 1024,

@@ -49,7 +49,8 @@ def test_star_recipe():
                                            "--report_to", "none")
     assert (model.student_preset, model.teacher, distill.objective, distill.star_loss_terms) == (
         "starhubert", "facebook/hubert-base-ls960", "star", ("layerwise", "intra"))
-    assert distill.star_normalisation == "cosine" and len(data.train_splits) == 3 and data.eval_splits == ["dev-clean"]
+    assert distill.star_normalisation == "cosine"
+    assert len(data.train_splits) == 3 and data.eval_splits == ["dev-clean"]
     assert training.per_device_train_batch_size * training.gradient_accumulation_steps * 2 == 144
 
 
