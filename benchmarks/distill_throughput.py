@@ -39,6 +39,7 @@ import torch
 from armhubert_training.distillation_loss import masking_distillation_loss
 from armhubert_training.distillation_trainer import DistillationArguments, distillation_mask
 from armhubert_training.teacher import FrozenTeacher, default_layer_map
+from armhubert_training.temporal_relation_loss import star_loss
 from benchmarks.bench_utils import (
     RESULTS_DIR, TINY_BASELINE, TINY_STUDENT, command_line, count_flops, describe_machine, machine_info,
     random_audio, synchronize, write_json,
@@ -48,11 +49,13 @@ from configuration_armhubert import PRESETS, ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
 
 VARIANTS = {
-    "default": dict(share_features=True, fused_attention=True, compile="none"),
-    "no-shared-features": dict(share_features=False, fused_attention=True, compile="none"),
-    "no-fused-attention": dict(share_features=True, fused_attention=False, compile="none"),
-    "compile-student": dict(share_features=True, fused_attention=True, compile="student"),
-    "compile-all": dict(share_features=True, fused_attention=True, compile="all"),
+    "default": dict(share_features=True, fused_attention=True, compile="none", objective="masking"),
+    "no-shared-features": dict(share_features=False, fused_attention=True, compile="none", objective="masking"),
+    "no-fused-attention": dict(share_features=True, fused_attention=False, compile="none", objective="masking"),
+    "compile-student": dict(share_features=True, fused_attention=True, compile="student", objective="masking"),
+    "compile-all": dict(share_features=True, fused_attention=True, compile="all", objective="masking"),
+    # The STaR objective (--objective star): one unmasked teacher pass, temporal Gram losses on layer outputs.
+    "star": dict(share_features=True, fused_attention=True, compile="none", objective="star"),
 }
 TARGET_AUDIO_S_PER_S = 3000  # armhubert from a HuBERT Base-sized teacher on one H100/H200, bf16
 
@@ -66,6 +69,7 @@ class Setup:
     device: torch.device
     autocast_dtype: torch.dtype | None
     fused_attention: bool
+    objective: str  # "masking" or "star"
 
 
 def build_teacher(name: str, tiny: bool, device: torch.device) -> torch.nn.Module:
@@ -121,7 +125,8 @@ def make_setup(args: argparse.Namespace, variant: dict[str, Any], device: torch.
         setattr(config, limit, max(getattr(config, limit), 64))
         compile_teacher(teacher)
     autocast_dtype = {"bf16": torch.bfloat16, "fp32": None}[args.dtype]
-    return Setup(teacher, student, forward, optimizer, device, autocast_dtype, variant["fused_attention"])
+    return Setup(teacher, student, forward, optimizer, device, autocast_dtype, variant["fused_attention"],
+                 variant["objective"])
 
 
 def _autocast(setup: Setup):
@@ -140,7 +145,10 @@ def _attention_backends(setup: Setup):
 
 def distillation_step(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, step: int,
                       distill: DistillationArguments) -> torch.Tensor:
-    """One optimisation step of masking distillation (mirrors MaskingDistillationTrainer.compute_loss)."""
+    """One optimisation step of masking distillation (mirrors MaskingDistillationTrainer.compute_loss), or of
+    STaR for the variant that selects it."""
+    if setup.objective == "star":
+        return star_step(setup, values, attention_mask, distill)
     record = torch.profiler.record_function
     student = setup.student
     with _attention_backends(setup):
@@ -159,6 +167,31 @@ def distillation_step(setup: Setup, values: torch.Tensor, attention_mask: torch.
             loss = masking_distillation_loss(projected, teacher_unmasked, teacher_masked, mask, frame_mask,
                                              hint_weight=distill.hint_weight, last_weight=distill.last_weight,
                                              loss_type=distill.loss_type)["loss"]
+        with record("student backward"):
+            loss.backward()
+        with record("optimizer"):
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            setup.optimizer.step()
+            setup.optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def star_step(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor,
+              distill: DistillationArguments) -> torch.Tensor:
+    """One optimisation step of the STaR objective (mirrors the trainer's --objective star step)."""
+    record = torch.profiler.record_function
+    student = setup.student
+    with _attention_backends(setup):
+        frames = int(student._get_feat_extract_output_lengths(values.shape[1]))
+        frame_mask = student._get_feature_vector_attention_mask(frames, attention_mask)
+        with record("teacher"), _autocast(setup):
+            teacher_layers, _ = setup.teacher(values, attention_mask, None)
+        with record("student forward"), _autocast(setup):
+            outputs = setup.forward(values, attention_mask=attention_mask, output_hidden_states=True)
+        with record("loss"):
+            loss = star_loss([h.float() for h in outputs.hidden_states[1:]], teacher_layers, frame_mask,
+                             terms=distill.star_loss_terms, normalisation=distill.star_normalisation,
+                             chunk_frames=distill.star_chunk_frames)["loss"]
         with record("student backward"):
             loss.backward()
         with record("optimizer"):

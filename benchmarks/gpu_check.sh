@@ -37,7 +37,7 @@ else
     DEVICE=cuda PRECISION=bf16 TEACHER_SIZE=base UTTERANCES=480 SCALE=1 BATCH=18
     STUDENT=()
     E2E=(--warmup 3 --steps 10 --variants default no-workers no-shared-features no-length-grouping)
-    STEP=(--batch-size 32 --warmup 2 --steps 5 --variants default no-shared-features compile-student)
+    STEP=(--batch-size 32 --warmup 2 --steps 5 --variants default no-shared-features compile-student star)
     SPEED=()
 fi
 STEPS=" ${STEPS:-tests distill speed e2e step} "

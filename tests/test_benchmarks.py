@@ -192,11 +192,12 @@ def test_time_interleaved_runs_every_runner_round_robin():
 def test_distill_throughput_variants(tmp_path):
     output = tmp_path / "distill.json"
     result = distill_throughput.main(["--tiny", "--batch-size", "2", "--seconds", "1", "--warmup", "1", "--steps", "1",
-                                      "--variants", "default", "no-shared-features", "no-fused-attention",
+                                      "--variants", "default", "no-shared-features", "no-fused-attention", "star",
                                       "--output", str(output)])
     assert json.loads(output.read_text()) == result
     rows = {row["variant"]: row for row in result["rows"]}
-    assert set(rows) == {"default", "no-shared-features", "no-fused-attention"}
+    assert set(rows) == {"default", "no-shared-features", "no-fused-attention", "star"}
+    assert rows["star"]["objective"] == "star" and rows["default"]["objective"] == "masking"
     for row in rows.values():
         assert "error" not in row
         assert row["audio_s_per_s"] == pytest.approx(2 * 1.0 / (row["step_ms"] / 1000))
