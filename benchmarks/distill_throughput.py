@@ -145,53 +145,15 @@ def _attention_backends(setup: Setup):
 
 def distillation_step(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, step: int,
                       distill: DistillationArguments) -> torch.Tensor:
-    """One optimisation step of masking distillation (mirrors MaskingDistillationTrainer.compute_loss), or of
-    STaR for the variant that selects it."""
-    if setup.objective == "star":
-        return star_step(setup, values, attention_mask, distill)
-    record = torch.profiler.record_function
-    student = setup.student
-    with _attention_backends(setup):
-        with record("span mask"):
-            frames = int(student._get_feat_extract_output_lengths(values.shape[1]))
-            frame_mask = student._get_feature_vector_attention_mask(frames, attention_mask)
-            mask = distillation_mask(distill, frame_mask, torch.Generator().manual_seed(step))
-        with record("teacher"), _autocast(setup):
-            teacher_unmasked, teacher_masked = setup.teacher(values, attention_mask, mask)
-        with record("student forward"), _autocast(setup):
-            outputs = setup.forward(values, attention_mask=attention_mask, mask_time_indices=mask,
-                                    output_hidden_states=True)
-        with record("loss"):
-            # The Trainer's accelerate wrapper hands fp32 outputs to the loss.
-            projected = [p.float() for p in outputs.projected_hidden_states]
-            loss = masking_distillation_loss(projected, teacher_unmasked, teacher_masked, mask, frame_mask,
-                                             hint_weight=distill.hint_weight, last_weight=distill.last_weight,
-                                             loss_type=distill.loss_type)["loss"]
-        with record("student backward"):
-            loss.backward()
-        with record("optimizer"):
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            setup.optimizer.step()
-            setup.optimizer.zero_grad(set_to_none=True)
-    return loss.detach()
-
-
-def star_step(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor,
-              distill: DistillationArguments) -> torch.Tensor:
-    """One optimisation step of the STaR objective (mirrors the trainer's --objective star step)."""
+    """One optimisation step of the variant's objective (mirrors MaskingDistillationTrainer.compute_loss):
+    masking distillation, or STaR."""
     record = torch.profiler.record_function
     student = setup.student
     with _attention_backends(setup):
         frames = int(student._get_feat_extract_output_lengths(values.shape[1]))
         frame_mask = student._get_feature_vector_attention_mask(frames, attention_mask)
-        with record("teacher"), _autocast(setup):
-            teacher_layers, _ = setup.teacher(values, attention_mask, None)
-        with record("student forward"), _autocast(setup):
-            outputs = setup.forward(values, attention_mask=attention_mask, output_hidden_states=True)
-        with record("loss"):
-            loss = star_loss([h.float() for h in outputs.hidden_states[1:]], teacher_layers, frame_mask,
-                             terms=distill.star_loss_terms, normalisation=distill.star_normalisation,
-                             chunk_frames=distill.star_chunk_frames)["loss"]
+        objective_loss = star_step_loss if setup.objective == "star" else masking_step_loss
+        loss = objective_loss(setup, values, attention_mask, frame_mask, step, distill)
         with record("student backward"):
             loss.backward()
         with record("optimizer"):
@@ -199,6 +161,39 @@ def star_step(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor,
             setup.optimizer.step()
             setup.optimizer.zero_grad(set_to_none=True)
     return loss.detach()
+
+
+def masking_step_loss(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, frame_mask: torch.Tensor,
+                      step: int, distill: DistillationArguments) -> torch.Tensor:
+    """The span mask, the teacher unmasked and masked, the masked student, the masking-distillation loss."""
+    record = torch.profiler.record_function
+    with record("span mask"):
+        mask = distillation_mask(distill, frame_mask, torch.Generator().manual_seed(step))
+    with record("teacher"), _autocast(setup):
+        teacher_unmasked, teacher_masked = setup.teacher(values, attention_mask, mask)
+    with record("student forward"), _autocast(setup):
+        outputs = setup.forward(values, attention_mask=attention_mask, mask_time_indices=mask,
+                                output_hidden_states=True)
+    with record("loss"):
+        # The Trainer's accelerate wrapper hands fp32 outputs to the loss.
+        projected = [p.float() for p in outputs.projected_hidden_states]
+        return masking_distillation_loss(projected, teacher_unmasked, teacher_masked, mask, frame_mask,
+                                         hint_weight=distill.hint_weight, last_weight=distill.last_weight,
+                                         loss_type=distill.loss_type)["loss"]
+
+
+def star_step_loss(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, frame_mask: torch.Tensor,
+                   step: int, distill: DistillationArguments) -> torch.Tensor:
+    """The teacher unmasked, the student unmasked, the STaR loss on the layer outputs (`step` is unused: no mask)."""
+    record = torch.profiler.record_function
+    with record("teacher"), _autocast(setup):
+        teacher_layers, _ = setup.teacher(values, attention_mask, None)
+    with record("student forward"), _autocast(setup):
+        outputs = setup.forward(values, attention_mask=attention_mask, output_hidden_states=True)
+    with record("loss"):
+        return star_loss([h.float() for h in outputs.hidden_states[1:]], teacher_layers, frame_mask,
+                         terms=distill.star_loss_terms, normalisation=distill.star_normalisation,
+                         chunk_frames=distill.star_chunk_frames)["loss"]
 
 
 def count_step_flops(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor,
