@@ -117,6 +117,11 @@ class InputEffects:
     def any(self) -> bool:
         return self.gain_db != 0 or self.silence_removal
 
+    def __str__(self) -> str:
+        """What a reader of a log or a model card needs: "a -3 dB gain, silence removal", or "none"."""
+        parts = [f"a {self.gain_db:g} dB gain" if self.gain_db else "", "silence removal" if self.silence_removal else ""]
+        return ", ".join(filter(None, parts)) or "none"
+
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
         waveform = apply_gain_db(waveform, self.gain_db)
         return remove_silence(waveform) if self.silence_removal else waveform

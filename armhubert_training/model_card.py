@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 from modeling_armhubert import ArmHubertForSuperbCTC
 
 from .asr_trainer import TASK_METRICS
+from .input_effects import InputEffects
 
 if TYPE_CHECKING:
     from modeling_armhubert import (
@@ -317,8 +318,7 @@ def speaker_verification_model_card(model: ArmHubertForXVector, student: Student
     name = model_name(training_args)
     source = _fine_tuned_from(student)
     config = model.config
-    effects = ", ".join(filter(None, [f"a {config.input_gain_db:g} dB gain" if config.input_gain_db else "",
-                                      "silence removal" if config.input_silence_removal else ""])) or "none"
+    effects = InputEffects.from_config(config)
     results = ["| trials | EER | threshold | scored trials |", "|---|---|---|---|"]
     for prefix in sorted({key.removesuffix("_eer") for key in metrics if key.endswith("_eer")}):
         if prefix in ("eval", "predict_test"):

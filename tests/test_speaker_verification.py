@@ -153,6 +153,8 @@ def test_gain_and_effects_recorded_in_a_config():
     effects = InputEffects(-3.0, True)
     assert InputEffects.from_config(tiny_config(**effects.config_fields())) == effects
     assert np.array_equal(effects(x), remove_silence(apply_gain_db(x, -3.0)))
+    assert (str(effects), str(InputEffects(-3.0)), str(InputEffects())) == (
+        "a -3 dB gain, silence removal", "a -3 dB gain", "none")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +228,8 @@ def test_training_run_writes_trial_scores_and_the_eer_they_give(tmp_path, studen
     assert results["predict_test_eer"] == min(eers.values())
     # The saved model is the selected one and records SUPERB's effects; one call scores a trial as the run did.
     card = (out / "README.md").read_text()
-    assert "| test |" in card and "lowest test EER" in card and "silence removal" in card
+    assert "| test |" in card and "lowest test EER" in card
+    assert "Input effects applied to every file: a -3 dB gain, silence removal." in card
     model = ArmHubertForXVector.from_pretrained(out)
     assert InputEffects.from_config(model.config) == InputEffects(-3.0, True)
     first, second = rows[0]["first"], rows[0]["second"]
