@@ -114,14 +114,22 @@ def read_metric(path: Path, metric: str, preferred_split: str) -> float:
     return 100 * float(results[key])
 
 
+# Tasks whose number may also be given as measured elsewhere (s3prl) instead of a run folder.
+GIVEN_AS_NUMBER = {"qbe", "asv", "sd"}
+
+
+def number_given(value: str) -> float | None:
+    """`value` as a number when it is one (a result measured elsewhere), else None (a run to read)."""
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 def task_value(task: str, run: str, metric: str, split: str) -> float:
-    """One run's number in %: from its results JSON, or for SD also a DER in % measured elsewhere (s3prl)."""
-    if task == "sd":
-        try:
-            return float(run)
-        except ValueError:
-            pass
-    return read_metric(Path(run), metric, split)
+    """One run's number in %: from its results JSON, or, for the tasks in GIVEN_AS_NUMBER, as given."""
+    given = number_given(run) if task in GIVEN_AS_NUMBER else None
+    return given if given is not None else read_metric(Path(run), metric, split)
 
 
 # ---- QbE: a run_query_by_example.py run (or a published MTWV) -----------------------------------
@@ -130,10 +138,9 @@ def task_value(task: str, run: str, metric: str, split: str) -> float:
 def read_qbe(value: str) -> tuple[float, str]:
     """(MTWV, where it came from) of --qbe: a number as given, or a run_query_by_example.py output
     folder (or its eval_results.json): the eval MTWV at the layer the dev split selected."""
-    try:
-        return float(value), "given on the command line"
-    except ValueError:
-        pass
+    given = number_given(value)
+    if given is not None:
+        return given, "given on the command line"
     path = Path(value)
     file = path / "eval_results.json" if path.is_dir() else path
     if not file.is_file():
@@ -155,27 +162,16 @@ def collect(args: argparse.Namespace) -> dict[str, float]:
             numbers[task] = sum(values) / len(values)  # ER: the mean over folds
     if args.qbe is not None:
         numbers["qbe"] = read_qbe(args.qbe)[0]
-    if args.asv is not None:
-        numbers["asv"] = read_asv(args.asv)
+    if args.asv is not None:  # a run_speaker_verification.py run's test EER (stored as a fraction), or an EER in %
+        numbers["asv"] = task_value("asv", args.asv, "eer", "test")
     return numbers
-
-
-def read_asv(value: str) -> float:
-    """The ASV EER in %: a number as given, else the test EER of a run_speaker_verification.py run (folder or
-    results JSON; the run stores it as a fraction under `predict_test_eer`)."""
-    try:
-        return float(value)
-    except ValueError:
-        return read_metric(Path(value), "eer", "test")
 
 
 def origin(value: str) -> str:
     """Where a --asv/--sd value came from: a number given on the command line, or a run's results."""
-    try:
-        float(value)
+    if number_given(value) is not None:
         return "given on the command line (measured elsewhere)"
-    except ValueError:
-        return f"the run in {value}"
+    return f"the run in {value}"
 
 
 def format_value(value: float | None, task: str = "") -> str:
