@@ -123,8 +123,55 @@ class ArmHubertModelOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------
 
 
+def conv_as_matmul(frames: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """`conv` applied to time-major `frames` (B, T, C_in) as one matrix product -> (B, T', C_out).
+
+    Time is cut into blocks of `stride` steps, (B, T / stride, stride * C_in): a reshape, not a copy
+    of the input. Output step t reads blocks t .. t + n - 1 (n = ceil(kernel / stride)), so one
+    product with the n blocks' weights side by side, (n * C_out, stride * C_in), gives each block's
+    share of the n outputs it feeds, and output t adds share j of block t + j. With kernel == stride
+    (the k1 and k2/s2 layers, and k10/s5 on the waveform, whose two blocks are exact) it is the
+    conv itself; a k3/s2 layer does a third more multiply-adds (zero taps) to avoid copying its input
+    into windows.
+
+    Its use is int8 (docs/deployment.md): dynamic quantisation turns a product with a constant weight
+    into an integer one, with one scale for the whole input. Speech frames differ in level by 250-1000x
+    between pauses and words, and the feature projection's LayerNorm brings every frame back to unit
+    size, so one scale would erase the quiet frames (relative error 0.3-0.5). Each block is therefore
+    divided by its largest magnitude before the product and multiplied back after it (exact in fp32),
+    which gives every block its own int8 scale. In fp32, oneDNN's convs are faster on CPUs.
+    """
+    batch, steps, channels = frames.shape
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    shares = -(-kernel // stride)
+    out_steps = (steps - kernel) // stride + 1
+    if shares * stride > kernel:  # the last block reaches past the input by up to shares * stride - kernel steps
+        frames = F.pad(frames, (0, 0, 0, shares * stride - kernel))
+    blocks = frames[:, : (out_steps + shares - 1) * stride].reshape(batch, out_steps + shares - 1, stride * channels)
+    # (C_out, C_in, k) -> taps padded to shares * stride -> (shares * C_out, stride * C_in), rows share-major.
+    weight = F.pad(conv.weight, (0, shares * stride - kernel))
+    weight = weight.view(conv.out_channels, channels, shares, stride).permute(2, 0, 3, 1)
+    weight = weight.reshape(shares * conv.out_channels, stride * channels)
+    bias = conv.bias
+    if bias is not None and shares > 1:  # added once, with share 0
+        bias = F.pad(bias, (0, (shares - 1) * conv.out_channels))
+    block_scale = blocks.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(blocks.dtype).tiny)  # (B, blocks, 1)
+    per_block = F.linear(blocks / block_scale, weight) * block_scale  # (B, T' + shares - 1, shares * C_out)
+    if bias is not None:
+        per_block = per_block + bias
+    out = per_block[:, :out_steps, : conv.out_channels]
+    for share in range(1, shares):
+        out = out + per_block[:, share : share + out_steps, share * conv.out_channels : (share + 1) * conv.out_channels]
+    return out
+
+
 class ArmHubertConvLayer(GradientCheckpointingLayer):
-    """Conv1d -> [GroupNorm with one group per channel, first layer only] -> activation."""
+    """Conv1d -> [GroupNorm with one group per channel, first layer only] -> activation.
+
+    Three layouts of the same computation, chosen by the feature encoder:
+    channels first (B, C, S); channels last as a height-1 image (B, C, 1, S) whose memory is
+    (B, S, C); and time-major (B, S, C) with the conv as a matrix product (`conv_as_matmul`).
+    """
 
     def __init__(self, config: ArmHubertConfig, layer_id: int):
         super().__init__()
@@ -135,38 +182,49 @@ class ArmHubertConvLayer(GradientCheckpointingLayer):
         self.layer_norm = nn.GroupNorm(out_dim, out_dim, affine=True) if layer_id == 0 else None
         self.activation = ACT2FN[config.feat_extract_activation]
 
-    def forward(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None = None,
+                time_major: bool = False) -> torch.Tensor:
         """hidden_states (B, C_in, S) -> (B, C_out, S'); `lengths` (B,) = real steps of the output.
 
-        Also takes (B, C_in, 1, S) in channels-last layout (see ArmHubertFeatureEncoder) and then
-        returns (B, C_out, 1, S') in that layout.
+        Also takes (B, C_in, 1, S) in channels-last layout and then returns (B, C_out, 1, S') in that
+        layout; with `time_major`, (B, S, C_in) -> (B, S', C_out).
         """
-        if hidden_states.dim() == 4:
-            conv = self.conv
+        conv = self.conv
+        if time_major:
+            hidden_states = conv_as_matmul(hidden_states, conv)
+        elif hidden_states.dim() == 4:
             hidden_states = F.conv2d(hidden_states, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]))
             hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
         else:
-            hidden_states = self.conv(hidden_states)
+            hidden_states = conv(hidden_states)
         if self.layer_norm is not None:
-            if lengths is None:
-                hidden_states = self.layer_norm(hidden_states)
-            else:
-                hidden_states = self._masked_group_norm(hidden_states, lengths)
+            hidden_states = self._group_norm(hidden_states, lengths, time_dim=1 if time_major else -1)
         return self.activation(hidden_states)
 
-    def _masked_group_norm(self, hidden_states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        # One group per channel: normalise each channel over the real time steps of its own sample,
-        # so that padding does not change the statistics (plain GroupNorm would count it).
-        batch, *_, steps = hidden_states.shape
-        broadcast = [1] * (hidden_states.dim() - 2)  # 1 for the channel axis (and the height axis of 4-D input)
-        real = torch.arange(steps, device=hidden_states.device)[None, :] < lengths[:, None]
-        real = real.view(batch, *broadcast, steps).to(hidden_states.dtype)  # (B, 1, [1,] S')
-        count = real.sum(-1, keepdim=True).clamp(min=1)
-        mean = (hidden_states * real).sum(-1, keepdim=True) / count
-        centered = hidden_states - mean
-        var = (centered.square() * real).sum(-1, keepdim=True) / count
-        scale = torch.rsqrt(var + self.layer_norm.eps) * self.layer_norm.weight.view(-1, *broadcast[1:], 1)
-        return torch.addcmul(self.layer_norm.bias.view(-1, *broadcast[1:], 1), centered, scale)
+    def _group_norm(self, hidden_states: torch.Tensor, lengths: torch.Tensor | None, time_dim: int) -> torch.Tensor:
+        """One group per channel: each channel normalised over the time steps of its own sample, the real
+        ones only when `lengths` is given, so that padding does not change the statistics (plain
+        GroupNorm would count it)."""
+        if lengths is None and time_dim == -1:
+            return self.layer_norm(hidden_states)
+        channel_shape = [1] * hidden_states.dim()
+        channel_shape[-1 if time_dim == 1 else 1] = -1  # broadcasts the affine over the channel axis
+        if lengths is None:
+            mean = hidden_states.mean(time_dim, keepdim=True)
+            centered = hidden_states - mean
+            var = centered.square().mean(time_dim, keepdim=True)
+        else:
+            steps = hidden_states.shape[time_dim]
+            shape = [1] * hidden_states.dim()  # (B, 1.., steps at time_dim, 1..)
+            shape[0], shape[time_dim] = hidden_states.shape[0], steps
+            real = torch.arange(steps, device=hidden_states.device)[None, :] < lengths[:, None]
+            real = real.view(shape).to(hidden_states.dtype)  # 1 on the real steps
+            count = real.sum(time_dim, keepdim=True).clamp(min=1)
+            mean = (hidden_states * real).sum(time_dim, keepdim=True) / count
+            centered = hidden_states - mean
+            var = (centered.square() * real).sum(time_dim, keepdim=True) / count
+        scale = torch.rsqrt(var + self.layer_norm.eps) * self.layer_norm.weight.view(channel_shape)
+        return torch.addcmul(self.layer_norm.bias.view(channel_shape), centered, scale)
 
 
 class ArmHubertFeatureEncoder(nn.Module):
@@ -175,6 +233,9 @@ class ArmHubertFeatureEncoder(nn.Module):
     def __init__(self, config: ArmHubertConfig):
         super().__init__()
         self.conv_layers = nn.ModuleList(ArmHubertConvLayer(config, i) for i in range(config.num_feat_extract_layers))
+        # Set by the ONNX export for an int8 model whose conv encoder is quantised too: the convs then
+        # run as matrix products in time-major layout (`conv_as_matmul`), the form int8 covers.
+        self.convs_as_matmul = False
 
     def _freeze_parameters(self) -> None:
         for param in self.parameters():
@@ -201,10 +262,15 @@ class ArmHubertFeatureEncoder(nn.Module):
         return self._forward(input_values, first_layer_lengths)
 
     def _forward(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None) -> torch.Tensor:
-        # For a batch on a CPU the convs run as height-1 2-D convs in channels-last layout, where
-        # oneDNN need not reorder every activation: the whole model ran 1.2x faster on 8 x 10 s (2 cores);
-        # for one utterance the layout change costs more than it saves. The result, (B, C, T) laid out
-        # as (B, T, C), is what the feature projection wants after its transpose.
+        if self.convs_as_matmul:
+            hidden_states = input_values[:, :, None]  # (B, S, 1)
+            for i, conv_layer in enumerate(self.conv_layers):
+                hidden_states = conv_layer(hidden_states, first_layer_lengths if i == 0 else None, time_major=True)
+            return hidden_states.transpose(1, 2)
+        # On a CPU the convs run as height-1 2-D convs in channels-last layout, where oneDNN need not
+        # reorder every activation: the whole model ran 1.2x faster on 8 x 10 s (2 cores); for one
+        # utterance the layout change costs more than it saves. The result, (B, C, T) laid out as
+        # (B, T, C), is what the feature projection wants after its transpose.
         channels_last = input_values.device.type == "cpu" and input_values.shape[0] > 1 and not _is_tracing()
         hidden_states = input_values[:, None, None] if channels_last else input_values[:, None]
         if self._checkpoints_reentrantly_with_trainable_weights():

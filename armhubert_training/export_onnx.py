@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -116,11 +117,22 @@ def example_inputs(config: ArmHubertConfig, batch: int = 2, samples: int = 16000
 
 
 def export_student(model: ArmHubertModel | ArmHubertForCTC, path: str | Path, hidden_states: bool = False,
-                   opset: int | None = None) -> Path:
+                   opset: int | None = None, convs_as_matmul: bool = False) -> Path:
     """Write `model` as an ONNX file with dynamic batch and length; returns the path.
 
-    The weights go inside the .onnx file (the students are far below ONNX's 2 GB limit).
+    The weights go inside the .onnx file (the students are far below ONNX's 2 GB limit). With
+    `convs_as_matmul` the conv encoder is written as matrix products (`conv_as_matmul`, same outputs),
+    the form in which int8 quantisation covers it too; the default Conv nodes are faster in fp32.
     """
+    encoder = (model.armhubert if isinstance(model, ArmHubertForCTC) else model).feature_extractor
+    encoder.convs_as_matmul = convs_as_matmul
+    try:
+        return _export(model, Path(path), hidden_states, opset)
+    finally:
+        encoder.convs_as_matmul = False
+
+
+def _export(model: ArmHubertModel | ArmHubertForCTC, path: Path, hidden_states: bool, opset: int | None) -> Path:
     wrapper = OnnxStudent(model.eval(), hidden_states=hidden_states).eval()
     # Batch 2 with padding, so that nothing is specialised to one batch size or to an unpadded batch.
     args = example_inputs(model.config)
@@ -136,10 +148,20 @@ def export_student(model: ArmHubertModel | ArmHubertForCTC, path: str | Path, hi
         program = torch.onnx.export(wrapper, args, dynamo=True, input_names=INPUT_NAMES,
                                     output_names=wrapper.output_names, dynamic_shapes=dynamic,
                                     opset_version=opset, verbose=False)
-    path = Path(path)
+    fold_weight_preparation(program.model)
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=False)
     return path
+
+
+def fold_weight_preparation(model) -> None:
+    """Replace, in place, every computation on weights alone by its result: the conv encoder's weights
+    are permuted and reshaped into matrices (`conv_as_matmul`) in the traced graph, and the products
+    must multiply by constants for int8 dynamic quantisation to take them (and for no call to redo it).
+    The exporter's own pass leaves inputs above 8,192 values alone; these reach 480 x 960."""
+    import onnxscript
+
+    onnxscript.optimizer.optimize(model, input_size_limit=1 << 30, output_size_limit=1 << 30)
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
@@ -243,6 +265,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     int8.add_argument("--quantize", choices=["int8"], default=None,
                       help="Also write an int8 model (ONNX Runtime dynamic quantisation of the Linear layers) "
                            "next to OUTPUT: armhubert.onnx -> armhubert.int8.onnx.")
+    int8.add_argument("--int8-conv-encoder", action="store_true",
+                      help="Quantise the conv encoder's layers too (all but the first, which reads the waveform): "
+                           "the int8 model is made from a second export whose convs are matrix products. Faster, "
+                           "with about 3x the error of the default (docs/deployment.md); the check still applies.")
     int8.add_argument("--int8-keep-fp32", nargs="+", default=[], metavar="REGEX",
                       help="Linear layers that stay fp32 in the int8 model: regular expressions searched in "
                            "their module names, e.g. 'encoder.layers.11' or 'feed_forward.output_dense'.")
@@ -302,7 +328,13 @@ def write_int8(model: ArmHubertModel | ArmHubertForCTC, fp32_path: Path, args: a
     its check passed (or --accept-int8-error): a failed or interrupted check removes it."""
     int8_path = int8_path_for(fp32_path)
     try:
-        quantize_onnx_int8(fp32_path, int8_path, keep_fp32=args.int8_keep_fp32)
+        if args.int8_conv_encoder:
+            with tempfile.TemporaryDirectory() as workdir:
+                matmul_path = export_student(model, Path(workdir) / "convs_as_matmul.onnx",
+                                             hidden_states=args.hidden_states, opset=args.opset, convs_as_matmul=True)
+                quantize_onnx_int8(matmul_path, int8_path, keep_fp32=args.int8_keep_fp32)
+        else:
+            quantize_onnx_int8(fp32_path, int8_path, keep_fp32=args.int8_keep_fp32)
         print(f"wrote {int8_path} ({int8_path.stat().st_size / 2**20:.1f} MiB)")
         return check_int8(model, int8_path, args, batch)
     except BaseException:
@@ -327,7 +359,7 @@ def check_int8(model: ArmHubertModel | ArmHubertForCTC, path: Path, args: argpar
                    f"{worst.relative_error:.3f} > --int8-max-error {args.int8_max_error:g}.")
         if not args.accept_int8_error:
             path.unlink()
-            raise SystemExit(f"{message} Removed {path}. Keep Linear layers in fp32 (--int8-keep-fp32), use the "
+            raise SystemExit(f"{message} Removed {path}. Keep layers in fp32 (--int8-keep-fp32), use the "
                              "fp32 model, or pass --accept-int8-error to keep it anyway.")
         print(f"WARNING: {message} Kept because of --accept-int8-error.")
     return errors

@@ -3,9 +3,11 @@
 - ONNX: `quantize_onnx_int8` applies ONNX Runtime's dynamic quantisation to an exported student
   (export_onnx.py): the weights of every matrix product with a constant weight (the Linear layers,
   MatMul / Gemm nodes) are stored as int8 and their inputs are quantised on the fly, per call and
-  per tensor. Everything else stays fp32: the conv feature encoder (its first conv reads the raw
-  waveform), the positional conv, the group and layer norms, softmax, and the attention products of
-  two activations. Linear layers can also be kept fp32 by module name (`keep_fp32`).
+  per tensor. Everything else stays fp32: the conv feature encoder when exported as Conv nodes (the
+  default), the positional conv, the group and layer norms, softmax, and the attention products of
+  two activations. A student exported with its convs as matrix products (`convs_as_matmul`) gets
+  its conv layers quantised as well, all but the first: it reads the waveform, which 8 bits per
+  tensor would flatten. Layers can also be kept fp32 by module name (`keep_fp32`).
 - PyTorch: `quantize_linear_layers` swaps every `nn.Linear` for PyTorch's dynamically quantised int8
   Linear (`torch.ao.quantization.quantize_dynamic`; deprecated in favour of the separate torchao
   package, still present in torch 2.13).
@@ -35,6 +37,9 @@ DEFAULT_MAX_RELATIVE_ERROR = 0.05
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm")
 
+# The first conv of the encoder, which reads the waveform: it always stays fp32.
+WAVEFORM_CONV = re.compile(r"(^|\.)feature_extractor\.conv_layers\.0$")
+
 
 def linear_layer_nodes(model) -> dict[str, str]:
     """The MatMul / Gemm nodes of an exported model that multiply by a constant weight: node name -> module.
@@ -61,8 +66,8 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, keep_fp32: 
     """Write the int8 (dynamic quantisation) version of the ONNX model at `fp32_path` to `int8_path`.
 
     Args:
-        keep_fp32: regular expressions; Linear layers whose module name matches one (`re.search`)
-            stay fp32, e.g. `"encoder.layers.11"` or `"feed_forward.output_dense"`.
+        keep_fp32: regular expressions; layers whose module name matches one (`re.search`) stay fp32,
+            e.g. `"encoder.layers.11"`, `"feed_forward.output_dense"` or `"conv_layers.[1-3]$"`.
 
     Inputs, outputs and their dynamic axes are those of the fp32 model.
     """
@@ -74,7 +79,7 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, keep_fp32: 
     patterns = [re.compile(p) for p in keep_fp32]
     excluded = [node for node, module in linear.items() if any(p.search(module) for p in patterns)]
     if patterns and not excluded:
-        raise ValueError(f"No Linear layer matches --int8-keep-fp32 {list(keep_fp32)}; module names look like "
+        raise ValueError(f"No layer matches --int8-keep-fp32 {list(keep_fp32)}; module names look like "
                          f"{sorted(set(linear.values()))[:3]}.")
     int8_path = Path(int8_path)
     int8_path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +88,7 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, keep_fp32: 
     root = logging.getLogger()
     advice = _DropMessage("pre-processing before quantization")
     root.addFilter(advice)
+    excluded += [node for node, module in linear.items() if WAVEFORM_CONV.search(module)]
     try:
         quantize_dynamic(model, int8_path, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                          nodes_to_quantize=[n for n in linear if n not in excluded], weight_type=QuantType.QInt8,

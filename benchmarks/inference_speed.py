@@ -14,7 +14,8 @@ On a CPU (fp32) the ONNX Runtime exports of the `--onnx-models` (export_onnx.py)
 well, with the same number of threads; they take an `attention_mask` input, so the PyTorch students
 are also timed with an all-ones mask ("+ mask") for a like-for-like comparison. With `--int8` the
 same models are also timed as int8 (armhubert_training/quantization.py): ONNX Runtime's dynamic
-quantisation of the exported model, and (students) PyTorch's dynamic quantisation of the Linear layers. Each
+quantisation of the exported model, for the students also with their conv encoder quantised
+(`export_onnx --int8-conv-encoder`), and PyTorch's dynamic quantisation of the Linear layers. Each
 row also gives the size of the weights on disk (ONNX file, or PyTorch state dict).
 
     python -m benchmarks.inference_speed                        # CPU fp32: batch 1 and 8 x 10 s, + ONNX Runtime
@@ -161,6 +162,9 @@ def build_runners(args: argparse.Namespace, device: torch.device, dtype: torch.d
             int8_path = quantize_onnx_int8(fp32_path, workdir / f"{name}.int8.onnx")
             runners[f"{name} (ONNX Runtime int8)"], _ = onnx_runner(name, int8_path)
             if not is_baseline(name):  # offered for the students only (README)
+                matmul_path = export_student(model, workdir / f"{name}.convs_as_matmul.onnx", convs_as_matmul=True)
+                conv_int8_path = quantize_onnx_int8(matmul_path, workdir / f"{name}.convs_as_matmul.int8.onnx")
+                runners[f"{name} (ONNX Runtime int8 + conv encoder)"], _ = onnx_runner(name, conv_int8_path)
                 runners[f"{name} (PyTorch int8)"] = pytorch_runner(name, quantize_linear_layers(model), "int8")
     return runners, notes
 

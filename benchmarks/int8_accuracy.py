@@ -1,8 +1,8 @@
 """How far the int8 students' hidden states move from fp32, layer by layer, on speech.
 
 For each model: the fp32 ONNX export with every layer's hidden states (export_onnx.py), its int8
-version (ONNX Runtime dynamic quantisation, armhubert_training/quantization.py), and PyTorch's
-dynamic int8 Linear layers, all run on one padded batch of the bundled LibriSpeech utterances.
+version (ONNX Runtime dynamic quantisation, armhubert_training/quantization.py), the int8 version
+that quantises the conv encoder too (`--int8-conv-encoder`), and PyTorch's dynamic int8 Linear layers, all run on one padded batch of the bundled LibriSpeech utterances.
 Against the fp32 PyTorch model, per layer: the mean cosine similarity of the real frames and the
 relative error ||int8 - fp32|| / ||fp32|| over them.
 
@@ -57,9 +57,13 @@ def measure(name: str, values: torch.Tensor, mask: torch.Tensor, workdir: Path) 
     model = build_model(name) if name in PRESETS else load_student(name)
     fp32_path = export_student(model, workdir / "model.onnx", hidden_states=True)
     int8_path = quantize_onnx_int8(fp32_path, workdir / "model.int8.onnx")
+    matmul_path = export_student(model, workdir / "convs_as_matmul.onnx", hidden_states=True, convs_as_matmul=True)
+    conv_int8_path = quantize_onnx_int8(matmul_path, workdir / "convs_as_matmul.int8.onnx")
     rows = []
     for runtime, errors in (
         ("onnxruntime int8", int8_errors(model, onnx_session(int8_path), values, mask, hidden_states=True)),
+        ("onnxruntime int8 + conv encoder",
+         int8_errors(model, onnx_session(conv_int8_path), values, mask, hidden_states=True)),
         ("pytorch int8", pytorch_int8_errors(model, values, mask)),
     ):
         layers = [e for e in errors if e.name.startswith("hidden_states[")][1:]  # the layers' outputs

@@ -144,8 +144,58 @@ def test_int8_keeps_chosen_linear_layers_in_fp32(exported, tmp_path):
     kept = quantization.linear_layer_nodes(onnx.load(str(path)))
     assert sorted(kept.values()) == sorted(f"encoder.layers.3.{m}" for m in (
         "attention.v_proj", "attention.out_proj", "feed_forward.intermediate_dense", "feed_forward.output_dense"))
-    with pytest.raises(ValueError, match="No Linear layer matches"):
+    with pytest.raises(ValueError, match="No layer matches"):
         quantization.quantize_onnx_int8(exported[1], tmp_path / "none.int8.onnx", keep_fp32=["no_such_layer"])
+
+
+@pytest.fixture(scope="module")
+def conv_int8_exported(exported, tmp_path_factory):
+    """The student of `exported`, written with its convs as matrix products, and that quantised to int8."""
+    model = exported[0]
+    folder = tmp_path_factory.mktemp("convs_as_matmul")
+    path = export_onnx.export_student(model, folder / "tiny.onnx", hidden_states=True, convs_as_matmul=True)
+    int8_path = quantization.quantize_onnx_int8(path, folder / "tiny.int8.onnx")
+    return model, path, int8_path
+
+
+def test_convs_as_matmul_export_matches_pytorch_and_leaves_the_model_as_it_was(exported, conv_int8_exported):
+    model, path, _ = conv_int8_exported
+    graph = onnx.load(str(path)).graph
+    # Only the positional conv is left as a Conv node; every conv layer is one product with a constant weight.
+    assert Counter(node.op_type for node in graph.node)["Conv"] == 1
+    conv_modules = [m for m in quantization.linear_layer_nodes(onnx.load(str(path))).values() if "conv_layers" in m]
+    assert sorted(conv_modules) == [f"feature_extractor.conv_layers.{i}" for i in range(len(model.config.conv_dim))]
+    assert not model.feature_extractor.convs_as_matmul  # the export's switch is put back
+    session = export_onnx.onnx_session(path)
+    for lengths in ([12345], [7001, 400, 5000, 6999]):
+        generator = torch.Generator().manual_seed(len(lengths))
+        values, mask = pad_batch([torch.randn(n, generator=generator) for n in lengths])
+        assert export_onnx.max_difference(model, session, values, mask, hidden_states=True) < ATOL
+
+
+def test_int8_conv_encoder_quantises_every_conv_but_the_waveform_one(conv_int8_exported):
+    model, _, int8_path = conv_int8_exported
+    left_fp32 = quantization.linear_layer_nodes(onnx.load(str(int8_path)))
+    assert list(left_fp32.values()) == ["feature_extractor.conv_layers.0"]
+    # On speech the int8 conv encoder stays within the bound; its error is larger than fp32 convs give.
+    values, mask = pad_batch(bundled_waveforms(count=3))
+    errors = export_onnx.int8_errors(model, export_onnx.onnx_session(int8_path), values, mask, hidden_states=True)
+    assert 1e-3 < errors[1].relative_error  # the encoder input now carries int8 error
+    assert max(e.relative_error for e in errors) < quantization.DEFAULT_MAX_RELATIVE_ERROR
+
+
+def test_cli_int8_conv_encoder(tmp_path, offline_hf):
+    torch.manual_seed(0)
+    ArmHubertModel(tiny_config(projection_dim=0)).eval().save_pretrained(tmp_path / "student")
+    output = tmp_path / "student.onnx"
+    errors = export_onnx.main([str(output), "--model", str(tmp_path / "student"), "--quantize", "int8",
+                               "--int8-conv-encoder", "--no-check"])
+    assert max(e.relative_error for e in errors) < quantization.DEFAULT_MAX_RELATIVE_ERROR
+    # The fp32 file keeps its Conv nodes (faster in fp32); the int8 one has integer conv layers.
+    assert Counter(n.op_type for n in onnx.load(str(output)).graph.node)["Conv"] == len(tiny_config().conv_dim) + 1
+    int8 = onnx.load(str(export_onnx.int8_path_for(output)))
+    assert Counter(n.op_type for n in int8.graph.node)["Conv"] == 1
+    assert sorted(tmp_path.iterdir()) == sorted([tmp_path / "student", output, export_onnx.int8_path_for(output)])
 
 
 def test_output_errors_are_measured_on_real_frames_only():

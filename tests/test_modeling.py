@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import AutoModel, AutoModelForCTC
 
@@ -22,6 +23,7 @@ from modeling_armhubert import (
     ArmHubertForSequenceClassification,
     ArmHubertForSuperbCTC,
     ArmHubertModel,
+    conv_as_matmul,
 )
 
 # docs/method.md §1: exact parameter counts (with heads, without heads).
@@ -672,3 +674,41 @@ def test_batching_equivalence_padded_batch_equals_each_item_alone(case):
         length = int(mask[b].sum())
         alone = _first_output(model, values[b : b + 1, :length], None)
         torch.testing.assert_close(batched[b, : alone.shape[1]], alone[0], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel, stride", [(10, 5), (3, 2), (2, 2), (1, 1), (7, 3), (2, 3), (5, 1)])
+def test_conv_as_matmul_is_the_conv(kernel, stride):
+    """Any kernel and stride, with and without bias: the time-major matrix product equals nn.Conv1d, and so
+    do the gradients (float64, so that only the formulation is compared)."""
+    torch.manual_seed(kernel * 10 + stride)
+    for bias in (True, False):
+        conv = nn.Conv1d(4, 6, kernel, stride, bias=bias).double()
+        frames = torch.randn(2, 4, 41, dtype=torch.float64, requires_grad=True)
+        reference = conv(frames).transpose(1, 2)
+        output = conv_as_matmul(frames.transpose(1, 2), conv)
+        torch.testing.assert_close(output, reference, rtol=0, atol=1e-12)
+        upstream = torch.randn_like(reference)
+        expected = torch.autograd.grad(reference, [frames, conv.weight], upstream)
+        got = torch.autograd.grad(conv_as_matmul(frames.transpose(1, 2), conv), [frames, conv.weight], upstream)
+        for want, have in zip(expected, got):
+            torch.testing.assert_close(have, want, rtol=0, atol=1e-12)
+    # A silent block (all zeros) gives the bias, not NaN: its scale is clamped.
+    silent = conv_as_matmul(torch.zeros(1, 41, 4, dtype=torch.float64), conv)
+    assert torch.isfinite(silent).all()
+
+
+def test_the_matmul_conv_encoder_equals_the_conv_one_on_a_padded_batch():
+    """The layout the int8 export uses gives the model's outputs, and an item alone equals it in a padded batch."""
+    torch.manual_seed(0)
+    model = ArmHubertModel(tiny_config()).eval()
+    waveforms = [0.1 * torch.randn(5000), 0.1 * torch.randn(3100)]
+    values, mask = pad_batch(waveforms)
+    with torch.no_grad():
+        reference = model(values, attention_mask=mask).last_hidden_state
+        model.feature_extractor.convs_as_matmul = True
+        output = model(values, attention_mask=mask).last_hidden_state
+        alone = model(waveforms[1][None]).last_hidden_state
+    frames = alone.shape[1]
+    torch.testing.assert_close(output[1, :frames], reference[1, :frames], rtol=0, atol=1e-5)
+    torch.testing.assert_close(output[0], reference[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(alone[0], output[1, :frames], rtol=0, atol=1e-5)
