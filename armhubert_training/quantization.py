@@ -6,8 +6,8 @@
   per tensor. Everything else stays fp32: the conv feature encoder when exported as Conv nodes (the
   default), the positional conv, the group and layer norms, softmax, and the attention products of
   two activations. A student exported with its convs as matrix products (`convs_as_matmul`) gets
-  its conv layers quantised as well, all but the first: it reads the waveform, which 8 bits per
-  tensor would flatten. Layers can also be kept fp32 by module name (`keep_fp32`).
+  its conv layers quantised as well, all but the first, which reads the waveform and stays a Conv
+  node: 8 bits per tensor would flatten the audio. Layers can also be kept fp32 by module name (`keep_fp32`).
 - PyTorch: `quantize_linear_layers` swaps every `nn.Linear` for PyTorch's dynamically quantised int8
   Linear (`torch.ao.quantization.quantize_dynamic`; deprecated in favour of the separate torchao
   package, still present in torch 2.13).
@@ -36,9 +36,6 @@ from torch import nn
 DEFAULT_MAX_RELATIVE_ERROR = 0.05
 
 QUANTIZED_OP_TYPES = ("MatMul", "Gemm")
-
-# The first conv of the encoder, which reads the waveform: it always stays fp32.
-WAVEFORM_CONV = re.compile(r"(^|\.)feature_extractor\.conv_layers\.0$")
 
 
 def linear_layer_nodes(model) -> dict[str, str]:
@@ -88,7 +85,6 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, keep_fp32: 
     root = logging.getLogger()
     advice = _DropMessage("pre-processing before quantization")
     root.addFilter(advice)
-    excluded += [node for node, module in linear.items() if WAVEFORM_CONV.search(module)]
     try:
         quantize_dynamic(model, int8_path, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                          nodes_to_quantize=[n for n in linear if n not in excluded], weight_type=QuantType.QInt8,

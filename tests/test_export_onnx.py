@@ -47,6 +47,13 @@ def test_graph_inputs_and_outputs_have_dynamic_batch_and_length(exported):
     assert _dims(graph.output[1])[0] == 5  # input of the encoder + 4 layers
 
 
+def test_the_exported_attention_adds_its_key_mask(exported):
+    """An additive mask: no Where over the scores and no NaN guard after the softmax, in any layer
+    (what is left of Where is the zeroing of padded frames before the positional conv, and its mask)."""
+    ops = Counter(node.op_type for node in onnx.load(str(exported[1])).graph.node)
+    assert ops["Softmax"] == 4 and ops["IsNaN"] == 0 and ops["Where"] <= 2
+
+
 def test_padded_speech_batch_matches_pytorch(exported):
     model, _, session = exported
     values, mask = pad_batch(bundled_waveforms(count=3))  # real utterances of different lengths
@@ -161,10 +168,11 @@ def conv_int8_exported(exported, tmp_path_factory):
 def test_convs_as_matmul_export_matches_pytorch_and_leaves_the_model_as_it_was(exported, conv_int8_exported):
     model, path, _ = conv_int8_exported
     graph = onnx.load(str(path)).graph
-    # Only the positional conv is left as a Conv node; every conv layer is one product with a constant weight.
-    assert Counter(node.op_type for node in graph.node)["Conv"] == 1
+    # The waveform conv and the positional conv stay Conv nodes; every other conv layer is one product with
+    # a constant weight.
+    assert Counter(node.op_type for node in graph.node)["Conv"] == 2
     conv_modules = [m for m in quantization.linear_layer_nodes(onnx.load(str(path))).values() if "conv_layers" in m]
-    assert sorted(conv_modules) == [f"feature_extractor.conv_layers.{i}" for i in range(len(model.config.conv_dim))]
+    assert sorted(conv_modules) == [f"feature_extractor.conv_layers.{i}" for i in range(1, len(model.config.conv_dim))]
     assert not model.feature_extractor.convs_as_matmul  # the export's switch is put back
     session = export_onnx.onnx_session(path)
     for lengths in ([12345], [7001, 400, 5000, 6999]):
@@ -175,8 +183,10 @@ def test_convs_as_matmul_export_matches_pytorch_and_leaves_the_model_as_it_was(e
 
 def test_int8_conv_encoder_quantises_every_conv_but_the_waveform_one(conv_int8_exported):
     model, _, int8_path = conv_int8_exported
-    left_fp32 = quantization.linear_layer_nodes(onnx.load(str(int8_path)))
-    assert list(left_fp32.values()) == ["feature_extractor.conv_layers.0"]
+    int8 = onnx.load(str(int8_path))
+    assert not quantization.linear_layer_nodes(int8)  # every product with a constant weight is int8
+    ops = Counter(node.op_type for node in int8.graph.node)
+    assert ops["Conv"] == 2 and ops["MatMulInteger"] == 20 + len(model.config.conv_dim) - 1
     # On speech the int8 conv encoder stays within the bound; its error is larger than fp32 convs give.
     values, mask = pad_batch(bundled_waveforms(count=3))
     errors = export_onnx.int8_errors(model, export_onnx.onnx_session(int8_path), values, mask, hidden_states=True)
@@ -194,7 +204,7 @@ def test_cli_int8_conv_encoder(tmp_path, offline_hf):
     # The fp32 file keeps its Conv nodes (faster in fp32); the int8 one has integer conv layers.
     assert Counter(n.op_type for n in onnx.load(str(output)).graph.node)["Conv"] == len(tiny_config().conv_dim) + 1
     int8 = onnx.load(str(export_onnx.int8_path_for(output)))
-    assert Counter(n.op_type for n in int8.graph.node)["Conv"] == 1
+    assert Counter(n.op_type for n in int8.graph.node)["Conv"] == 2
     assert sorted(tmp_path.iterdir()) == sorted([tmp_path / "student", output, export_onnx.int8_path_for(output)])
 
 
