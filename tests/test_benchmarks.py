@@ -17,7 +17,8 @@ from conftest import REPO
 
 from armhubert_training import export_onnx
 from benchmarks import (
-    bench_utils, distill_end_to_end, distill_throughput, inference_speed, int8_accuracy, size_compute,
+    bench_utils, distill_end_to_end, distill_throughput, front_end_share, inference_speed, int8_accuracy,
+    size_compute,
 )
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
@@ -305,3 +306,20 @@ def test_a_script_runs_from_the_command_line(tmp_path):
 
 def test_gpu_check_script_parses():
     assert subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "gpu_check.sh")]).returncode == 0
+
+
+def test_front_end_share_splits_each_model_into_its_conv_encoder_and_the_rest(tmp_path):
+    result = front_end_share.main(["--tiny", "--models", "armhubert", "hubert-base", "--threads", "1", "--seconds", "1",
+                                   "--repeats", "1", "--output", str(tmp_path / "share.json")])
+    rows = {(r["model"], r["runtime"], r["precision"]): r for r in result["rows"]}
+    assert set(rows) == {("armhubert", "pytorch", "fp32"), ("armhubert", "onnxruntime", "fp32"),
+                         ("armhubert", "onnxruntime", "int8"), ("armhubert", "onnxruntime", "int8 + conv encoder"),
+                         ("hubert-base", "pytorch", "fp32"), ("hubert-base", "onnxruntime", "fp32"),
+                         ("hubert-base", "onnxruntime", "int8")}
+    for row in rows.values():
+        assert 0 < row["front_end_ms"] < row["total_ms"]
+        assert row["front_end_share"] == pytest.approx(row["front_end_ms"] / row["total_ms"])
+        # Nodes that ONNX Runtime names afresh (its fusions of the Transformer's norms and activations, shape
+        # bookkeeping) count as the rest: never a conv or matrix product, the ops the conv encoder is made of.
+        assert not set(row.get("renamed_ops", [])) & {"Conv", "MatMul", "MatMulInteger", "DynamicQuantizeMatMul",
+                                                       "MatMulIntegerToFloat", "FusedMatMul", "Gelu"}
