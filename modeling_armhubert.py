@@ -640,19 +640,67 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
         """Sample-level mask (B, S) -> frame-level bool mask (B, T), True = real frame."""
         return frame_attention_mask(num_frames, attention_mask, self.config.conv_kernel, self.config.conv_stride)
 
-    def ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _checks_input_values(self) -> bool:
+        """Whether this forward checks values of its inputs (lengths, label ranges): on eager inference only.
+        Each check reads a value back from the device, a host-device synchronisation on a GPU, and tracing
+        cannot follow it. Training batches come from the collators, whose host copies of the lengths
+        (`input_lengths`, `label_lengths`) are checked for free, and whose labels the data path encodes
+        from the task's label set."""
+        return not (self.training or _is_tracing())
+
+    def _host_sample_lengths(self, attention_mask: torch.Tensor, input_lengths: Sequence[int] | None) -> torch.Tensor:
+        """(B,) int64 CPU tensor: the real samples of each item, for what must be known on the host
+        (packing, per-utterance random draws, length checks). `input_lengths`, the collator's host copy,
+        costs nothing; without it they are read back from `attention_mask` (B, S), a host-device
+        synchronisation on a GPU."""
+        if input_lengths is None:
+            return attention_mask.sum(-1).long().cpu()
+        lengths = torch.as_tensor(input_lengths, dtype=torch.long, device="cpu")
+        if lengths.shape != attention_mask.shape[:1]:
+            raise ValueError(f"input_lengths must hold one length per item ({attention_mask.shape[0]}), got "
+                             f"{tuple(lengths.shape)}.")
+        if self._checks_input_values() and not torch.equal(lengths, attention_mask.sum(-1).long().cpu()):
+            raise ValueError(f"input_lengths {lengths.tolist()} are not the real samples of the attention mask "
+                             f"{attention_mask.sum(-1).tolist()}; leave them out, or give each row's number of ones.")
+        return lengths
+
+    def ctc_loss(self, logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor,
+                 input_lengths: Sequence[int] | None = None, label_lengths: Sequence[int] | None = None
+                 ) -> torch.Tensor:
         """CTC loss of per-frame `logits` (B, T, vocab_size) against `labels` (B, L), padded with -100.
 
         `attention_mask` (B, S) is the sample-level mask of the input; it gives each item's frame count.
         The blank is `config.pad_token_id`; reduction and zero_infinity come from the config.
+
+        PyTorch's CTC loss takes the frame and label counts on the host. Given both as host ints,
+        `input_lengths` (B real samples) and `label_lengths` (B label counts; each row of `labels` holds its
+        labels first, then -100), nothing is read back from the device; otherwise the counts are read back
+        from `attention_mask` and `labels`, as Transformers' CTC loss does. Both give the same loss.
         """
-        if labels.numel() and labels.max() >= self.config.vocab_size:
+        if self._checks_input_values() and labels.numel() and labels.max() >= self.config.vocab_size:
             raise ValueError(f"Label ids must be < vocab_size ({self.config.vocab_size}), got {int(labels.max())}.")
-        input_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
-        # Transformers' own CTC loss (`loss_type = "ForCTC"`), as HubertForCTC uses it.
-        return self.loss_function(logits=logits, labels=labels, logit_lengths=input_lengths,
-                                  blank_token_id=self.config.pad_token_id, reduction=self.config.ctc_loss_reduction,
-                                  zero_infinity=self.config.ctc_zero_infinity)
+        if input_lengths is None or label_lengths is None:
+            logit_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
+            # Transformers' own CTC loss (`loss_type = "ForCTC"`), as HubertForCTC uses it.
+            return self.loss_function(logits=logits, labels=labels, logit_lengths=logit_lengths,
+                                      blank_token_id=self.config.pad_token_id,
+                                      reduction=self.config.ctc_loss_reduction,
+                                      zero_infinity=self.config.ctc_zero_infinity)
+        frames = self._get_feat_extract_output_lengths(self._host_sample_lengths(attention_mask, input_lengths))
+        targets = torch.as_tensor(label_lengths, dtype=torch.long, device="cpu")
+        if targets.shape != labels.shape[:1] or ((targets < 0) | (targets > labels.shape[1])).any():
+            raise ValueError(f"label_lengths must hold one label count per row of labels {tuple(labels.shape)}, "
+                             f"none above {labels.shape[1]}; got {targets.tolist()}.")
+        if self._checks_input_values() and not torch.equal(
+                targets, ((labels != -100) & (labels != self.config.pad_token_id)).sum(-1).cpu()):
+            raise ValueError(f"label_lengths {targets.tolist()} are not the label counts of labels (ids other than "
+                             "-100 and the blank); leave them out, or give each row's count.")
+        # The padded (B, L) labels with their counts are the targets Transformers' loss cuts out of them
+        # (the same values, without its `masked_select`, which reads its output size back).
+        log_probs = F.log_softmax(logits, dim=-1, dtype=torch.float32).transpose(0, 1)
+        with torch.backends.cudnn.flags(enabled=False):
+            return F.ctc_loss(log_probs, labels, frames.tolist(), targets.tolist(), blank=self.config.pad_token_id,
+                              reduction=self.config.ctc_loss_reduction, zero_infinity=self.config.ctc_zero_infinity)
 
 
 class ArmHubertModel(ArmHubertPreTrainedModel):
@@ -733,6 +781,7 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        input_lengths: Sequence[int] | None = None,
         **kwargs,
     ) -> ArmHubertModelOutput | tuple:
         r"""
@@ -744,6 +793,10 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
             mask_time_indices: (B, T) bool; the mask embedding is written over these frames.
             output_hidden_states: also return every layer's output and the projected states.
             output_attentions: also return each layer's attention weights.
+            input_lengths: B host ints (a list or a CPU tensor), the real samples of each item (the row sums
+                of `attention_mask`), as the collators give them. SpecAugment's time masking, drawn on the host
+                over each item's real frames, then reads nothing back from the device; without them it reads
+                `attention_mask` back (the same mask either way).
         """
         output_hidden_states = (output_hidden_states if output_hidden_states is not None
                                 else self.config.output_hidden_states)
@@ -763,7 +816,7 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
             key_mask = self._get_feature_vector_attention_mask(extract_features.shape[1], attention_mask)
 
         hidden_states = self.feature_projection(extract_features)
-        hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, key_mask)
+        hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices, key_mask, input_lengths)
 
         last_hidden_state, hidden_states, attentions, for_heads = self.encoder(
             hidden_states, key_mask, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
@@ -781,9 +834,13 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _mask_hidden_states(
-        self, hidden_states: torch.Tensor, mask_time_indices: torch.Tensor | None, key_mask: torch.Tensor | None
+        self, hidden_states: torch.Tensor, mask_time_indices: torch.Tensor | None, key_mask: torch.Tensor | None,
+        input_lengths: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """Write the mask embedding over `mask_time_indices`, or apply SpecAugment when training."""
+        """Write the mask embedding over `mask_time_indices`, or apply SpecAugment when training.
+
+        SpecAugment's masks are drawn on the host and copied to the device without waiting for it; with
+        `input_lengths` (B host ints) the real frames they are drawn over are known on the host as well."""
         batch, frames, hidden = hidden_states.shape
         if self.masked_spec_embed is None:
             if mask_time_indices is not None:
@@ -801,17 +858,21 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         if not (self.training and self.config.apply_spec_augment):
             return hidden_states
         if self.config.mask_time_prob > 0 and self.masked_spec_embed is not None:
+            if key_mask is not None and input_lengths is not None:  # the same (B, T) mask, built on the host
+                frame_lengths = self._get_feat_extract_output_lengths(torch.as_tensor(input_lengths, device="cpu"))
+                key_mask = torch.arange(frames)[None, :] < frame_lengths[:, None]
             time_mask = compute_span_mask((batch, frames), self.config.mask_time_prob, self.config.mask_time_length,
                                           attention_mask=key_mask, length_distribution="static",
                                           min_masks=self.config.mask_time_min_masks, no_overlap=False)
-            time_mask = time_mask.to(hidden_states.device)
+            time_mask = time_mask.to(hidden_states.device, non_blocking=True)
             hidden_states = torch.where(time_mask[..., None], self.masked_spec_embed.to(hidden_states.dtype),
                                         hidden_states)
         if self.config.mask_feature_prob > 0:
             feature_mask = compute_span_mask((batch, hidden), self.config.mask_feature_prob,
                                              self.config.mask_feature_length, length_distribution="static",
                                              min_masks=self.config.mask_feature_min_masks, no_overlap=False)
-            hidden_states = hidden_states.masked_fill(feature_mask.to(hidden_states.device)[:, None, :], 0.0)
+            feature_mask = feature_mask.to(hidden_states.device, non_blocking=True)
+            hidden_states = hidden_states.masked_fill(feature_mask[:, None, :], 0.0)
         return hidden_states
 
 
@@ -873,6 +934,8 @@ class ArmHubertForCTC(ArmHubertPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        input_lengths: Sequence[int] | None = None,
+        label_lengths: Sequence[int] | None = None,
         **kwargs,
     ) -> CausalLMOutput | tuple:
         r"""
@@ -880,20 +943,26 @@ class ArmHubertForCTC(ArmHubertPreTrainedModel):
             input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded (see
                 [`ArmHubertModel.forward`]: any float dtype is cast, left padding is refused).
             labels: (B, L) token ids, padded with -100; the CTC blank is `config.pad_token_id`.
+            input_lengths: B host ints (a list or a CPU tensor), the real samples of each item (the row sums
+                of `attention_mask`); label_lengths: B host ints, the labels of each row of `labels`. The
+                collators give both. SpecAugment's draws and the CTC loss need these counts on the host;
+                given, nothing is read back from the device. Without them they are read back from
+                `attention_mask` and `labels`, with the same results.
 
         Returns:
             `CausalLMOutput` with `logits` (B, T, vocab_size) and the CTC `loss` when labels are given.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states,
-                                 output_attentions=output_attentions, return_dict=True)
+                                 output_attentions=output_attentions, return_dict=True, input_lengths=input_lengths)
         logits = self.lm_head(self.dropout(outputs.last_hidden_state))
 
         loss = None
         if labels is not None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_values, dtype=torch.long)
-            loss = self.ctc_loss(logits, labels, attention_mask)
+            loss = self.ctc_loss(logits, labels, attention_mask, input_lengths=input_lengths,
+                                 label_lengths=label_lengths)
 
         output = CausalLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
                                 attentions=outputs.attentions)
@@ -944,7 +1013,9 @@ class SuperbSpecAugment(nn.Module):
     does, but per utterance over its own frames, so that bands fall on real frames only. Padded frames pass unchanged,
     which keeps every utterance's augmentation independent of its batch-mates' padding. The random
     numbers come from torch's default CPU generator, utterance after utterance: a seeded run repeats
-    exactly, on any device. In eval mode the features pass unchanged.
+    exactly, on any device. The lengths are host ints and the masks are copied to the device without
+    waiting for it, so on a GPU the augmentation never stalls the host. In eval mode the features pass
+    unchanged.
     """
 
     def __init__(self, config: ArmHubertConfig):
@@ -959,20 +1030,25 @@ class SuperbSpecAugment(nn.Module):
         return (f"time_warp_window={self.time_warp_window}, freq_masks={self.num_freq_masks} x [0, "
                 f"{self.freq_mask_width_limit}), time_masks={self.num_time_masks} x [0, {self.time_mask_width_limit})")
 
-    def forward(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
-        """`features` (B, T, D) with `frame_lengths` (B,) real frames each -> augmented features (B, T, D)."""
+    def forward(self, features: torch.Tensor, frame_lengths: Sequence[int]) -> torch.Tensor:
+        """`features` (B, T, D) with `frame_lengths` B real frames each -> augmented features (B, T, D).
+
+        `frame_lengths` are host ints (a list or a CPU tensor): the draws depend on them. Lengths on a GPU
+        are copied back first, a host-device synchronisation.
+        """
         if not self.training:
             return features
         _, frames, channels = features.shape
+        lengths = torch.as_tensor(frame_lengths, dtype=torch.long).cpu()  # (B,)
         warped, freq_bands, time_bands = [], [], []
-        for item, length in zip(features, frame_lengths.tolist()):
+        for item, length in zip(features, lengths.tolist()):
             warped.append(torch.cat([self._time_warp(item[:length]), item[length:]]))
             freq_bands.append(self._bands(channels, channels, self.num_freq_masks, self.freq_mask_width_limit))
             time_bands.append(self._bands(length, frames, self.num_time_masks, self.time_mask_width_limit))
-        real_frames = torch.arange(frames)[None, :] < frame_lengths.cpu()[:, None]  # (B, T)
+        real_frames = torch.arange(frames)[None, :] < lengths[:, None]  # (B, T)
         # (B, T, D): a channel band covers the utterance's real frames; a frame band every channel.
         zeroed = (torch.stack(freq_bands)[:, None, :] & real_frames[:, :, None]) | torch.stack(time_bands)[:, :, None]
-        return torch.stack(warped).masked_fill(zeroed.to(features.device), 0.0)
+        return torch.stack(warped).masked_fill(zeroed.to(features.device, non_blocking=True), 0.0)
 
     def _time_warp(self, frames: torch.Tensor) -> torch.Tensor:
         """(T, D) real frames of one utterance -> (T, D), warped in time."""
@@ -1000,6 +1076,24 @@ class SuperbSpecAugment(nn.Module):
         places = torch.arange(size)
         bands[:size] = ((places >= starts[:, None]) & (places < (starts + widths)[:, None])).any(0)
         return bands
+
+
+def _lstm_over_real_frames(lstm: nn.LSTM, hidden_states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """`lstm` (batch_first) over the first `lengths[b]` frames of each item: (B, T, D) -> (B, T, H), zeros
+    past each item's end, so that padding cannot change any output.
+
+    `lengths` (B,) int64 is on the CPU, where packing needs it. The items are sorted by length on the host
+    and the orders moved to the device without waiting for it: `pack_padded_sequence(enforce_sorted=False)`
+    and `pad_packed_sequence` would copy the order to the device and its inverse back, each a host-device
+    synchronisation on a GPU. The same sort, so the same outputs.
+    """
+    sorted_lengths, order = torch.sort(lengths, descending=True)  # as pack_padded_sequence sorts
+    restore = torch.argsort(order)  # the inverse permutation
+    device = hidden_states.device
+    packed = pack_padded_sequence(hidden_states.index_select(0, order.to(device, non_blocking=True)), sorted_lengths,
+                                  batch_first=True)
+    output, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=hidden_states.shape[1])
+    return output.index_select(0, restore.to(device, non_blocking=True))
 
 
 class _FrozenStudentMixin:
@@ -1084,6 +1178,8 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        input_lengths: Sequence[int] | None = None,
+        label_lengths: Sequence[int] | None = None,
         **kwargs,
     ) -> CausalLMOutput | tuple:
         r"""
@@ -1091,6 +1187,11 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
             input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded (see
                 [`ArmHubertModel.forward`]: any float dtype is cast, left padding is refused).
             labels: (B, L) token ids, padded with -100; the CTC blank is `config.pad_token_id`.
+            input_lengths: B host ints (a list or a CPU tensor), the real samples of each item (the row sums
+                of `attention_mask`); label_lengths: B host ints, the labels of each row of `labels`. The
+                collators give both. The LSTM's packing, SpecAugment's draws and the CTC loss need these
+                counts on the host; given, nothing is read back from the device. Without them they are read
+                back from `attention_mask` and `labels`, with the same results.
 
         Returns:
             `CausalLMOutput` with `logits` (B, T, vocab_size) and the CTC `loss` when labels are given;
@@ -1104,21 +1205,19 @@ class ArmHubertForSuperbCTC(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         with torch.no_grad():
             outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=True,
                                      output_attentions=output_attentions, return_dict=True)
-        lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long()).cpu()
+        lengths = self._get_feat_extract_output_lengths(self._host_sample_lengths(attention_mask, input_lengths))
         features = self.featurizer(outputs)
         if self.spec_augment is not None:  # changes nothing in eval mode
             features = self.spec_augment(features, lengths)
         hidden_states = self.projector(features)
-
-        batch, frames, _ = hidden_states.shape
         for lstm in self.lstm_layers:
-            # Packing keeps padded frames out of the recurrence, so padding cannot change any output.
-            packed = pack_padded_sequence(hidden_states, lengths, batch_first=True, enforce_sorted=False)
-            hidden_states, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=frames)
-            hidden_states = self.dropout(hidden_states)
+            hidden_states = self.dropout(_lstm_over_real_frames(lstm, hidden_states, lengths))
         logits = self.lm_head(hidden_states)
 
-        loss = self.ctc_loss(logits, labels, attention_mask) if labels is not None else None
+        loss = None
+        if labels is not None:
+            loss = self.ctc_loss(logits, labels, attention_mask, input_lengths=input_lengths,
+                                 label_lengths=label_lengths)
         output = CausalLMOutput(loss=loss, logits=logits,
                                 hidden_states=outputs.hidden_states if output_hidden_states else None,
                                 attentions=outputs.attentions)
@@ -1185,6 +1284,7 @@ class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTraine
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        input_lengths: Sequence[int] | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput | tuple:
         r"""
@@ -1193,6 +1293,9 @@ class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTraine
                 [`ArmHubertModel.forward`]: any float dtype is cast, left padding is refused).
             labels: (B,) class ids, or (B, number of slots) value ids within each slot with
                 `classifier_slot_sizes`.
+            input_lengths: B host ints, the real samples of each item, as the collators give them: the
+                student's SpecAugment (`"fine_tune"`) then reads nothing back from the device (see
+                [`ArmHubertModel.forward`]).
 
         Returns:
             `SequenceClassifierOutput` with `logits` (B, num_labels) and the cross-entropy `loss` (summed
@@ -1207,7 +1310,7 @@ class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTraine
         with torch.no_grad() if self.student_is_frozen else contextlib.nullcontext():
             outputs = self.armhubert(input_values, attention_mask=attention_mask,
                                      output_hidden_states=output_hidden_states or self.featurizer is not None,
-                                     output_attentions=output_attentions, return_dict=True)
+                                     output_attentions=output_attentions, return_dict=True, input_lengths=input_lengths)
         features = self.featurizer(outputs) if self.featurizer is not None else outputs.last_hidden_state
         frames = self.projector(features)  # (B, T, classifier_proj_size)
         real = self._get_feature_vector_attention_mask(frames.shape[1], attention_mask)  # (B, T)
@@ -1222,13 +1325,15 @@ class ArmHubertForSequenceClassification(_FrozenStudentMixin, ArmHubertPreTraine
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of `logits` (B, num_labels) against `labels` (B,) or (B, slots), summed over slots
-        (each slot's loss a mean over the batch)."""
+        (each slot's loss a mean over the batch). The labels' range is checked on eager inference (in
+        training the collator encodes them from the task's label set)."""
         slots = self.config.slot_slices
         labels = labels.reshape(len(logits), len(slots))
-        for i, (name, block) in enumerate(slots):
-            size = block.stop - block.start
-            if labels.numel() and (labels[:, i].min() < 0 or labels[:, i].max() >= size):
-                raise ValueError(f"Labels of slot {name!r} must be in [0, {size}), got {labels[:, i].tolist()}.")
+        if self._checks_input_values() and labels.numel():
+            for i, (name, block) in enumerate(slots):
+                size = block.stop - block.start
+                if labels[:, i].min() < 0 or labels[:, i].max() >= size:
+                    raise ValueError(f"Labels of slot {name!r} must be in [0, {size}), got {labels[:, i].tolist()}.")
         return sum(F.cross_entropy(logits[:, block].float(), labels[:, i]) for i, (_, block) in enumerate(slots))
 
     def predict_slots(self, logits: torch.Tensor) -> torch.Tensor:
@@ -1329,6 +1434,7 @@ class ArmHubertForXVector(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        input_lengths: Sequence[int] | None = None,
         **kwargs,
     ) -> XVectorOutput | tuple:
         r"""
@@ -1336,6 +1442,9 @@ class ArmHubertForXVector(_FrozenStudentMixin, ArmHubertPreTrainedModel):
             input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded (see
                 [`ArmHubertModel.forward`]). Every item needs at least `frames_lost` + 2 frames (0.32 s).
             labels: (B,) speaker ids in [0, num_labels).
+            input_lengths: B host ints, the real samples of each item, as the collators give them: the length
+                check then costs nothing. Without them it reads the lengths back from `attention_mask`, on eager
+                inference only.
 
         Returns:
             `XVectorOutput` with `embeddings` (B, xvector_output_dim) (what trials are scored with), `logits`
@@ -1347,14 +1456,16 @@ class ArmHubertForXVector(_FrozenStudentMixin, ArmHubertPreTrainedModel):
         with torch.no_grad():
             outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=True,
                                      output_attentions=output_attentions, return_dict=True)
+        if input_lengths is not None or self._checks_input_values():
+            samples = self._host_sample_lengths(attention_mask, input_lengths)
+            if int((self._get_feat_extract_output_lengths(samples) - self.frames_lost).min()) < 2:
+                raise ValueError(f"An utterance of {int(samples.min())} samples is too short for the x-vector head: "
+                                 f"it needs {self.frames_lost + 2} frames after the student's conv encoder for a "
+                                 "standard deviation; leave such utterances out.")
         hidden_states = self.projector(self.featurizer(outputs))  # (B, T, tdnn_dim[0])
         for layer in self.tdnn:
             hidden_states = layer(hidden_states)  # (B, T', tdnn_dim[i])
         lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long()) - self.frames_lost  # (B,)
-        if int(lengths.min()) < 2:
-            raise ValueError(f"An utterance of {int(attention_mask.sum(-1).min())} samples is too short for the "
-                             f"x-vector head: it needs {self.frames_lost + 2} frames after the student's conv "
-                             "encoder for a standard deviation; leave such utterances out.")
         real = (torch.arange(hidden_states.shape[1], device=lengths.device)[None, :] < lengths[:, None])
         real = real[..., None].to(hidden_states.dtype)  # (B, T', 1)
         count = lengths[:, None].to(hidden_states.dtype)
@@ -1408,7 +1519,8 @@ def permutation_invariant_bce(logits: torch.Tensor, labels: torch.Tensor,
     batch, frames, speakers = logits.shape
     real = torch.arange(frames, device=logits.device)[None, :] < frame_lengths.to(logits.device)[:, None]  # (B, T)
     targets = labels.float().masked_fill(~real[..., None], 0.0)
-    orders = torch.tensor(list(itertools.permutations(range(speakers))), device=logits.device)  # (P, S)
+    # (P, S), built on the host and copied without waiting for the device.
+    orders = torch.tensor(list(itertools.permutations(range(speakers)))).to(logits.device, non_blocking=True)
     per_order = torch.stack([
         (F.binary_cross_entropy_with_logits(logits.float(), targets[..., order], reduction="none").mean(-1)
          * real).sum(-1)
@@ -1459,6 +1571,7 @@ class ArmHubertForSuperbDiarization(_FrozenStudentMixin, ArmHubertPreTrainedMode
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        input_lengths: Sequence[int] | None = None,
         **kwargs,
     ) -> TokenClassifierOutput | tuple:
         r"""
@@ -1466,6 +1579,10 @@ class ArmHubertForSuperbDiarization(_FrozenStudentMixin, ArmHubertPreTrainedMode
             input_values: (B, S) waveform; attention_mask: (B, S) 1 = real sample, right-padded.
             labels: (B, T, num_labels) 0/1 speaker activities, T = the longest item's S // total_stride;
                 frames beyond an item's own count are ignored (pad them with any value).
+            input_lengths: B host ints (a list or a CPU tensor), the real samples of each item (the row sums
+                of `attention_mask`), as the collators give them. The LSTM's packing and the length check need
+                them on the host; given, nothing is read back from the device. Without them they are read back
+                from `attention_mask`, with the same results.
 
         Returns:
             `TokenClassifierOutput` with `logits` (B, T, num_labels) and the permutation-invariant BCE
@@ -1474,24 +1591,23 @@ class ArmHubertForSuperbDiarization(_FrozenStudentMixin, ArmHubertPreTrainedMode
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if attention_mask is None:
             attention_mask = torch.ones_like(input_values, dtype=torch.long)
+        samples = self._host_sample_lengths(attention_mask, input_lengths)  # (B,) on the host
+        if int(self._get_feat_extract_output_lengths(samples).min()) < 1:
+            raise ValueError(f"Every item needs at least {self.config.receptive_field} samples (one frame of the conv "
+                             f"encoder); got {samples.tolist()}.")
         frame_lengths = self.label_frame_lengths(attention_mask)
         feature_lengths = self._get_feat_extract_output_lengths(attention_mask.sum(-1).long())
-        if int(feature_lengths.min()) < 1:
-            raise ValueError(f"Every item needs at least {self.config.receptive_field} samples (one frame of the conv "
-                             f"encoder); got {attention_mask.sum(-1).tolist()}.")
         with torch.no_grad():  # the student is never trained here
             outputs = self.armhubert(input_values, attention_mask=attention_mask, output_hidden_states=True,
                                      output_attentions=output_attentions, return_dict=True)
         features = self.featurizer(outputs)  # (B, T', D)
-        frames = int(frame_lengths.max())
+        host_frame_lengths = samples // self.config.total_stride  # label_frame_lengths, on the host
+        frames = int(host_frame_lengths.max())
         # Label frame t reads feature frame min(t, last real feature frame).
         source = torch.minimum(torch.arange(frames, device=features.device)[None, :],
                                (feature_lengths.to(features.device) - 1)[:, None])  # (B, T)
         features = torch.gather(features, 1, source[..., None].expand(-1, -1, features.shape[-1]))
-        # Packing keeps padded frames out of the recurrence, so padding cannot change any output.
-        packed = pack_padded_sequence(features, frame_lengths.clamp(min=1).cpu(), batch_first=True,
-                                      enforce_sorted=False)
-        hidden_states, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=frames)
+        hidden_states = _lstm_over_real_frames(self.lstm, features, host_frame_lengths.clamp(min=1))
         logits = self.classifier(hidden_states)
 
         loss = None

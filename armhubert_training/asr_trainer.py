@@ -71,6 +71,7 @@ class CtcTrainer(SplitScoringTrainer):
     """
 
     pipeline_files = (Path(__file__).resolve().parent / "asr_pipeline.py",)
+    host_length_inputs = ("input_lengths", "label_lengths")
 
     def __init__(self, *args, wer_metric: str, cer_metric: str, slot_filling_metric: str, **kwargs):
         super().__init__(*args, **kwargs)

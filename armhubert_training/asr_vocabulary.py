@@ -346,7 +346,9 @@ class CtcCollator:
         ``text``: the references that the metrics are computed against (`Target.reference`);
         ``labels``: long (B, L) token ids, each sequence ended by <eos> when the vocabulary has it,
             padded with -100 (L = longest label sequence, 0 if none);
-        ``num_unknown_chars``: long scalar, characters of this batch that became <unk>.
+        ``label_lengths``: list of B ints, the token ids in each row of ``labels``, which the CTC loss
+            needs on the host (as ``input_lengths``, see `AudioCollator`);
+        ``num_unknown_chars``: int, characters of this batch that became <unk>.
     The first time a character outside the vocabulary shows up (in this process) it is logged
     with the utterance it came from.
     """
@@ -370,7 +372,8 @@ class CtcCollator:
         if "text" in batch:
             batch["text"] = [target.reference for target in targets]
         batch["labels"] = labels
-        batch["num_unknown_chars"] = torch.tensor(num_unknown, dtype=torch.long)
+        batch["label_lengths"] = [len(sequence) for sequence in ids]
+        batch["num_unknown_chars"] = num_unknown
         return batch
 
     def _report(self, targets: list[Target], utterance_ids: list[str | None]) -> None:

@@ -31,15 +31,24 @@ class AudioCollator:
     Returns:
         ``input_values``: float32 (B, S), zero-padded on the right;
         ``attention_mask``: long (B, S), 1 for real samples, 0 for padding;
+        ``input_lengths``: list of B ints, the real samples of each item (the rows of
+        ``attention_mask`` summed);
         ``text``: list of B transcripts (when the items have "text");
         ``id``: list of B utterance ids (when the items have "id");
-        ``num_skipped``: long scalar tensor, how many None items were dropped;
+        ``num_skipped``: int, how many None items were dropped;
         ``mask_time_indices``: bool (B, T), only with `span_mask`: the frames to
         mask, T the number of frames the model makes of S samples.
         B is the number of non-None items and S the longest of them. If every
         item is None, the batch is empty:
-        ``input_values`` and ``attention_mask`` of shape (0, 0), ``num_skipped``
-        = number of items, no ``text``; test ``input_values.shape[0] == 0``.
+        ``input_values`` and ``attention_mask`` of shape (0, 0), ``input_lengths``
+        [], ``num_skipped`` = number of items, no ``text``; test
+        ``input_values.shape[0] == 0``.
+
+    The lengths and the count are Python values, which the Trainer leaves on the
+    host when it moves a batch to the device: the task models need the lengths
+    there (packing, per-utterance random draws, length checks) and the trainers
+    count the skipped items at every step; reading them back from a GPU would
+    stall it each time.
 
     With `span_mask` (e.g. `distillation_trainer.DistillationMasker`), the
     collator also draws the batch's span mask. It then runs in the DataLoader
@@ -52,18 +61,20 @@ class AudioCollator:
 
     def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
         present = [item for item in items if item is not None]
-        num_skipped = torch.tensor(len(items) - len(present), dtype=torch.long)
+        num_skipped = len(items) - len(present)
         if not present:
             return {
                 "input_values": torch.zeros(0, 0, dtype=torch.float32),
                 "attention_mask": torch.zeros(0, 0, dtype=torch.long),
+                "input_lengths": [],
                 "num_skipped": num_skipped,
             }
         # The feature extractor's own padding: zeros on the right and a 1/0 attention mask.
         padded = _PADDER.pad({"input_values": [np.asarray(item["input_values"], dtype=np.float32) for item in present]},
                              padding="longest", return_attention_mask=True, return_tensors="pt")
         attention_mask = padded["attention_mask"].long()
-        batch: dict[str, Any] = {"input_values": padded["input_values"].float(), "attention_mask": attention_mask}
+        batch: dict[str, Any] = {"input_values": padded["input_values"].float(), "attention_mask": attention_mask,
+                                 "input_lengths": attention_mask.sum(-1).tolist()}
         if "text" in present[0]:
             batch["text"] = [item["text"] for item in present]
         if "id" in present[0]:

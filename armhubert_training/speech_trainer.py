@@ -454,6 +454,10 @@ class SplitScoringTrainer(SpeechTrainer):
     by `run_split`; extend it in a subclass to add one.
     """
 
+    # The collator's lists of per-utterance counts that the model takes as host ints, so that its training
+    # forward reads none back from the device (see AudioCollator).
+    host_length_inputs: tuple[str, ...] = ("input_lengths",)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.compute_metrics is not None or self.preprocess_logits_for_metrics is not None:
@@ -509,8 +513,9 @@ class SplitScoringTrainer(SpeechTrainer):
         if self.is_empty(inputs):
             loss = self.zero_loss(model)
             return (loss, None) if return_outputs else loss
+        host_lengths = {name: inputs.get(name) for name in self.host_length_inputs}
         outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
-                        labels=inputs["labels"])
+                        labels=inputs["labels"], **host_lengths)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def run_split(self, dataset, name: str, dataloader: DataLoader | None = None) -> ScoredSplit:

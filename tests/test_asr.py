@@ -144,14 +144,15 @@ def test_characters_outside_the_vocabulary_become_unk_and_are_counted_and_logged
     expected_b = [vocab[c] if c != " " else bar for c in "THE WORK"]
     assert batch["labels"].tolist() == [expected_a, expected_b + [-100] * 3]
     assert batch["text"] == ["THÉ WORK 42", "THE WORK"] and batch["id"] == ["utt-a", "utt-b"]
-    assert int(batch["num_unknown_chars"]) == 3 and int(batch["num_skipped"]) == 1
+    assert batch["num_unknown_chars"] == 3 and batch["num_skipped"] == 1
+    assert batch["input_lengths"] == [1200, 800] and batch["label_lengths"] == [11, 8]
     assert batch["input_values"].shape == (2, 1200) and batch["attention_mask"].sum().item() == 2000
     messages = [record.getMessage() for record in caplog.records]
     assert len(messages) == 1 and "utt-a" in messages[0] and "'É'" in messages[0] and "'4'" in messages[0]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="armhubert_training.asr_vocabulary"):
         again = collator(items[:1])
-    assert int(again["num_unknown_chars"]) == 3 and not caplog.records  # counted every time, logged once
+    assert again["num_unknown_chars"] == 3 and not caplog.records  # counted every time, logged once
 
 
 # ----------------------------------------------------------------------------------------------

@@ -80,6 +80,39 @@ def test_a_training_step_makes_no_host_device_synchronisation():
     torch.cuda.synchronize()
 
 
+@pytest.mark.parametrize("name", ["superb-ctc", "classification-superb", "classification-fine-tune", "xvector",
+                                  "diarization"])
+def test_a_task_model_training_step_makes_no_host_device_synchronisation(name, tmp_path):
+    """The same for the SUPERB task models (and the classifier that fine-tunes the student with SpecAugment), as
+    their Trainers call them on their collators' batches: SpecAugment, the LSTMs' packing, the length checks.
+    The CTC head stops at its logits: PyTorch's CUDA CTC loss copies the lengths to the device itself, with a
+    blocking copy."""
+    from test_host_reads import TASKS, ctc_tokenizer, task_model_and_batch, to_device
+
+    model, batch = task_model_and_batch(name, ctc_tokenizer(tmp_path))
+    trainer = TASKS[name].trainer(model, tmp_path)
+    model.cuda().train()
+    inputs = to_device(batch, torch.device("cuda"))
+
+    def step():
+        if name == "superb-ctc":
+            logits = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
+                           input_lengths=inputs["input_lengths"]).logits
+            loss = logits.float().logsumexp(-1).mean()
+        else:
+            loss = trainer.compute_loss(model, dict(inputs))  # it takes the bookkeeping out of its batch
+        loss.backward()
+
+    step()  # the first step picks kernels (which may synchronise)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
 def test_shared_teacher_features_under_bf16_autocast():
     torch.manual_seed(0)
     config = HubertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
