@@ -31,9 +31,10 @@ import torch
 from armhubert_training.export_onnx import export_student
 from armhubert_training.quantization import quantize_onnx_int8
 from benchmarks.bench_utils import (
-    RESULTS_DIR, build_model, command_line, describe_machine, is_baseline, machine_info, markdown_table, median,
-    random_audio, time_interleaved, write_json,
+    RESULTS_DIR, build_model, command_line, describe_machine, is_baseline, machine_info, median, random_audio,
+    time_interleaved, write_json,
 )
+from benchmarks.tables import front_end_share_table
 
 FRONT_END_SCOPE = "feature_extractor"
 
@@ -116,9 +117,13 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str
         variants.append(("onnxruntime", "int8 + conv encoder",
                          quantize_onnx_int8(matmul, workdir / f"{name}.convs_as_matmul.int8.onnx"), matmul))
     rows = []
+    default_threads = torch.get_num_threads()
     for threads in args.threads:
         torch.set_num_threads(threads)
-        measured = [("pytorch", "fp32", pytorch_share(model, audio, args.repeats))]
+        try:
+            measured = [("pytorch", "fp32", pytorch_share(model, audio, args.repeats))]
+        finally:
+            torch.set_num_threads(default_threads)
         for runtime, precision, path, source in variants:
             share = profiled_share(path, feeds, threads, args.repeats, node_modules(source), workdir)
             measured.append((runtime, precision, share))
@@ -126,13 +131,6 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str
             rows.append({"model": name, "runtime": runtime, "precision": precision, "threads": threads,
                          "seconds": args.seconds, **share, "front_end_share": share["front_end_ms"] / share["total_ms"]})
     return rows
-
-
-def front_end_share_table(rows: Sequence[dict[str, Any]]) -> str:
-    shown = [{**row, "what": f"{row['model']} ({row['runtime']} {row['precision']})",
-              "share": f"{100 * row['front_end_share']:.0f} %"} for row in rows]
-    return markdown_table(shown, [("what", "model"), ("threads", "threads"), ("front_end_ms", "conv encoder (ms)"),
-                                  ("total_ms", "whole model (ms)"), ("share", "conv encoder share")])
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -127,6 +127,14 @@ def int8_accuracy_table(rows: Sequence[dict[str, Any]]) -> str:
                                   *[(f"layer_{i}", f"layer {i}") for i in layers], ("min_cosine", "lowest cosine")])
 
 
+def front_end_share_table(rows: Sequence[dict[str, Any]]) -> str:
+    """benchmarks/front_end_share.py: the conv encoder's time and share of one forward, per model, runtime and threads."""
+    shown = [{**row, "what": f"{row['model']} ({row['runtime']} {row['precision']})",
+              "share": f"{100 * row['front_end_share']:.0f} %"} for row in rows]
+    return markdown_table(shown, [("what", "model"), ("threads", "threads"), ("front_end_ms", "conv encoder (ms)"),
+                                  ("total_ms", "whole model (ms)"), ("share", "conv encoder share")])
+
+
 def padding_waste_table(rows: Sequence[dict[str, Any]]) -> str:
     """benchmarks/padding_waste.py: padding and batch sizes of each batching strategy over one epoch."""
     return markdown_table(rows, [
@@ -206,6 +214,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "inference_speed_cpu": lambda: inference_speed_table(load_rows("inference_speed_cpu")),
     "inference_speed_cuda": lambda: inference_speed_table(load_rows("inference_speed_cuda")),
     "inference_speed_cpu_int8": lambda: inference_speed_table(load_rows("inference_speed_cpu_int8")),
+    "inference_speed_cpu_int8_1thread": lambda: inference_speed_table(load_rows("inference_speed_cpu_int8_1thread")),
+    "front_end_share_cpu": lambda: front_end_share_table(load_rows("front_end_share_cpu")),
     "int8_accuracy": lambda: int8_accuracy_table(load_rows("int8_accuracy")),
     "distill_throughput_cuda": lambda: distill_throughput_table(load_rows("distill_throughput_cuda")),
     "distill_throughput_cpu": lambda: distill_throughput_table(load_rows("distill_throughput_cpu")),
