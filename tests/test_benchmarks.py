@@ -166,8 +166,10 @@ def test_inference_speed_int8_rows_and_peers(tmp_path):
         assert int8["size_mib"] < fp32["size_mib"]
     assert rows["armhubert (PyTorch int8)"]["precision"] == "int8"
     assert rows["armhubert (PyTorch int8)"]["size_mib"] < rows["armhubert"]["size_mib"]
-    # Only the students get the masked and the PyTorch int8 rows.
-    assert "distilhubert + mask" not in rows and "distilhubert (PyTorch int8)" not in rows
+    # Only the students get the masked, the int8 conv-encoder and the PyTorch int8 rows.
+    conv_int8 = rows["armhubert (ONNX Runtime int8 + conv encoder)"]
+    assert conv_int8["precision"] == "int8" and conv_int8["size_mib"] < rows["armhubert (ONNX Runtime int8)"]["size_mib"]
+    assert not {"distilhubert + mask", "distilhubert (PyTorch int8)", "distilhubert (ONNX Runtime int8 + conv encoder)"} & set(rows)
     # DistilHuBERT is HuBERT with fewer layers (one in the tiny layout): same layer sizes.
     distil = bench_utils.build_model("distilhubert", tiny=True)
     hubert = bench_utils.build_model("hubert-base", tiny=True)
@@ -185,6 +187,16 @@ def test_time_interleaved_runs_every_runner_round_robin():
     rounds = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
     assert rounds == ["a", "b"] * 4
     assert [len(v) for v in times.values()] == [3, 3]
+
+
+def test_machine_info_names_the_cpus_vector_extensions(tmp_path):
+    # int8 speed hangs on them: a table must say whether its CPU had VNNI.
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni\n")
+    assert bench_utils.cpu_vector_extensions(cpuinfo) == ["avx2", "avx512f", "avx512_vnni"]
+    assert bench_utils.cpu_vector_extensions(tmp_path / "missing") == [torch.backends.cpu.get_cpu_capability()]
+    info = {**bench_utils.machine_info(), "cpu": "Some CPU", "cpu_vector_extensions": ["avx2", "avx512_vnni"]}
+    assert bench_utils.describe_machine(info).startswith("Some CPU (avx2, avx512_vnni), ")
 
 
 # -- distill_throughput.py ---------------------------------------------------------------------
