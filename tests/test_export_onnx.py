@@ -187,6 +187,11 @@ def test_int8_conv_encoder_quantises_every_conv_but_the_waveform_one(conv_int8_e
     assert not quantization.linear_layer_nodes(int8)  # every product with a constant weight is int8
     ops = Counter(node.op_type for node in int8.graph.node)
     assert ops["Conv"] == 2 and ops["MatMulInteger"] == 20 + len(model.config.conv_dim) - 1
+    # The conv layers' weights are unsigned (no 16-bit overflow on CPUs without VNNI), the Linear layers' signed.
+    weight_types = {init.name: init.data_type for init in int8.graph.initializer}
+    products = Counter(onnx.TensorProto.DataType.Name(weight_types[node.input[1]])
+                       for node in int8.graph.node if node.op_type == "MatMulInteger")
+    assert products == {"INT8": 20, "UINT8": len(model.config.conv_dim) - 1}
     # On speech the int8 conv encoder stays within the bound; its error is larger than fp32 convs give.
     values, mask = pad_batch(bundled_waveforms(count=3))
     errors = export_onnx.int8_errors(model, export_onnx.onnx_session(int8_path), values, mask, hidden_states=True)
