@@ -35,7 +35,8 @@ CLASSES = {model_class.__name__: model_class for model_class in (
     ArmHubertModel, ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertForSequenceClassification)}
 AUTO_CLASSES = {auto.__name__: auto for auto in (AutoModel, AutoModelForCTC, AutoModelForAudioClassification)}
 # Same weights, same inputs, same arithmetic: any difference beyond float round-off is a change of the model.
-TOLERANCE = dict(rtol=0.0, atol=1e-6)
+# Round-off depends on the CPU's kernels (AVX2 and AVX-512 ones sum in other orders: 1.1e-6 seen), so fp32's 1e-5.
+TOLERANCE = dict(rtol=0.0, atol=1e-5)
 
 
 def _folders(version: str) -> dict[str, tuple[str, str]]:
