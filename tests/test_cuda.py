@@ -4,6 +4,8 @@ masks, bf16 autocast, and a distillation run's precision. Skipped on machines wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -56,6 +58,19 @@ def test_padded_batch_equals_each_item_alone_on_cuda():
             assert relative_error(batched[b, : alone.shape[1]], alone[0]) < 1e-3
 
 
+def assert_no_host_device_synchronisation(step: Callable[[], None]) -> None:
+    """Runs `step` twice: once to pick kernels (which may synchronise), then under CUDA's sync debug mode
+    "error", where any synchronisation raises."""
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
 def test_a_training_step_makes_no_host_device_synchronisation():
     """The student's training forward and backward on the distillation path (span masks from the collator)
     queue their kernels without waiting for the GPU: CUDA's sync debug mode raises on any synchronisation."""
@@ -70,14 +85,7 @@ def test_a_training_step_makes_no_host_device_synchronisation():
         out = model(values, attention_mask=mask, mask_time_indices=mask_time_indices, output_hidden_states=True)
         sum(state.square().mean() for state in out.projected_hidden_states).backward()
 
-    step()  # the first step picks kernels (which may synchronise)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    torch.cuda.synchronize()
+    assert_no_host_device_synchronisation(step)
 
 
 @pytest.mark.parametrize("name", ["superb-ctc", "classification-superb", "classification-fine-tune", "xvector",
@@ -103,14 +111,7 @@ def test_a_task_model_training_step_makes_no_host_device_synchronisation(name, t
             loss = trainer.compute_loss(model, dict(inputs))  # it takes the bookkeeping out of its batch
         loss.backward()
 
-    step()  # the first step picks kernels (which may synchronise)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        step()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    torch.cuda.synchronize()
+    assert_no_host_device_synchronisation(step)
 
 
 def test_shared_teacher_features_under_bf16_autocast():
