@@ -216,6 +216,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "inference_speed_cpu_int8": lambda: inference_speed_table(load_rows("inference_speed_cpu_int8")),
     "inference_speed_cpu_int8_1thread": lambda: inference_speed_table(load_rows("inference_speed_cpu_int8_1thread")),
     "front_end_share_cpu": lambda: front_end_share_table(load_rows("front_end_share_cpu")),
+    "front_end_share_cpu_avx512": lambda: front_end_share_table(load_rows("front_end_share_cpu_avx512")),
     "int8_accuracy": lambda: int8_accuracy_table(load_rows("int8_accuracy")),
     "distill_throughput_cuda": lambda: distill_throughput_table(load_rows("distill_throughput_cuda")),
     "distill_throughput_cpu": lambda: distill_throughput_table(load_rows("distill_throughput_cpu")),
