@@ -91,7 +91,7 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, keep_fp32: 
     quantized = [node for node in linear if node not in excluded]
     convs = [node for node in quantized if CONV_ENCODER_MODULE.search(linear[node])]
     passes = [(QuantType.QInt8, [node for node in quantized if node not in convs])]
-    if convs:  # a second pass over the first one's output, whose quantised nodes are no longer MatMul
+    if convs:  # a second pass over the first one's file, whose quantised nodes are no longer MatMul
         passes.append((QuantType.QUInt8, convs))
     int8_path = Path(int8_path)
     int8_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,12 +101,13 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, keep_fp32: 
     advice = _DropMessage("pre-processing before quantization")
     root.addFilter(advice)
     try:
+        source = model
         for weight_type, nodes in passes:
-            quantize_dynamic(model, int8_path, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+            quantize_dynamic(source, int8_path, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                              nodes_to_quantize=nodes, weight_type=weight_type,
                              # Only products with a constant weight: attention's QK^T and PV stay fp32.
                              extra_options={"MatMulConstBOnly": True})
-            model = onnx.load(str(int8_path))
+            source = int8_path
     finally:
         root.removeFilter(advice)
     return int8_path
