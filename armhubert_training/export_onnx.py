@@ -154,6 +154,17 @@ def _export(model: ArmHubertModel | ArmHubertForCTC, path: Path, hidden_states: 
     return path
 
 
+def export_int8_conv_encoder(model: ArmHubertModel | ArmHubertForCTC, int8_path: str | Path,
+                             hidden_states: bool = False, opset: int | None = None,
+                             keep_fp32: Sequence[str] = ()) -> Path:
+    """Write the int8 model whose conv encoder is quantised too (`--int8-conv-encoder`): quantisation of
+    a second export with `convs_as_matmul`, kept only until the int8 file is written."""
+    with tempfile.TemporaryDirectory() as workdir:
+        matmul_path = export_student(model, Path(workdir) / "convs_as_matmul.onnx", hidden_states=hidden_states,
+                                     opset=opset, convs_as_matmul=True)
+        return quantize_onnx_int8(matmul_path, int8_path, keep_fp32=keep_fp32)
+
+
 def fold_weight_preparation(model) -> None:
     """Replace, in place, every computation on weights alone by its result: the conv encoder's weights
     are permuted and reshaped into matrices (`conv_as_matmul`) in the traced graph, and the products
@@ -330,10 +341,8 @@ def write_int8(model: ArmHubertModel | ArmHubertForCTC, fp32_path: Path, args: a
     int8_path = int8_path_for(fp32_path)
     try:
         if args.int8_conv_encoder:
-            with tempfile.TemporaryDirectory() as workdir:
-                matmul_path = export_student(model, Path(workdir) / "convs_as_matmul.onnx",
-                                             hidden_states=args.hidden_states, opset=args.opset, convs_as_matmul=True)
-                quantize_onnx_int8(matmul_path, int8_path, keep_fp32=args.int8_keep_fp32)
+            export_int8_conv_encoder(model, int8_path, hidden_states=args.hidden_states, opset=args.opset,
+                                     keep_fp32=args.int8_keep_fp32)
         else:
             quantize_onnx_int8(fp32_path, int8_path, keep_fp32=args.int8_keep_fp32)
         print(f"wrote {int8_path} ({int8_path.stat().st_size / 2**20:.1f} MiB)")

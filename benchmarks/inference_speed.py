@@ -154,7 +154,7 @@ def build_runners(args: argparse.Namespace, device: torch.device, dtype: torch.d
             continue
         if not is_baseline(name):
             runners[f"{name} + mask"] = pytorch_runner(name, forward, args.dtype, runtime="pytorch + mask")
-        from armhubert_training.export_onnx import export_student
+        from armhubert_training.export_onnx import export_int8_conv_encoder, export_student
 
         fp32_path = export_student(model, workdir / f"{name}.onnx")
         runners[f"{name} (ONNX Runtime)"], _ = onnx_runner(name, fp32_path)
@@ -162,8 +162,7 @@ def build_runners(args: argparse.Namespace, device: torch.device, dtype: torch.d
             int8_path = quantize_onnx_int8(fp32_path, workdir / f"{name}.int8.onnx")
             runners[f"{name} (ONNX Runtime int8)"], _ = onnx_runner(name, int8_path)
             if not is_baseline(name):  # offered for the students only (README)
-                matmul_path = export_student(model, workdir / f"{name}.convs_as_matmul.onnx", convs_as_matmul=True)
-                conv_int8_path = quantize_onnx_int8(matmul_path, workdir / f"{name}.convs_as_matmul.int8.onnx")
+                conv_int8_path = export_int8_conv_encoder(model, workdir / f"{name}.convs_as_matmul.int8.onnx")
                 runners[f"{name} (ONNX Runtime int8 + conv encoder)"], _ = onnx_runner(name, conv_int8_path)
                 runners[f"{name} (PyTorch int8)"] = pytorch_runner(name, quantize_linear_layers(model), "int8")
     return runners, notes

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 
 from armhubert_training.export_onnx import (
-    bundled_speech, export_student, int8_errors, load_student, onnx_session, speech_batch,
+    bundled_speech, export_int8_conv_encoder, export_student, int8_errors, load_student, onnx_session, speech_batch,
 )
 from armhubert_training.quantization import (
     DEFAULT_MAX_RELATIVE_ERROR, OutputError, output_errors, quantize_linear_layers, quantize_onnx_int8,
@@ -57,8 +57,7 @@ def measure(name: str, values: torch.Tensor, mask: torch.Tensor, workdir: Path) 
     model = build_model(name) if name in PRESETS else load_student(name)
     fp32_path = export_student(model, workdir / "model.onnx", hidden_states=True)
     int8_path = quantize_onnx_int8(fp32_path, workdir / "model.int8.onnx")
-    matmul_path = export_student(model, workdir / "convs_as_matmul.onnx", hidden_states=True, convs_as_matmul=True)
-    conv_int8_path = quantize_onnx_int8(matmul_path, workdir / "convs_as_matmul.int8.onnx")
+    conv_int8_path = export_int8_conv_encoder(model, workdir / "convs_as_matmul.int8.onnx", hidden_states=True)
     rows = []
     for runtime, errors in (
         ("onnxruntime int8", int8_errors(model, onnx_session(int8_path), values, mask, hidden_states=True)),
