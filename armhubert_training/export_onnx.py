@@ -166,10 +166,11 @@ def export_int8_conv_encoder(model: ArmHubertModel | ArmHubertForCTC, int8_path:
 
 
 def fold_weight_preparation(model) -> None:
-    """Replace, in place, every computation on weights alone by its result: the conv encoder's weights
-    are permuted and reshaped into matrices (`conv_as_matmul`) in the traced graph, and the products
-    must multiply by constants for int8 dynamic quantisation to take them (and for no call to redo it).
-    The exporter's own pass leaves inputs above 8,192 values alone; these reach 480 x 960."""
+    """Replace, in place, every computation on weights alone by its result, so that no call redoes it:
+    the positional conv's weight norm in every export, and with `convs_as_matmul` the conv encoder's
+    weights permuted and reshaped into matrices, whose products must multiply by constants for int8
+    dynamic quantisation to take them. The exporter's own pass leaves inputs above 8,192 values alone;
+    these reach 480 x 960."""
     import onnxscript
 
     onnxscript.optimizer.optimize(model, input_size_limit=1 << 30, output_size_limit=1 << 30)
