@@ -268,7 +268,8 @@ class ArmHubertFeatureEncoder(nn.Module):
         # reorder every activation: the whole model ran 1.2x faster on 8 x 10 s (2 cores); for one
         # utterance the layout change costs more than it saves. The result, (B, C, T) laid out as
         # (B, T, C), is what the feature projection wants after its transpose.
-        channels_last = input_values.device.type == "cpu" and input_values.shape[0] > 1 and not _is_tracing()
+        # `_is_tracing()` first: a traced batch size compared with 1 would become a guard of the export.
+        channels_last = not _is_tracing() and input_values.device.type == "cpu" and input_values.shape[0] > 1
         hidden_states = input_values[:, None, None] if channels_last else input_values[:, None]
         if self._checkpoints_reentrantly_with_trainable_weights():
             # A reentrant checkpoint only backpropagates into its weights when one of its tensor inputs

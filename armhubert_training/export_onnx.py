@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -137,7 +138,10 @@ def _export(model: ArmHubertModel | ArmHubertForCTC, path: Path, hidden_states: 
     # Batch 2 with padding, so that nothing is specialised to one batch size or to an unpadded batch.
     args = example_inputs(model.config)
     batch = torch.export.Dim("batch", min=1)
-    samples = torch.export.Dim("samples", min=receptive_field(model.config))
+    # At least two frames: one frame is a special case to the tracer (the positional conv's and
+    # attention's shape checks), and a range that includes it costs a second trace with the range the
+    # exporter then suggests. One-frame inputs still run: no node depends on that check.
+    samples = torch.export.Dim("samples", min=receptive_field(model.config) + math.prod(model.config.conv_stride))
     dynamic = {"input_values": {0: batch, 1: samples}, "attention_mask": {0: batch, 1: samples}}
     # The exporter warns about torchvision ops it cannot register and about the two inputs sharing
     # their axis names (which is the point); neither concerns this model.
