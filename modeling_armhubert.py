@@ -249,7 +249,8 @@ class ArmHubertFeatureEncoder(nn.Module):
 
     # Left to eager when compiled for training: Inductor's lowering of the conv backward specialises on
     # the frame count (a recompile for every batch length) and, with a dynamic number of samples, failed
-    # on some lengths (invalid value ranges, wrong reshapes). The convs run as library kernels either
+    # on some lengths (invalid value ranges, wrong reshapes); marking the length dynamic does not help,
+    # the compiled backward still guards on a conv layer's frame count. The convs run as library kernels either
     # way, so compiling them gains little; the Transformer after them compiles with a dynamic frame
     # count. In eval mode the front end is compiled with the rest (`fullgraph=True` works).
     @torch.compiler.disable

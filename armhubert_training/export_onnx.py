@@ -283,8 +283,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                            "next to OUTPUT: armhubert.onnx -> armhubert.int8.onnx.")
     int8.add_argument("--int8-conv-encoder", action="store_true",
                       help="Quantise the conv encoder's layers too (all but the first, which reads the waveform): "
-                           "the int8 model is made from a second export whose convs are matrix products. A smaller file "
-                           "with about 4x the error of the default, and not faster on the CPUs measured "
+                           "the int8 model is made from a second export whose convs are matrix products. A smaller "
+                           "file with about 4x the error of the default, and not faster on the CPUs measured "
                            "(docs/deployment.md); the check still applies.")
     int8.add_argument("--int8-keep-fp32", nargs="+", default=[], metavar="REGEX",
                       help="Linear layers that stay fp32 in the int8 model: regular expressions searched in "

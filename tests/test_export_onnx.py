@@ -61,7 +61,8 @@ def test_padded_speech_batch_matches_pytorch(exported):
     assert export_onnx.max_difference(model, session, values, mask, hidden_states=True) < ATOL
 
 
-@pytest.mark.parametrize("lengths", [[12345], [7001, 400, 5000, 6999, 7001], [400]], ids=["batch1", "batch5", "one_frame"])
+@pytest.mark.parametrize("lengths", [[12345], [7001, 400, 5000, 6999, 7001], [400]],
+                         ids=["batch1", "batch5", "one_frame"])
 def test_other_batch_sizes_and_lengths_match_pytorch(exported, lengths):
     """Batch sizes and lengths other than the export's (2 x 16000), down to one frame (400 samples), which
     the export's length range leaves out."""
