@@ -352,16 +352,19 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Explicit softmax(Q Kᵀ · scaling + mask) V, Transformers' eager attention with a boolean key mask.
+    """Explicit softmax(Q Kᵀ · scaling + mask) V, Transformers' eager attention with a key mask.
 
-    query, key, value: (B, heads, T, head_dim); attention_mask: (B, 1, 1, T) bool, True = real key.
-    Returns the context (B, T, heads, head_dim) and the probabilities (B, heads, T, T).
+    query, key, value: (B, heads, T, head_dim); attention_mask: (B, 1, 1, T), bool (True = real key) or
+    additive (0 or -inf, as the ONNX export passes it). Returns the context (B, T, heads, head_dim) and
+    the probabilities (B, heads, T, T).
     """
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     scores = torch.matmul(query * scaling, key.transpose(-1, -2))
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
         scores.masked_fill_(~attention_mask, float("-inf"))  # in place: a fresh tensor, not needed backward
+    elif attention_mask is not None:
+        scores = scores + attention_mask
     if scores.dtype == torch.float32 and not torch.is_grad_enabled() and not _is_tracing():
         # Inference: softmax in place, sparing a (B, heads, T, T) tensor (5% faster on CPU).
         weights = torch.softmax(scores, dim=-1, out=scores)
@@ -444,9 +447,10 @@ class ArmHubertAttention(nn.Module):
         mask = key_mask[:, None, None, :] if key_mask is not None else None
         attend = self._attention_function(return_probs)
         attend_mask = mask
-        if mask is not None and attend is not eager_attention_forward and torch.onnx.is_in_onnx_export():
-            # Exported, a boolean mask becomes a Where over the scores and a NaN guard after the softmax in
-            # every layer; an additive one is a single Add (ONNX Runtime: 30 of 410 ms less at 1 x 10 s).
+        if mask is not None and torch.onnx.is_in_onnx_export():
+            # Exported, a boolean mask becomes a Where over the scores (and, in the fused kernel's graph, a NaN
+            # guard after the softmax) in every layer; an additive one is a single Add (ONNX Runtime: 30 of
+            # 410 ms less at 1 x 10 s).
             attend_mask = torch.zeros(mask.shape, dtype=value.dtype, device=mask.device).masked_fill(~mask, -math.inf)
 
         if self.reuses_map:
@@ -557,8 +561,11 @@ class ArmHubertEncoder(nn.Module):
         reused_map = None
         scale_grads = self.config.layer_grad_scale and torch.is_grad_enabled()
         # A reused map travels as probabilities where the reuse layer needs them (the legacy second
-        # softmax) or where every layer is to use the explicit softmax ("eager"); else as queries and keys.
-        reuse_probs = self.config.reuse_mode == "legacy_double_softmax" or self.config._attn_implementation == "eager"
+        # softmax), where every layer is to use the explicit softmax ("eager"), and in an ONNX export, where
+        # the fused kernel is an explicit softmax too: the reuse layer then skips Q Kᵀ and the softmax
+        # (ONNX Runtime: 6 of armhubert's 12 layers). Else as queries and keys.
+        reuse_probs = (self.config.reuse_mode == "legacy_double_softmax" or self.config._attn_implementation == "eager"
+                       or torch.onnx.is_in_onnx_export())
         for i, layer in enumerate(self.layers):
             return_probs = output_attentions or (reuse_probs and self.map_is_reused[i])
             return_query_key = self.map_is_reused[i] and not return_probs

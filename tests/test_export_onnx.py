@@ -47,11 +47,21 @@ def test_graph_inputs_and_outputs_have_dynamic_batch_and_length(exported):
     assert _dims(graph.output[1])[0] == 5  # input of the encoder + 4 layers
 
 
-def test_the_exported_attention_adds_its_key_mask(exported):
+def test_the_exported_attention_adds_its_key_mask_and_reuses_probabilities(exported):
     """An additive mask: no Where over the scores and no NaN guard after the softmax, in any layer
-    (what is left of Where is the zeroing of padded frames before the positional conv, and its mask)."""
-    ops = Counter(node.op_type for node in onnx.load(str(exported[1])).graph.node)
-    assert ops["Softmax"] == 4 and ops["IsNaN"] == 0 and ops["Where"] <= 2
+    (what is left of Where is the zeroing of padded frames before the positional conv, and its mask).
+    A reuse layer applies the probabilities of the normal layer before it: a softmax and a Q Kᵀ product
+    in the normal layers only."""
+    model, path, _ = exported
+    graph = onnx.load(str(path)).graph
+    ops = Counter(node.op_type for node in graph.node)
+    normal = sum(model.config.reuse_pattern)
+    assert normal == 2 and len(model.config.reuse_pattern) == 4
+    assert ops["Softmax"] == normal and ops["IsNaN"] == 0 and ops["Where"] <= 2
+    # Products of two activations (no constant weight): Q Kᵀ and P V per normal layer, P V per reuse layer.
+    weights = {init.name for init in graph.initializer}
+    activation_products = [n for n in graph.node if n.op_type == "MatMul" and not set(n.input) & weights]
+    assert len(activation_products) == 2 * normal + (4 - normal)
 
 
 def test_padded_speech_batch_matches_pytorch(exported):
