@@ -180,14 +180,24 @@ def fold_weight_preparation(model) -> None:
     onnxscript.optimizer.optimize(model, input_size_limit=1 << 30, output_size_limit=1 << 30)
 
 
+# ONNX Runtime's graph rewrites that make a model slower on CPUs. SkipLayerNormFusion merges each
+# residual Add with the LayerNorm after it; its CPU kernel took 1.5 ms per call on (500, 480) where the
+# LayerNorm and the Add it replaces take about 0.3 (armhubert at 1 x 10 s: 38 against 7 ms in all; the
+# whole model 5-7 % faster, docs/deployment.md). An optimizer name that a version of ONNX Runtime does
+# not know is ignored.
+SLOW_CPU_REWRITES = ["SkipLayerNormFusion"]
+
+
 def onnx_session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session (`threads` intra-op threads; None = ONNX Runtime's default)."""
+    """An ONNX Runtime CPU session (`threads` intra-op threads; None = ONNX Runtime's default), without
+    the `SLOW_CPU_REWRITES`."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=SLOW_CPU_REWRITES)
 
 
 def run_both(model: ArmHubertModel | ArmHubertForCTC, session, values: torch.Tensor, mask: torch.Tensor,

@@ -64,6 +64,28 @@ def test_the_exported_attention_adds_its_key_mask_and_reuses_probabilities(expor
     assert len(activation_products) == 2 * normal + (4 - normal)
 
 
+def _optimised_graph(path, tmp_path, disabled_optimizers) -> onnx.GraphProto:
+    """The graph ONNX Runtime runs, after its rewrites for this CPU."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=disabled_optimizers)
+    return onnx.load(options.optimized_model_filepath).graph
+
+
+def test_onnx_session_leaves_out_the_slow_rewrites(exported, tmp_path):
+    """`onnx_session` leaves out SkipLayerNormFusion, whose name ONNX Runtime would ignore silently if it
+    were wrong: with the fusion, its nodes are there; without it, none."""
+    _, path, _ = exported
+    optimised = _optimised_graph(path, tmp_path, export_onnx.SLOW_CPU_REWRITES)
+    assert not [n for n in optimised.node if n.op_type == "SkipLayerNormalization"]
+    assert [n for n in optimised.node if n.op_type == "LayerNormalization"]
+    fused = _optimised_graph(path, tmp_path, [])
+    assert [n for n in fused.node if n.op_type == "SkipLayerNormalization"]
+
+
 def test_padded_speech_batch_matches_pytorch(exported):
     model, _, session = exported
     values, mask = pad_batch(bundled_waveforms(count=3))  # real utterances of different lengths
