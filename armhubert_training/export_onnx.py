@@ -183,7 +183,7 @@ def fold_weight_preparation(model) -> None:
 # ONNX Runtime's graph rewrites that make a model slower on CPUs. SkipLayerNormFusion merges each
 # residual Add with the LayerNorm after it; its CPU kernel took 1.5 ms per call on (500, 480) where the
 # LayerNorm and the Add it replaces take about 0.3 (armhubert at 1 x 10 s: 38 against 7 ms in all; the
-# whole model 5-7 % faster, docs/deployment.md). An optimizer name that a version of ONNX Runtime does
+# whole model 4-8 % faster, docs/deployment.md). An optimizer name that a version of ONNX Runtime does
 # not know is ignored.
 SLOW_CPU_REWRITES = ["SkipLayerNormFusion"]
 
