@@ -39,7 +39,7 @@ import math
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -188,14 +188,16 @@ def fold_weight_preparation(model) -> None:
 SLOW_CPU_REWRITES = ["SkipLayerNormFusion"]
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
+def onnx_session(path: str | Path, threads: int | None = None, **session_options: Any):
     """An ONNX Runtime CPU session (`threads` intra-op threads; None = ONNX Runtime's default), without
-    the `SLOW_CPU_REWRITES`."""
+    the `SLOW_CPU_REWRITES`. `session_options` set fields of its SessionOptions, e.g. `enable_profiling`."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    for name, value in session_options.items():
+        setattr(options, name, value)
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                         disabled_optimizers=SLOW_CPU_REWRITES)
 

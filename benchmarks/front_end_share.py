@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import torch
 
-from armhubert_training.export_onnx import SLOW_CPU_REWRITES, export_student
+from armhubert_training.export_onnx import export_student, onnx_session
 from armhubert_training.quantization import quantize_onnx_int8
 from benchmarks.bench_utils import (
     RESULTS_DIR, build_model, command_line, describe_machine, is_baseline, machine_info, median, random_audio,
@@ -70,14 +70,7 @@ def profiled_share(path: Path, feeds: dict[str, Any], threads: int, repeats: int
     node it replaced (`node_linear_3` -> `node_linear_3_quant...`), most fused ones after their first
     node. The nodes ONNX Runtime names afresh (listed in `renamed_ops`: BiasGelu, the Transformer's
     feed-forward activations, and a few Gathers of shape bookkeeping) count as the rest."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_profiling = True
-    options.profile_file_prefix = str(profile_dir / path.stem)
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
-                                           disabled_optimizers=SLOW_CPU_REWRITES)  # as `onnx_session`
+    session = onnx_session(path, threads, enable_profiling=True, profile_file_prefix=str(profile_dir / path.stem))
     session.run(None, feeds)  # warm-up, left out below
     for _ in range(repeats):
         session.run(None, feeds)
