@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -76,6 +78,50 @@ def private_caches(tmp_path_factory):
         patch.setattr(evaluate.config, "HF_MODULES_CACHE", cache / "modules")
         patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache / "datasets"))
         patch.setenv("HF_HUB_OFFLINE", "1")
+        yield cache
+
+
+# Config entries that record where a model came from, not what it computes (`dtype` is set by loading;
+# the weights' own dtypes are part of the key).
+_CONFIG_PROVENANCE = {"_name_or_path", "architectures", "transformers_version", "auto_map", "dtype"}
+
+
+def _export_key(model: torch.nn.Module, hidden_states: bool, opset: int | None) -> str:
+    """A digest of everything an ONNX export of `model` depends on: its class, config, weights and the
+    export's options (the conv encoder's `convs_as_matmul` switch included)."""
+    config = {k: v for k, v in model.config.to_dict().items() if k not in _CONFIG_PROVENANCE}
+    switches = [m.convs_as_matmul for m in model.modules() if hasattr(m, "convs_as_matmul")]
+    digest = hashlib.sha256(json.dumps([type(model).__qualname__, config, model.config._attn_implementation,
+                                        switches, hidden_states, opset], sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_each_model_once(tmp_path_factory):
+    """Export each distinct model to ONNX once per test session and copy the file for later requests.
+
+    An export takes 10-25 s even for a tiny model, and the export, CLI and benchmark tests export the same
+    tiny students (a third of the suite's time when each did its own). The key covers the model and the
+    export's options, so a test that exports something new still runs the exporter."""
+    from armhubert_training import export_onnx
+
+    cache = tmp_path_factory.mktemp("onnx-exports")
+    export = export_onnx._export
+
+    def export_once(model, path, hidden_states, opset):
+        cached = cache / f"{_export_key(model, hidden_states, opset)}.onnx"
+        if cached.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached, path)
+        else:
+            shutil.copyfile(export(model, path, hidden_states, opset), cached)
+        return path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_onnx, "_export", export_once)
         yield cache
 
 

@@ -229,12 +229,11 @@ def test_int8_conv_encoder_quantises_every_conv_but_the_waveform_one(conv_int8_e
     assert max(e.relative_error for e in errors) < quantization.DEFAULT_MAX_RELATIVE_ERROR
 
 
-def test_cli_int8_conv_encoder(tmp_path, offline_hf):
-    torch.manual_seed(0)
-    ArmHubertModel(tiny_config(projection_dim=0)).eval().save_pretrained(tmp_path / "student")
+def test_cli_int8_conv_encoder(exported, tmp_path, offline_hf):
+    exported[0].save_pretrained(tmp_path / "student")
     output = tmp_path / "student.onnx"
     errors = export_onnx.main([str(output), "--model", str(tmp_path / "student"), "--quantize", "int8",
-                               "--int8-conv-encoder", "--no-check"])
+                               "--int8-conv-encoder", "--hidden-states", "--no-check"])
     assert max(e.relative_error for e in errors) < quantization.DEFAULT_MAX_RELATIVE_ERROR
     # The fp32 file keeps its Conv nodes (faster in fp32); the int8 one has integer conv layers.
     assert Counter(n.op_type for n in onnx.load(str(output)).graph.node)["Conv"] == len(tiny_config().conv_dim) + 1
