@@ -19,6 +19,7 @@ from conftest import REPO, bundled_waveforms, pad_batch, run_in_fresh_process, t
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import (
     ArmHubertAttention,
+    ArmHubertConvLayer,
     ArmHubertForCTC,
     ArmHubertForSequenceClassification,
     ArmHubertForSuperbCTC,
@@ -150,6 +151,31 @@ def test_padded_batch_equals_each_item_alone():
             for got, want in zip(batched.hidden_states + batched.projected_hidden_states,
                                  alone.hidden_states + alone.projected_hidden_states):
                 torch.testing.assert_close(got[b, :frames], want[0], rtol=0, atol=1e-4)
+
+
+def test_a_mask_of_ones_only_is_dropped_on_inference_and_kept_in_training(monkeypatch):
+    """Nothing padded: eager inference runs the unpadded path (the plain GroupNorm, attention without a key
+    mask), which gives exactly the outputs of a call without a mask; a training forward keeps the mask, since
+    finding out would read a value back from the device, and so does inference of a padded batch."""
+    masked_norms = []
+    norm = ArmHubertConvLayer._masked_group_norm
+    monkeypatch.setattr(ArmHubertConvLayer, "_masked_group_norm", lambda *args: masked_norms.append(1) or norm(*args))
+    torch.manual_seed(0)
+    model = ArmHubertModel(tiny_config()).eval()
+    values, ones = torch.randn(2, 4000), torch.ones(2, 4000, dtype=torch.long)
+    with torch.no_grad():
+        without = model(values, output_hidden_states=True)
+        with_ones = model(values, attention_mask=ones, output_hidden_states=True)
+    assert masked_norms == []
+    for got, want in zip(with_ones.hidden_states, without.hidden_states):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    model.train()(values, attention_mask=ones)
+    assert masked_norms == [1]
+    padded = ones.clone()
+    padded[1, 3000:] = 0
+    with torch.no_grad():
+        model.eval()(values, attention_mask=padded)
+    assert masked_norms == [1, 1]
 
 
 def test_fused_attention_path_equals_explicit_probabilities():
