@@ -12,7 +12,8 @@ distillation heads (the network users deploy).
 
 On a CPU (fp32) the ONNX Runtime exports of the `--onnx-models` (export_onnx.py) are timed as
 well, with the same number of threads; they take an `attention_mask` input, so the PyTorch students
-are also timed with an all-ones mask ("+ mask") for a like-for-like comparison. With `--int8` the
+are also timed with an all-ones mask ("+ mask") for a like-for-like comparison (eager inference drops
+such a mask, so the row shows what passing one costs: nothing beyond the input checks). With `--int8` the
 same models are also timed as int8 (armhubert_training/quantization.py): ONNX Runtime's dynamic
 quantisation of the exported model, for the students also with their conv encoder quantised
 (`export_onnx --int8-conv-encoder`), and PyTorch's dynamic quantisation of the Linear layers. Each
