@@ -738,9 +738,10 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
     def freeze_feature_encoder(self) -> None:
         self.feature_extractor._freeze_parameters()
 
-    def _check_inputs(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    def _check_inputs(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> int | None:
         """Clear errors for the mistakes users make with raw audio: its type, shapes and dtype on every
-        forward, its values (right padding, length, finiteness) where `_checks_input_values`."""
+        forward, its values (right padding, length, finiteness) where `_checks_input_values`. Returns the
+        shortest item's real samples where the values were checked, else None."""
         if not isinstance(input_values, torch.Tensor):
             raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}; "
                             "use a feature extractor with return_tensors='pt'.")
@@ -753,34 +754,40 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
         if attention_mask is not None and attention_mask.shape != input_values.shape:
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has "
                              f"{tuple(input_values.shape)}; it must be a (batch, samples) 1/0 mask of the same shape.")
-        if self._checks_input_values():
-            self._check_input_values(input_values, attention_mask)
+        return self._check_input_values(input_values, attention_mask) if self._checks_input_values() else None
 
     def _checks_input_values(self) -> bool:
-        """Whether this forward checks the audio's values. Each such check reads a result back from the
+        """Whether this forward checks the audio's values. The checks read their results back from the
         device, a host-device synchronisation that, on a GPU, stalls the queue of kernels launched ahead;
         and tracing cannot follow them. So they run on eager inference only: training batches come from
         the data path, which drops NaN/inf and too-short audio as it decodes and pads on the right."""
         return not (self.training or self.feeds_training_model or _is_tracing())
 
-    def _check_input_values(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-        field = self.config.receptive_field
-        if attention_mask is not None:
+    def _check_input_values(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> int:
+        """The value checks, computed on the device and read back together (one synchronisation on a GPU);
+        returns the shortest item's real samples."""
+        finite = torch.isfinite(input_values).all()
+        if attention_mask is None:
+            left_padded, shortest, finite = False, input_values.shape[-1], bool(finite)
+        else:
             # The lengths are taken as the number of ones, so real samples must come first in every row.
             # A 0 followed by a 1 is left padding (or a hole), which would silently give wrong outputs.
             mask = attention_mask.long()
-            not_right_padded = (mask[:, 1:] > mask[:, :-1]).any(-1)
-            if not_right_padded.any():
-                rows = not_right_padded.nonzero().flatten().tolist()
-                raise ValueError(f"attention_mask row(s) {rows} have padding (0) before real samples (1); the model "
-                                 "expects right padding: each row's real samples first, then zeros. Pad on the right "
-                                 "(the feature extractor's default, padding_side='right').")
-        shortest = int(attention_mask.sum(-1).min()) if attention_mask is not None else input_values.shape[-1]
+            not_right_padded = (mask[:, 1:] > mask[:, :-1]).any(-1)  # (B,)
+            left_padded, shortest, finite = torch.stack(
+                [not_right_padded.any().long(), mask.sum(-1).min(), finite.long()]).tolist()
+        if left_padded:
+            rows = not_right_padded.nonzero().flatten().tolist()
+            raise ValueError(f"attention_mask row(s) {rows} have padding (0) before real samples (1); the model "
+                             "expects right padding: each row's real samples first, then zeros. Pad on the right "
+                             "(the feature extractor's default, padding_side='right').")
+        field = self.config.receptive_field
         if shortest < field:
             raise ValueError(f"Audio of {shortest} samples is shorter than the model's receptive field ({field} "
                              f"samples = {field / 16000 * 1000:.0f} ms at 16 kHz); pad or drop such inputs.")
-        if not torch.isfinite(input_values).all():
+        if not finite:
             raise ValueError("input_values contains NaN or inf; check the audio decoding and normalisation.")
+        return shortest
 
     def forward(
         self,
@@ -812,11 +819,12 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
                                 else self.config.output_hidden_states)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._check_inputs(input_values, attention_mask)
-        if attention_mask is not None and self._checks_input_values() and bool(attention_mask.all()):
-            # Nothing is padded (a feature extractor's mask for one utterance or equal lengths): the unmasked
-            # path gives the same outputs 9-14 % sooner on a CPU (1 x 10 s). Only where the value checks read
-            # from the device anyway; a traced or training forward keeps the mask.
+        shortest = self._check_inputs(input_values, attention_mask)
+        if attention_mask is not None and shortest == input_values.shape[-1]:
+            # Nothing is padded (a feature extractor's mask for one utterance or equal lengths; the check
+            # found the rows right-padded, and the shortest is full): the unmasked path gives the same
+            # outputs 9-14 % sooner on a CPU (1 x 10 s). Known only where the values are checked; a traced or
+            # training forward keeps the mask.
             attention_mask = None
         # The convs need the weights' dtype; audio readers often give float64.
         input_values = input_values.to(self.dtype)
