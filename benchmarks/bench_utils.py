@@ -131,8 +131,12 @@ def count_flops(fn: Callable[[], Any]) -> tuple[int, dict[str, int]]:
 
 
 def count_forward_macs(model: torch.nn.Module, input_values: torch.Tensor, **kwargs) -> tuple[int, dict[str, int]]:
-    """MACs of one inference forward pass (no gradients), in total and per module."""
-    with torch.no_grad():
+    """MACs of one inference forward pass, in total and per module.
+
+    Counted with gradients enabled (nothing is backpropagated): without them a student on a CPU computes its
+    positional conv from spectra, whose operations are not the conv's MACs that a model's compute is
+    quoted in."""
+    with torch.enable_grad():
         flops, per_module = count_flops(lambda: model(input_values, **kwargs))
     return flops // 2, {name: value // 2 for name, value in per_module.items()}
 

@@ -25,6 +25,7 @@ from modeling_armhubert import (
     ArmHubertForSequenceClassification,
     ArmHubertForSuperbCTC,
     ArmHubertModel,
+    ArmHubertPositionalConvEmbedding,
     conv_as_matmul,
 )
 
@@ -751,6 +752,50 @@ def test_conv_as_matmul_is_the_conv(kernel, stride):
     # A silent block (all zeros) gives the bias, not NaN: its scale is clamped.
     silent = conv_as_matmul(torch.zeros(1, 41, 4, dtype=torch.float64), conv)
     assert torch.isfinite(silent).all()
+
+
+@pytest.mark.parametrize("kernel", [128, 17, 16, 2, 1])
+def test_the_positional_conv_from_spectra_is_the_conv(kernel):
+    """CPU inference computes the positional conv from spectra: equal to the conv (which runs with grad
+    enabled) for odd and even kernels, lengths shorter and longer than a block, and a padded batch."""
+    torch.manual_seed(kernel)
+    config = tiny_config(num_conv_pos_embeddings=kernel, num_conv_pos_embedding_groups=4)
+    embedding = ArmHubertPositionalConvEmbedding(config)
+    for frames in (1, 5, 127, 128, 300):
+        hidden_states = torch.randn(3, frames, config.hidden_size)
+        hidden_states[1, frames // 2 :] = 0.0  # padded frames are zeros, as the encoder hands them over
+        with torch.no_grad():
+            from_spectra = embedding(hidden_states)
+        torch.testing.assert_close(from_spectra, embedding(hidden_states).detach())  # fp32 tolerances
+
+
+def test_the_positional_conv_renews_its_kernel_spectrum_when_the_weights_change():
+    """The spectrum is kept between inference calls and renewed whenever the weights differ, however they
+    were changed: a write through `.data` (no version counter), loading a state dict, an optimiser step."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    embedding = ArmHubertPositionalConvEmbedding(config)
+    hidden_states = torch.randn(2, 40, config.hidden_size)
+
+    def check() -> torch.Tensor:
+        with torch.no_grad():
+            from_spectra = embedding(hidden_states)
+        torch.testing.assert_close(from_spectra, embedding(hidden_states).detach())  # fp32 tolerances
+        return embedding._kernel_spectrum_cache[1]
+
+    first = check()
+    assert check() is first  # the same weights: kept
+    direction = embedding.conv.parametrizations.weight.original1
+    direction.data[0, 0, 0] += 1.0
+    second = check()
+    assert second is not first
+    other = ArmHubertPositionalConvEmbedding(config)
+    embedding.load_state_dict(other.state_dict())
+    third = check()
+    assert third is not second
+    embedding(hidden_states).square().sum().backward()
+    torch.optim.SGD(embedding.parameters(), lr=0.1).step()
+    assert check() is not third
 
 
 def test_the_matmul_conv_encoder_equals_the_conv_one_on_a_padded_batch():
