@@ -355,11 +355,12 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
     def _conv_from_spectra(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, T, hidden) -> the conv's output (B, T, hidden), from spectra: CPU inference.
 
-        The kernel is long (128 taps), so the product of spectra costs a fraction of the direct conv
-        (oneDNN's grouped conv took 42 ms of a forward of 1 x 10 s at 1 thread; this, 9 ms). Overlap-add:
-        the frames are cut into blocks of at least kernel - 1 frames, each block's full convolution with the
-        kernel (2 blocks long, from its FFT of length 2 * block) is added where it starts, and the conv's
-        'same' output is a slice of the sum. Equal to the conv to fp32 rounding (3e-6 on armhubert).
+        The kernel is long (128 taps), so the product of spectra costs a fraction of the direct conv (in a
+        forward of 1 x 10 s at 1 thread, 17 ms with the weight's comparison, against 55 ms for oneDNN's
+        grouped conv). Overlap-add: the frames are cut into blocks of at least kernel - 1 frames; each
+        block's full convolution with the kernel (2 blocks long, from FFTs of length 2 * block) is added
+        where it starts; the conv's 'same' output is a slice of the sum. Equal to the conv to fp32 rounding
+        (3e-6 on armhubert).
         """
         batch, frames, channels = hidden_states.shape
         kernel = self.conv.kernel_size[0]
@@ -371,7 +372,7 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
         spectra = torch.fft.rfft(padded, 2 * block, dim=2)  # (B, blocks, F, C)
         spectra = spectra.view(batch * blocks, freqs, groups, per_group).permute(2, 1, 0, 3)  # (G, F, B * blocks, C/G)
         products = torch.matmul(spectra, spectrum).permute(2, 1, 0, 3).reshape(batch, blocks, freqs, channels)
-        pieces = torch.fft.irfft(products, 2 * block, dim=2)  # (B, blocks, 2 * block, C): block b's from frame b * block
+        pieces = torch.fft.irfft(products, 2 * block, dim=2)  # (B, blocks, 2 * block, C); block b's starts at b * block
         full = F.pad(pieces[:, :, :block], (0, 0, 0, 0, 0, 1))  # (B, blocks + 1, block, C)
         full[:, 1:] += pieces[:, :, block:]
         full = full.view(batch, (blocks + 1) * block, channels)  # the full convolution, and zeros after it
@@ -385,8 +386,7 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
         (compared by value: a write through `.data` changes no version counter)."""
         weight = self.conv.weight  # (C, C/G, kernel), from the weight-norm parameters
         cached = self._kernel_spectrum_cache
-        if (cached is None or cached[1].shape[1] != block + 1 or cached[0].dtype != weight.dtype
-                or not torch.equal(cached[0], weight)):
+        if cached is None or cached[0].dtype != weight.dtype or not torch.equal(cached[0], weight):
             groups = self.conv.groups
             spectrum = torch.fft.rfft(weight.flip(-1), 2 * block)  # (C, C/G, F)
             spectrum = spectrum.view(groups, weight.shape[0] // groups, weight.shape[1], block + 1)
