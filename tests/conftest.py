@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -62,6 +63,18 @@ def pad_batch(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
         values[i, : len(w)] = w
         mask[i, : len(w)] = 1
     return values, mask
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n`), give each worker an equal share of the cores for its torch threads and
+    for the processes its tests start. Two workers of 2 threads each on 2 cores wait on each other's
+    threads: the suite then took as long as it does serially."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session", autouse=True)
