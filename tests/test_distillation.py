@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -328,6 +329,13 @@ def test_skipped_files_survive_a_resume(tmp_path, offline_hf, tiny_teacher_dir):
     assert logged["b"] == logged["a"] and len(logged["a"]) == 4 and logged["a"][-1] == 3
 
 
+def free_port() -> int:
+    """A TCP port no one listens on now, so that two test runs on one machine do not share a rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir):
     """2 processes x batch 1 vs 1 process x batch 1 x 2 accumulation steps: the same global batches.
     Dropout is off, since each process draws its own dropout masks."""
@@ -339,7 +347,7 @@ def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir)
     one.mkdir()
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-                  "29517"]
+                  str(free_port())]
     subprocess.run([*accelerate, str(script), str(two),
                     *distill_argv(tiny_teacher_dir, two / "out", *common, "--use_cpu", "true", overrides=NO_DROPOUT)],
                    check=True, timeout=600, cwd=REPO)
