@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU numbers of docs/benchmarks.md and docs/distillation.md in one go, on one CUDA GPU (H100 / H200): about 7 minutes.
+# The GPU numbers of docs/benchmarks.md and docs/distillation.md in one go, on one CUDA GPU (H100 / H200): about 7 minutes,
+# and 1-3 more for compiling the conv encoder layouts (step 4).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     # OUT_DIR default: benchmarks/results/gpu
 #   SMOKE=1 bash benchmarks/gpu_check.sh /tmp/smoke   # the same steps, tiny, on the CPU: checks the script
-#   STEPS="distill e2e" bash benchmarks/gpu_check.sh  # only some of: tests distill speed e2e step
+#   STEPS="distill e2e" bash benchmarks/gpu_check.sh  # only some of: tests distill speed front e2e step
 #
 # Steps, each bounded by a timeout and writing into OUT_DIR as it goes (a run cut short keeps what
 # it measured; everything is also in OUT_DIR/gpu_check.log):
@@ -15,8 +16,10 @@
 #      checkpoint to 32 steps; the student is then loaded in a fresh process with
 #      AutoModel.from_pretrained(..., trust_remote_code=True);
 #   3. inference speed, bf16, batch 1 and 32 x 10 s: each distinct preset vs HuBERT Base;
-#   4. end-to-end distillation throughput (benchmarks/distill_end_to_end.py), every variant;
-#   5. step-level distillation throughput (benchmarks/distill_throughput.py) with a profile.
+#   4. the conv encoders of HuBERT Base (the teacher's) and armhubert in each layout, eager and compiled,
+#      with and without cuDNN's autotuning, at 32 x 10 s in bf16 (benchmarks/front_end_layouts.py);
+#   5. end-to-end distillation throughput (benchmarks/distill_end_to_end.py), every variant;
+#   6. step-level distillation throughput (benchmarks/distill_throughput.py) with a profile.
 # Nothing is downloaded: every model has random weights.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,14 +36,16 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
     E2E=(--tiny --warmup 1 --steps 2 --variants default no-workers)
     STEP=(--tiny --seconds 1 --warmup 1 --steps 1 --variants default no-shared-features)
     SPEED=(--tiny --seconds 1 --warmup 1 --repeats 1 --no-quiet-gate)
+    FRONT=(--tiny --batch-size 2 --seconds 1 --warmup 1 --repeats 1)
 else
     DEVICE=cuda PRECISION=bf16 TEACHER_SIZE=base UTTERANCES=480 SCALE=1 BATCH=18
     STUDENT=()
     E2E=(--warmup 3 --steps 10 --variants default no-workers no-shared-features no-length-grouping)
     STEP=(--batch-size 32 --warmup 2 --steps 5 --variants default no-shared-features compile-student star)
     SPEED=()
+    FRONT=(--batch-size 32 --compile --cudnn-autotune)
 fi
-STEPS=" ${STEPS:-tests distill speed e2e step} "
+STEPS=" ${STEPS:-tests distill speed front e2e step} "
 status=0
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 step() {  # step SECONDS NAME COMMAND...: run with a time limit, note a failure, go on
@@ -91,6 +96,8 @@ fi
 
 wanted speed && step 100 "inference speed" "$PY" -m benchmarks.inference_speed --device "$DEVICE" --dtype "${PRECISION/no/fp32}" \
     --batch-sizes 1 32 "${SPEED[@]}" --output "$OUT_DIR/inference_speed_$DEVICE.json"
+wanted front && step 180 "conv encoder layouts" "$PY" -m benchmarks.front_end_layouts --device "$DEVICE" \
+    "${FRONT[@]}" --output "$OUT_DIR/front_end_layouts_$DEVICE.json"
 wanted e2e && step 200 "end-to-end distillation throughput" "$PY" -m benchmarks.distill_end_to_end --device "$DEVICE" \
     --corpus "$WORK/corpus" --teacher-dir "$WORK/teacher" --batch-size "$BATCH" "${E2E[@]}" \
     --output "$OUT_DIR/distill_end_to_end_$DEVICE.json"

@@ -135,6 +135,16 @@ def front_end_share_table(rows: Sequence[dict[str, Any]]) -> str:
                                   ("total_ms", "whole model (ms)"), ("share", "conv encoder share")])
 
 
+def front_end_layouts_table(rows: Sequence[dict[str, Any]]) -> str:
+    """benchmarks/front_end_layouts.py: each layout of a conv encoder, its time and its agreement with fp32."""
+    shown = [{**row, "speedup": f"{row['speedup']:.2f}×", "output_error": f"{row['output_error']:.1e}",
+              "gradient_error": None if row["gradient_error"] is None else f"{row['gradient_error']:.1e}"}
+             for row in rows]
+    return markdown_table(shown, [("model", "conv encoder of"), ("mode", "mode"), ("label", "layout"),
+                                  ("ms", "ms per call"), ("speedup", "× the first layout"),
+                                  ("output_error", "output vs fp32"), ("gradient_error", "gradients vs fp32")])
+
+
 def padding_waste_table(rows: Sequence[dict[str, Any]]) -> str:
     """benchmarks/padding_waste.py: padding and batch sizes of each batching strategy over one epoch."""
     return markdown_table(rows, [
@@ -217,6 +227,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "inference_speed_cpu_int8_1thread": lambda: inference_speed_table(load_rows("inference_speed_cpu_int8_1thread")),
     "front_end_share_cpu": lambda: front_end_share_table(load_rows("front_end_share_cpu")),
     "front_end_share_cpu_avx512": lambda: front_end_share_table(load_rows("front_end_share_cpu_avx512")),
+    "front_end_layouts_cpu": lambda: front_end_layouts_table(load_rows("front_end_layouts_cpu")),
     "int8_accuracy": lambda: int8_accuracy_table(load_rows("int8_accuracy")),
     "distill_throughput_cuda": lambda: distill_throughput_table(load_rows("distill_throughput_cuda")),
     "distill_throughput_cpu": lambda: distill_throughput_table(load_rows("distill_throughput_cpu")),

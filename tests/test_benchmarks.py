@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from transformers import HubertConfig, HubertModel
+from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
 
 from conftest import REPO
 
 from armhubert_training import export_onnx
 from benchmarks import (
-    bench_utils, distill_end_to_end, distill_throughput, front_end_share, inference_speed, int8_accuracy,
-    size_compute,
+    bench_utils, distill_end_to_end, distill_throughput, front_end_layouts, front_end_share, inference_speed,
+    int8_accuracy, size_compute,
 )
 from configuration_armhubert import ArmHubertConfig
 from modeling_armhubert import ArmHubertModel
@@ -336,3 +336,34 @@ def test_front_end_share_splits_each_model_into_its_conv_encoder_and_the_rest(tm
         # bookkeeping) count as the rest: never a conv or matrix product, the ops the conv encoder is made of.
         assert not set(row.get("renamed_ops", [])) & {"Conv", "MatMul", "MatMulInteger", "DynamicQuantizeMatMul",
                                                        "MatMulIntegerToFloat", "FusedMatMul", "Gelu"}
+
+
+def test_front_end_layouts_compute_the_same_features_and_gradients(tmp_path):
+    """Every layout of a conv encoder equals its first one in fp32: outputs and, in training, weight gradients."""
+    result = front_end_layouts.main(["--tiny", "--batch-size", "2", "--seconds", "1", "--warmup", "0", "--repeats",
+                                     "1", "--output", str(tmp_path / "layouts.json")])
+    rows = {(r["model"], r["mode"], r["layout"]): r for r in result["rows"]}
+    assert set(rows) == {("hubert-base", "inference", "transformers"), ("hubert-base", "inference", "channels-first"),
+                         ("hubert-base", "inference", "channels-last"), ("armhubert", "inference", "channels-first"),
+                         ("armhubert", "inference", "channels-last"), ("armhubert", "training", "channels-first"),
+                         ("armhubert", "training", "channels-last")}
+    for (model, mode, layout), row in rows.items():
+        assert row["output_error"] < 1e-5, (model, mode, layout)
+        assert (row["gradient_error"] is None) == (mode == "inference")
+        if mode == "training":
+            assert row["gradient_error"] < 1e-5, (model, layout)
+    assert rows["hubert-base", "inference", "transformers"]["speedup"] == 1.0
+    assert json.loads((tmp_path / "layouts.json").read_text())["rows"] == result["rows"]
+
+
+def test_a_teachers_conv_encoder_in_armhubert_layers():
+    """WavLM's conv encoder too; a layer-norm conv encoder (the Large models') has no twin."""
+    torch.manual_seed(0)
+    small = dict(conv_dim=(32,) * 7, hidden_size=48, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    wavlm = WavLMModel(WavLMConfig(**small)).eval()
+    twin = front_end_layouts.in_armhubert_layers(wavlm).eval()
+    audio = torch.randn(2, 8000)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(audio), wavlm.feature_extractor(audio), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="normalises its conv layers with 'layer'"):
+        front_end_layouts.in_armhubert_layers(HubertModel(HubertConfig(**small, feat_extract_norm="layer")))
