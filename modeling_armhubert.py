@@ -265,12 +265,15 @@ class ArmHubertFeatureEncoder(nn.Module):
             for conv_layer in self.conv_layers[1:]:
                 hidden_states = conv_layer(hidden_states, time_major=True)
             return hidden_states.transpose(1, 2)
-        # On a CPU the convs run as height-1 2-D convs in channels-last layout, where oneDNN need not
-        # reorder every activation: the whole model ran 1.2x faster on 8 x 10 s (2 cores); for one
-        # utterance the layout change costs more than it saves. The result, (B, C, T) laid out as
-        # (B, T, C), is what the feature projection wants after its transpose.
+        # On a CPU, batches the convs are not trained on run as height-1 2-D convs in channels-last
+        # layout, where oneDNN need not reorder every activation: the whole model ran 1.2x faster on
+        # 8 x 10 s (2 cores); for one utterance the layout change costs more than it saves. The result,
+        # (B, C, T) laid out as (B, T, C), is what the feature projection wants after its transpose.
+        # Their backward is slower in that layout (forward and backward 1.4x slower at 4 x 4 s, 1.8x at
+        # 8 x 10 s: benchmarks/front_end_layouts.py), so batches that train the convs stay channels first.
         # `_is_tracing()` first: a traced batch size compared with 1 would become a guard of the export.
-        channels_last = not _is_tracing() and input_values.device.type == "cpu" and input_values.shape[0] > 1
+        channels_last = (not _is_tracing() and input_values.device.type == "cpu" and input_values.shape[0] > 1
+                         and not (torch.is_grad_enabled() and self.conv_layers[0].conv.weight.requires_grad))
         hidden_states = input_values[:, None, None] if channels_last else input_values[:, None]
         if self._checkpoints_reentrantly_with_trainable_weights():
             # A reentrant checkpoint only backpropagates into its weights when one of its tensor inputs

@@ -813,3 +813,33 @@ def test_the_matmul_conv_encoder_equals_the_conv_one_on_a_padded_batch():
     torch.testing.assert_close(output[1, :frames], reference[1, :frames], rtol=0, atol=1e-5)
     torch.testing.assert_close(output[0], reference[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(alone[0], output[1, :frames], rtol=0, atol=1e-5)
+
+
+def test_cpu_batches_take_channels_last_convs_unless_the_convs_are_trained():
+    """On a CPU a batch runs the conv encoder channels last (its output (B, C, T) laid out as (B, T, C)),
+    except where gradients reach the convs, whose backward is slower in that layout; both give the same
+    features and gradients."""
+    torch.manual_seed(0)
+    encoder = ArmHubertModel(tiny_config()).train().feature_extractor
+    audio = torch.randn(2, 4000)
+    trained = encoder(audio)
+    trained.square().mean().backward()
+    gradients = {name: param.grad for name, param in encoder.named_parameters()}
+    assert trained.stride(-1) == 1  # channels first
+    with torch.no_grad():
+        inferred = encoder(audio)
+    assert inferred.stride(1) == 1  # channels last
+    torch.testing.assert_close(inferred, trained.detach(), rtol=1e-5, atol=1e-5)
+    assert encoder(audio[:1]).stride(-1) == 1  # one utterance: channels first, as in inference
+
+    # Forced into channels last with gradients, as before, the gradients are the same.
+    hidden_states = audio[:, None, None]
+    for layer in encoder.conv_layers:
+        hidden_states = layer(hidden_states)
+    encoder.zero_grad()
+    hidden_states.squeeze(2).square().mean().backward()
+    for name, param in encoder.named_parameters():
+        torch.testing.assert_close(param.grad, gradients[name], rtol=1e-4, atol=1e-7)
+
+    encoder._freeze_parameters()
+    assert encoder(audio).stride(1) == 1  # frozen convs (fine-tuning): channels last
