@@ -832,7 +832,7 @@ def test_cpu_batches_take_channels_last_convs_unless_the_convs_are_trained():
     torch.testing.assert_close(inferred, trained.detach(), rtol=1e-5, atol=1e-5)
     assert encoder(audio[:1]).stride(-1) == 1  # one utterance: channels first, as in inference
 
-    # Forced into channels last with gradients, as before, the gradients are the same.
+    # The channels-last layers, run with gradients, give the same gradients.
     hidden_states = audio[:, None, None]
     for layer in encoder.conv_layers:
         hidden_states = layer(hidden_states)
