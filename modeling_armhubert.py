@@ -236,10 +236,12 @@ class ArmHubertFeatureEncoder(nn.Module):
         for param in self.parameters():
             param.requires_grad = False
 
+    def _gradients_reach_weights(self) -> bool:
+        return torch.is_grad_enabled() and any(param.requires_grad for param in self.parameters())
+
     def _checkpoints_reentrantly_with_trainable_weights(self) -> bool:
-        return (self.training and torch.is_grad_enabled()
-                and any(layer.gradient_checkpointing for layer in self.conv_layers)
-                and any(param.requires_grad for param in self.parameters()))
+        return (self.training and any(layer.gradient_checkpointing for layer in self.conv_layers)
+                and self._gradients_reach_weights())
 
     def forward(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """input_values (B, S), first_layer_lengths (B,) real steps after the first conv -> (B, C, T)."""
@@ -273,7 +275,13 @@ class ArmHubertFeatureEncoder(nn.Module):
         # 8 x 10 s: benchmarks/front_end_layouts.py), so batches that train the convs stay channels first.
         # `_is_tracing()` first: a traced batch size compared with 1 would become a guard of the export.
         channels_last = (not _is_tracing() and input_values.device.type == "cpu" and input_values.shape[0] > 1
-                         and not (torch.is_grad_enabled() and self.conv_layers[0].conv.weight.requires_grad))
+                         and not self._gradients_reach_weights())
+        return self.convs_in_layout(input_values, first_layer_lengths, channels_last)
+
+    def convs_in_layout(self, input_values: torch.Tensor, first_layer_lengths: torch.Tensor | None = None,
+                        channels_last: bool = False) -> torch.Tensor:
+        """The conv layers in the layout given: (B, S) -> (B, C, T), laid out as (B, T, C) when channels last.
+        `forward` picks the layout; benchmarks and tests compare the two."""
         hidden_states = input_values[:, None, None] if channels_last else input_values[:, None]
         if self._checkpoints_reentrantly_with_trainable_weights():
             # A reentrant checkpoint only backpropagates into its weights when one of its tensor inputs

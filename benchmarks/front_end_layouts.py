@@ -93,14 +93,6 @@ def in_armhubert_layers(model: nn.Module) -> ArmHubertFeatureEncoder:
     return arm.to(model.device)
 
 
-def run_layers(encoder: ArmHubertFeatureEncoder, audio: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """(B, S) -> (B, C, T) through the encoder's conv layers in one layout (no padding, so no masked norm)."""
-    hidden_states = audio[:, None, None] if channels_last else audio[:, None]
-    for layer in encoder.conv_layers:
-        hidden_states = layer(hidden_states)
-    return hidden_states.squeeze(2) if channels_last else hidden_states
-
-
 @dataclass
 class Row:
     model: str
@@ -136,10 +128,10 @@ def layout_forwards(name: str, model: nn.Module) -> dict[str, tuple[nn.Module, C
     if is_baseline(name):
         arm = in_armhubert_layers(model)
         return {"transformers": (encoder, encoder),
-                "channels-first": (arm, lambda audio: run_layers(arm, audio, channels_last=False)),
-                "channels-last": (arm, lambda audio: run_layers(arm, audio, channels_last=True))}
-    return {"channels-first": (encoder, lambda audio: run_layers(encoder, audio, channels_last=False)),
-            "channels-last": (encoder, lambda audio: run_layers(encoder, audio, channels_last=True))}
+                "channels-first": (arm, lambda audio: arm.convs_in_layout(audio, channels_last=False)),
+                "channels-last": (arm, lambda audio: arm.convs_in_layout(audio, channels_last=True))}
+    return {"channels-first": (encoder, lambda audio: encoder.convs_in_layout(audio, channels_last=False)),
+            "channels-last": (encoder, lambda audio: encoder.convs_in_layout(audio, channels_last=True))}
 
 
 def make_call(forward: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, audio: torch.Tensor,
