@@ -58,3 +58,15 @@ def test_every_relative_link_points_to_an_existing_file_and_heading():
             elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
                 broken.append(f"{doc.relative_to(REPO)}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def test_every_package_module_is_described_in_the_architecture_page():
+    # A newcomer looks a module up in docs/architecture.md's table; a module added without a row would
+    # be found only by reading the code. Corpus readers are listed by name, the others by file name.
+    table = (REPO / "docs" / "architecture.md").read_text()
+    package = REPO / "armhubert_training"
+    modules = [p for p in package.glob("*.py") if p.name != "__init__.py"]
+    readers = [p for p in (package / "corpora").glob("*.py") if p.name != "__init__.py"]
+    missing = ([p.name for p in modules if f"`{p.name}`" not in table]
+               + [f"corpora/{p.name}" for p in readers if f"`{p.stem}`" not in table and f"`{p.name}`" not in table])
+    assert not missing, f"not in docs/architecture.md's module table: {missing}"
