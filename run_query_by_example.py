@@ -191,7 +191,7 @@ def choose_scorer(qbe_args: QbeArguments) -> Path | None:
     script = official_scorer(Path(qbe_args.quesst14_root) / "scoring")
     if qbe_args.scorer == "official" and script is None:
         raise FileNotFoundError("--scorer official needs the corpus's scoring/score-TWV-Cnxe.sh and a Java runtime "
-                                "(java) and bash on the PATH; install Java, or use --scorer python.")
+                                "(java), bash and bc on the PATH; install them, or use --scorer python.")
     return None if qbe_args.scorer == "python" else script
 
 

@@ -55,7 +55,7 @@ from armhubert_training.arguments import (
 )
 from armhubert_training.collators import ClassificationCollator
 from armhubert_training.corpora.index import check_not_empty, column, filter_by_length, utterance_index
-from armhubert_training.corpora.labels import LabelSet
+from armhubert_training.corpora.labels import LabelSet, check_labels
 from armhubert_training.corpora.voxceleb1_verification import (
     Trial,
     held_out_trials,
@@ -134,7 +134,10 @@ def build_datasets(data_args: SpeakerVerificationDataArguments, training_args: T
                 index, data_args.min_audio_samples, None if data_args.crop_to_max_duration else
                 data_args.max_audio_samples, where)
             check_not_empty(index, skipped, out_of_range, f"training data, {where}", "--voxceleb1_root", data_args)
-            speakers = speakers or LabelSet.single(sorted(set(column(index, "text"))))
+            if speakers is None:
+                speakers = LabelSet.single(sorted(set(column(index, "text"))))
+            else:  # training on from a trained model: its AM-softmax has a row for its own speakers only
+                check_labels(speakers, column(index, "text"), f"{where} (the speakers of the model trained on)")
             train = LabelledSpeechDataset(
                 index, "path", min_length=data_args.min_audio_samples, max_length=data_args.max_audio_samples,
                 crop=data_args.crop_to_max_duration, seed=training_args.seed, skipped=skipped,

@@ -316,7 +316,7 @@ class HeaderReadingArguments(ArgumentConcept):
 
     preprocessing_num_workers: int | None = field(default=None, metadata={
         "help": "Workers reading audio headers when indexing (threads for a local corpus folder, processes for "
-                "a map-style --dataset_name)."})
+                "a map-style `datasets` dataset)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -330,13 +330,14 @@ class SplitArguments(HeaderReadingArguments, DataSourceArguments):
     """The splits of the data source to train and evaluate on, how much of them, and how they are indexed."""
 
     train_splits: list[str] | None = field(default=None, metadata={
-        "help": "What to train on, read as one split: split names of the local corpus (LibriSpeech's split "
-                "folders, e.g. train-clean-100 train-clean-360 train-other-500; the other corpora's train, "
-                "valid or validation, test), or split names or expressions of --dataset_name, e.g. train.100 or "
-                "'train[:1000]'. Default: train-clean-100 for LibriSpeech, else train."})
+        "help": "What to train on, read as one split: split names of the data source (LibriSpeech's split "
+                "folders, e.g. train-clean-100 train-clean-360 train-other-500; the other corpora's, named in "
+                "their option's help; for a `datasets` dataset, split names or expressions, e.g. train.100 or "
+                "'train[:1000]'). Default: train-clean-100 for LibriSpeech, else train."})
     eval_splits: list[str] | None = field(default=None, metadata={
         "help": "What to evaluate on (and, with --load_best_model_at_end, choose the best checkpoint on), read "
-                "like --train_splits. Default: dev-clean for LibriSpeech, valid for Audio SNIPS, else validation."})
+                "like --train_splits. Default: dev-clean for LibriSpeech, valid for Audio SNIPS, dev for LibriMix, else "
+                "validation."})
     max_train_samples: int | None = field(default=None, metadata={
         "help": "Use only the first N training utterances (after filtering), for quick runs."})
     max_eval_samples: int | None = field(default=None, metadata={
@@ -363,9 +364,8 @@ class PredictionSplitArguments(SplitArguments):
     """What --do_predict runs on, each split scored on its own."""
 
     predict_splits: list[str] | None = field(default=None, metadata={
-        "help": "What --do_predict runs on, each split scored on its own: split names of the local corpus, or "
-                "split names or expressions of --dataset_name, e.g. 'test[:100]'. Default: test-clean for "
-                "LibriSpeech, else test."})
+        "help": "What --do_predict runs on, each split scored on its own, named like --train_splits (e.g. "
+                "'test[:100]' for a `datasets` dataset). Default: test-clean for LibriSpeech, else test."})
     max_predict_samples: int | None = field(default=None, metadata={
         "help": "Predict on only the first N utterances of each prediction split, for quick runs."})
 
@@ -760,7 +760,7 @@ class QbeScoringArguments(ArgumentConcept):
     scorer: Literal["auto", "official", "python"] = field(default="auto", metadata={
         "help": "What turns the STD lists into MTWV: 'official' = the corpus's scoring/score-TWV-Cnxe.sh (needs Java "
                 "and bc), 'python' = this project's implementation of the standard definition, 'auto' = official "
-                "when Java and the script are there, else python."})
+                "when the script, Java and bc are there, else python."})
     device: str = field(default="auto", metadata={
         "help": "Where the student runs and the distances and DTW are computed: 'auto' (a GPU when there is one), "
                 "'cpu', 'cuda', 'cuda:1', ..."})

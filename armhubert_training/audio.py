@@ -40,7 +40,7 @@ _NAMES_IN_WARNINGS = 5
 SKIP_REASONS: dict[str, str] = {
     "unreadable": "missing, empty or not audio when the corpus was indexed",
     "undecodable": "the header was readable but decoding failed: cut short, NaN/inf samples, or a length outside "
-                   "the duration range (with --streaming, every row that fails when read)",
+                   "the duration range (with --streaming, every row that fails when read); counted at each read",
     "too_short": f"shorter than the receptive field ({RECEPTIVE_FIELD_SAMPLES} samples)",
     "transcript_unreadable": "with a LibriSpeech transcript line (*.trans.txt) that is not UTF-8 text, or in a "
                              "chapter whose transcript cannot be read at all",

@@ -296,8 +296,8 @@ class SpeechTrainer(Trainer):
         else:
             self._eval_undecodable += int(skipped)
             so_far, where = self._eval_undecodable, "this evaluation"
-        logger.warning("Skipped %d unreadable audio file(s) in this batch (%d so far in %s).", int(skipped),
-                       so_far, where)
+        logger.warning("Skipped %d audio file(s) of this batch that failed when read (%d reads so far in %s).",
+                       int(skipped), so_far, where)
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix: str = "eval") -> EvalLoopOutput:

@@ -109,18 +109,22 @@ def python_mtwv(query_ids: Sequence[str], document_ids: Sequence[str], scores: n
 
 
 def official_scorer(scoring_dir: Path) -> Path | None:
-    """The corpus's scorer script when it and Java are installed, else None."""
+    """The corpus's scorer script when it and what it runs (bash, Java, bc) are installed, else None."""
     script = Path(scoring_dir) / "score-TWV-Cnxe.sh"
-    return script if script.is_file() and shutil.which("java") and shutil.which("bash") else None
+    installed = all(shutil.which(program) for program in ("bash", "java", "bc"))
+    return script if script.is_file() and installed else None
 
 
 def official_twv(script: Path, stdlist_dir: Path, groundtruth: Path) -> dict[str, float]:
     """Run the official scorer on the folder holding a `benchmark.stdlist.xml`: {"mtwv" (its maxTWV),
     "act_twv", "threshold"}."""
+    # The scorer also writes its result to score.out; one left by an earlier run in the same folder must
+    # not stand in for this run's when the scorer fails.
+    score_file = Path(stdlist_dir) / "score.out"
+    score_file.unlink(missing_ok=True)
     result = subprocess.run(["bash", script.name, str(Path(stdlist_dir).resolve()), Path(groundtruth).name,
                              str(DEFAULT_SCORE)], cwd=script.parent, capture_output=True, text=True)
     output = result.stdout + result.stderr
-    score_file = Path(stdlist_dir) / "score.out"
     if score_file.is_file():
         output += score_file.read_text(errors="replace")
     match = _OFFICIAL_LINE.search(output)

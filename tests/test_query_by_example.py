@@ -115,7 +115,9 @@ def test_official_scorer_is_run_as_superb_runs_it_and_its_line_parsed(tmp_path):
     (tmp_path / "lists").mkdir()
     result = official_twv(script, tmp_path / "lists", scoring / "groundtruth_quesst14_dev")
     assert result == {"mtwv": 0.41911224, "act_twv": 0.40079603, "threshold": 5.2125}
+    # A failing scorer is an error, even where an earlier run left its score.out in the same folder.
     script.write_text("exit 1\n")
+    (tmp_path / "lists" / "score.out").write_text("actTWV: 0.1  maxTWV: 0.2  Threshold: 3.0\n")
     with pytest.raises(RuntimeError, match="maxTWV"):
         official_twv(script, tmp_path / "lists", scoring / "groundtruth_quesst14_dev")
 
@@ -201,6 +203,10 @@ def test_missing_list_or_listed_file_stops_naming_it(tmp_path):
     (corpus / "scoring" / "language_key_eval.lst").unlink()
     with pytest.raises(FileNotFoundError, match=r"language_key_eval\.lst"):
         quesst14_queries(corpus, "eval")
+    # A list without English lines would only fail after hours of feature extraction.
+    (corpus / "scoring" / "language_key_dev.lst").write_text("quesst14Database/dev_queries/quesst14_dev_0004.wav czech\n")
+    with pytest.raises(ValueError, match=r"language_key_dev\.lst lists no nnenglish entries"):
+        quesst14_queries(corpus, "dev")
 
 
 def test_run_finds_each_query_in_its_document(quesst, student_dir, tmp_path):

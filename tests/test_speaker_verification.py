@@ -237,6 +237,23 @@ def test_training_run_writes_trial_scores_and_the_eer_they_give(tmp_path, studen
     assert score == pytest.approx(float(rows[0]["score"]), abs=1e-5)
 
 
+def test_training_on_from_a_trained_model_refuses_speakers_it_has_no_class_for(tmp_path):
+    import run_speaker_verification
+    from armhubert_training.corpora.labels import LabelSet
+
+    root = write_voxceleb1(tmp_path / "vox")
+    model_args, data_args, training_args = run_speaker_verification.parse_args([
+        "configs/superb/asv.yaml", "--voxceleb1_root", str(root), "--output_dir", str(tmp_path / "run"),
+        "--random_student_preset", "armhubert", "--do_predict", "false", "--min_duration_seconds", "1", "--preprocessing_num_workers", "1"])
+    speakers = sorted({speaker for _, _, speaker in training_utterances(root)})
+    trained_on = LabelSet.single(speakers[:-1])  # a model trained before the last speaker was added
+    with pytest.raises(ValueError, match=rf"outside the label set: '{speakers[-1]}'"):
+        run_speaker_verification.build_datasets(data_args, training_args, InputEffects(), trained_on)
+    _, _, _, kept = run_speaker_verification.build_datasets(data_args, training_args, InputEffects(),
+                                                            LabelSet.single(speakers))
+    assert kept == LabelSet.single(speakers)
+
+
 def test_classification_pipeline_applies_the_gain_its_model_records():
     from armhubert_training.audio import raw_waveform_feature_extractor
     from armhubert_training.classification_pipeline import ArmHubertAudioClassificationPipeline

@@ -32,7 +32,7 @@ class LabelSet:
     def encode(self, label: str) -> list[int]:
         """A label string -> its value index in each slot (raises KeyError for an unknown one)."""
         parts = label.split(SLOT_SEPARATOR) if self.is_multi_slot else [label]
-        if len(parts) != len(self.slots):
+        if len(parts) != len(self.slots) or any(part not in values for part, (_, values) in zip(parts, self.slots)):
             raise KeyError(label)
         return [values.index(part) for part, (_, values) in zip(parts, self.slots)]
 
@@ -46,7 +46,7 @@ class LabelSet:
         for label in labels:
             try:
                 self.encode(label)
-            except (KeyError, ValueError):
+            except KeyError:
                 counts[label] = counts.get(label, 0) + 1
         return counts
 

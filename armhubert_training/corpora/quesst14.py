@@ -49,6 +49,9 @@ def _english_entries(root: Path, list_name: str) -> list[tuple[str, Path]]:
             raise FileNotFoundError(f"{path}, listed in {list_file} line {number}, does not exist; the corpus is "
                                     "incomplete: extract quesst14Database.tgz again.")
         entries.append((path.stem, path))
+    if not entries:
+        raise ValueError(f"{list_file} lists no {ENGLISH} entries; SUPERB's QbE uses the English part of QUESST "
+                         "2014 only, so check that this is the corpus's own list.")
     return entries
 
 
