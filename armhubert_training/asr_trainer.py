@@ -124,6 +124,7 @@ class CtcTrainer(SplitScoringTrainer):
             result.skipped += int(batch.pop("num_skipped", 0))  # counted per split, not into training's count
             result.unknown_characters += unknown
             if self.is_empty(batch):
+                result.utterances.extend(self.gather_rows([]))
                 continue
             batch = self._prepare_inputs(batch)
             attention_mask, labels = batch["attention_mask"], batch.get("labels")
@@ -135,9 +136,7 @@ class CtcTrainer(SplitScoringTrainer):
             share = decode_seconds / len(hypotheses)
             utterances = [TranscribedUtterance(*row)
                           for row in zip(ids, texts, hypotheses, seconds, [share] * len(hypotheses))]
-            if self.accelerator.num_processes > 1:
-                utterances = self.accelerator.gather_for_metrics(utterances, use_gather_object=True)
-            result.utterances.extend(utterances)
+            result.utterances.extend(self.gather_rows(utterances))
             self.prediction_step_done(dataloader)
 
         counts = torch.tensor([result.loss_total, result.loss_items, result.skipped, result.unknown_characters],

@@ -74,6 +74,7 @@ class ClassificationTrainer(SplitScoringTrainer):
             ids, references = batch.pop("id", []), batch.pop("label", [])
             undecodable += int(batch.pop("num_skipped", 0))  # counted per split, not into training's count
             if self.is_empty(batch):
+                rows.extend(self.gather_rows([]))
                 continue
             batch = self._prepare_inputs(batch)
             with torch.no_grad(), self.autocast_smart_context_manager():
@@ -83,10 +84,7 @@ class ClassificationTrainer(SplitScoringTrainer):
                 with torch.no_grad():
                     loss_total += float(self.model.classification_loss(logits.float(), batch["labels"])) * len(ids)
                 loss_items += len(ids)
-            batch_rows = list(zip(ids, references, predicted))
-            if self.accelerator.num_processes > 1:
-                batch_rows = self.accelerator.gather_for_metrics(batch_rows, use_gather_object=True)
-            rows.extend(batch_rows)
+            rows.extend(self.gather_rows(list(zip(ids, references, predicted))))
             self.prediction_step_done(dataloader)
         counts = torch.tensor([loss_total, loss_items, undecodable], device=self.args.device, dtype=torch.float64)
         loss_total, loss_items, undecodable = self.accelerator.reduce(counts, "sum").tolist()

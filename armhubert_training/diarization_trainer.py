@@ -64,6 +64,7 @@ class DiarizationTrainer(SplitScoringTrainer):
             ids, starts = batch.pop("id", []), batch.pop("start", [])
             undecodable += int(batch.pop("num_skipped", 0))
             if self.is_empty(batch):
+                chunks.extend(self.gather_rows([]))
                 continue
             batch = self._prepare_inputs(batch)
             with torch.no_grad(), self.autocast_smart_context_manager():
@@ -78,9 +79,7 @@ class DiarizationTrainer(SplitScoringTrainer):
                 frames = int(lengths[row])
                 errors.add(logits[row, :frames].cpu(), batch["labels"][row, :frames, orders[row]].cpu())
                 batch_chunks.append((recording, start, torch.sigmoid(logits[row, :frames]).cpu().numpy()))
-            if self.accelerator.num_processes > 1:
-                batch_chunks = self.accelerator.gather_for_metrics(batch_chunks, use_gather_object=True)
-            chunks.extend(batch_chunks)
+            chunks.extend(self.gather_rows(batch_chunks))
             self.prediction_step_done(dataloader)
         if self.accelerator.num_processes > 1:
             errors = FrameErrors(*(int(x) for x in self.accelerator.reduce(

@@ -227,15 +227,23 @@ class MaskingDistillationTrainer(SpeechTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.count_skipped(inputs)
         self._pop_bookkeeping(inputs)
-        if self.is_empty(inputs):
-            loss = self.zero_loss(model)
-            return (loss, None) if return_outputs else loss
-        args = self.distillation_args
-        if args.objective == "star":
+        empty = self.is_empty(inputs)
+        if empty:  # no file of this batch could be read: a zero loss through the same forward
+            inputs = self.stand_in_batch()
+            self._pop_bookkeeping(inputs)
+        if self.distillation_args.objective == "star":
             inputs.pop("mask_time_indices", None)  # STaR is unmasked
             terms, outputs = self._star_terms(model, inputs)
-            self._accumulate(terms)
-            return (terms["loss"], outputs) if return_outputs else terms["loss"]
+        else:
+            terms, outputs = self._masking_terms(model, inputs)
+        if empty:
+            return (terms["loss"] * 0.0, None) if return_outputs else terms["loss"] * 0.0
+        self._accumulate(terms)
+        return (terms["loss"], outputs) if return_outputs else terms["loss"]
+
+    def _masking_terms(self, model, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
+        """Masking distillation (docs/method.md §2): the student on masked audio against both teacher passes."""
+        args = self.distillation_args
         values, attention_mask = inputs["input_values"], inputs["attention_mask"]
         frame_mask, frames = self._student_frame_mask(model, inputs)
         mask = self.batch_mask(inputs, frame_mask)
@@ -249,8 +257,7 @@ class MaskingDistillationTrainer(SpeechTrainer):
         terms = masking_distillation_loss(list(outputs.projected_hidden_states), teacher_unmasked, teacher_masked,
                                           mask, frame_mask, hint_weight=args.hint_weight,
                                           last_weight=args.last_weight, loss_type=args.loss_type)
-        self._accumulate(terms)
-        return (terms["loss"], outputs) if return_outputs else terms["loss"]
+        return terms, outputs
 
     def _star_terms(self, model, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
         """STaR on unmasked audio (docs/method.md §5): each student layer's output against its teacher layer."""
@@ -280,7 +287,9 @@ class MaskingDistillationTrainer(SpeechTrainer):
         self._pop_bookkeeping(inputs)
         inputs.pop("mask_time_indices", None)  # validation is unmasked
         if self.is_empty(inputs):
-            return None, None, None
+            # A NaN loss rather than none: under several processes every one must join the gather of each
+            # batch's loss. The Trainer leaves non-finite batch losses out of the mean (--logging_nan_inf_filter).
+            return torch.tensor(float("nan"), device=self.args.device), None, None
         args = self.distillation_args
         if args.objective == "star":
             with torch.no_grad():

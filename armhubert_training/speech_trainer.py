@@ -198,6 +198,7 @@ class SpeechTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.add_callback(SkippedFilesCallback())
         self._eval_undecodable = 0  # files that failed when read in the current evaluation, this process
+        self._stand_in: dict[str, Any] | None = None  # see stand_in_batch
         if hasattr(self.train_dataset, "set_epoch"):
             self.add_callback(DatasetEpochCallback(self.train_dataset))
 
@@ -316,11 +317,29 @@ class SpeechTrainer(Trainer):
         """True for a batch whose files were all unreadable."""
         return inputs["input_values"].numel() == 0
 
-    @staticmethod
-    def zero_loss(model) -> torch.Tensor:
-        """A zero loss that still reaches every trained parameter, so that all processes run the same
-        collective operations when one of them has an empty batch."""
-        return sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
+    def stand_in_batch(self) -> dict[str, Any]:
+        """A one-utterance training batch on the device, for a process whose batch had no readable file.
+
+        That process runs its training step on this batch with the loss times zero. Under several
+        processes, DDP all-reduces the gradients during each backward that follows the wrapped model's
+        forward; a process that skipped its step would average its next gradients with the others'
+        current ones, and the processes would drift apart or hang. A zero loss through the same
+        forward keeps them in step and adds nothing. The batch is the first readable item of the
+        training data, collated as any batch, read once, when first needed.
+        """
+        if self._stand_in is None:
+            dataset = self.train_dataset
+            items = (dataset[i] for i in range(len(dataset))) if has_length(dataset) else iter(dataset)
+            for item in items:
+                batch = self.data_collator([item]) if item is not None else None
+                if batch is not None and not self.is_empty(batch):
+                    batch.pop("num_skipped", None)
+                    self._stand_in = self._prepare_inputs(batch)
+                    break
+            else:
+                raise RuntimeError("No file of the training data could be read: check --output_dir's log for the "
+                                   "skipped files and the corpus they come from.")
+        return dict(self._stand_in)  # a copy: the loss takes entries out of its batch
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
@@ -510,18 +529,28 @@ class SplitScoringTrainer(SpeechTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.count_skipped(inputs)
         self.pop_bookkeeping(inputs)
-        if self.is_empty(inputs):
-            loss = self.zero_loss(model)
-            return (loss, None) if return_outputs else loss
+        empty = self.is_empty(inputs)
+        if empty:  # no file of this batch could be read: a zero loss through the same forward
+            inputs = self.stand_in_batch()
+            self.pop_bookkeeping(inputs)
         host_lengths = {name: inputs.get(name) for name in self.host_length_inputs}
         outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
                         labels=inputs["labels"], **host_lengths)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+        loss = outputs.loss * 0.0 if empty else outputs.loss
+        return (loss, outputs) if return_outputs else loss
 
     def run_split(self, dataset, name: str, dataloader: DataLoader | None = None) -> ScoredSplit:
         """Run the model over `dataset` (or `dataloader`), write `<name>_predictions.tsv` and score it.
         Subclasses call `prediction_step_done` after each batch."""
         raise NotImplementedError
+
+    def gather_rows(self, rows: list) -> list:
+        """This batch's rows (ids with predictions, embeddings, ...) from every process, each of which scores
+        its own share of the batches. Called for every batch, one without a readable file too (with no
+        rows), so that the processes' gathers stay paired."""
+        if self.accelerator.num_processes > 1:
+            return self.accelerator.gather_for_metrics(rows, use_gather_object=True)
+        return rows
 
     def prediction_step_done(self, dataloader: DataLoader) -> None:
         """Tell the callbacks a batch was scored (the Trainer's progress bar counts these)."""

@@ -72,15 +72,13 @@ class SpeakerVerificationTrainer(SplitScoringTrainer):
             batch.pop("label", None)
             undecodable += int(batch.pop("num_skipped", 0))
             if self.is_empty(batch):
+                embeddings.update(self.gather_rows([]))
                 continue
             batch = self._prepare_inputs(batch)
             with torch.no_grad(), self.autocast_smart_context_manager():
                 vectors = self.model(input_values=batch["input_values"],
                                      attention_mask=batch["attention_mask"]).embeddings.float().cpu()
-            rows = list(zip(ids, vectors))
-            if self.accelerator.num_processes > 1:
-                rows = self.accelerator.gather_for_metrics(rows, use_gather_object=True)
-            embeddings.update(rows)
+            embeddings.update(self.gather_rows(list(zip(ids, vectors))))
             self.prediction_step_done(dataloader)
         counts = torch.tensor([undecodable], device=self.args.device)
         return embeddings, int(self.accelerator.reduce(counts, "sum").item())

@@ -590,3 +590,55 @@ def test_trainer_evaluate_predict_and_callbacks_work_and_compute_metrics_is_refu
     with pytest.raises(ValueError, match="compute_metrics"):
         ClassificationTrainer(model=model, args=args, data_collator=ClassificationCollator(label_set),
                               label_set=label_set, compute_metrics=lambda prediction: {})
+
+
+def test_a_batch_without_a_readable_file_still_joins_the_gather_of_its_rows(ic_run, corpora, tmp_path, monkeypatch):
+    """Under several processes every process gathers each batch's rows; one whose batch had no readable
+    file must gather too (an empty list), or the processes' gathers pair the wrong batches."""
+    model = ArmHubertForSequenceClassification.from_pretrained(ic_run)
+    label_set = LabelSet.from_config(model.config)
+    data = build_classification_datasets(
+        data_args(corpus="fluent_commands", corpus_root=str(corpora["fluent"])),
+        do_train=False, do_eval=True, do_predict=False, seed=0, label_set=label_set)
+
+    class FirstFileFails(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data.eval)
+
+        def __getitem__(self, index):
+            return None if index == 0 else data.eval[index]
+
+    args = TrainingArguments(str(tmp_path), per_device_eval_batch_size=1, report_to="none",
+                             dataloader_num_workers=0, dataloader_pin_memory=False)
+    trainer = ClassificationTrainer(model=model, args=args, data_collator=ClassificationCollator(label_set),
+                                    label_set=label_set)
+    gathered = []
+    gather = trainer.gather_rows
+    monkeypatch.setattr(trainer, "gather_rows", lambda rows: gathered.append(len(rows)) or gather(rows))
+    metrics = trainer.evaluate(FirstFileFails())
+    assert gathered == [0] + [1] * (len(data.eval) - 1)
+    assert metrics["eval_utterances"] == len(data.eval) - 1 and metrics["eval_skipped_files_undecodable"] == 1
+
+
+def test_a_training_batch_without_a_readable_file_runs_the_model_with_a_zero_loss(ic_run, corpora, tmp_path):
+    """The step still runs the model's forward and backward (under several processes, DDP's gradient
+    all-reduce comes with them), on the first readable training utterance, and changes nothing."""
+    model = ArmHubertForSequenceClassification.from_pretrained(ic_run)
+    label_set = LabelSet.from_config(model.config)
+    data = build_classification_datasets(data_args(corpus="fluent_commands", corpus_root=str(corpora["fluent"])),
+                                         do_train=True, do_eval=False, do_predict=False, seed=0, label_set=label_set)
+    collator = ClassificationCollator(label_set)
+    args = TrainingArguments(str(tmp_path), report_to="none", dataloader_num_workers=0, dataloader_pin_memory=False)
+    trainer = ClassificationTrainer(model=model, args=args, train_dataset=data.train, data_collator=collator,
+                                    label_set=label_set)
+    batch_sizes = []
+    model.register_forward_hook(lambda module, inputs, kwargs, output: batch_sizes.append(
+        kwargs["input_values"].shape[0]), with_kwargs=True)
+    empty = collator([None, None])
+    assert empty["num_skipped"] == 2 and trainer.is_empty(empty)
+    loss = trainer.compute_loss(model, empty)
+    loss.backward()
+    assert batch_sizes == [1] and loss.item() == 0.0
+    reached = [p.grad for p in model.parameters() if p.grad is not None]  # the head's (the student is frozen)
+    assert reached and not any(g.any() for g in reached)
+    assert trainer.skipped_files_metrics()["skipped_files_undecodable"] == 2

@@ -338,10 +338,15 @@ def free_port() -> int:
 
 def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir):
     """2 processes x batch 1 vs 1 process x batch 1 x 2 accumulation steps: the same global batches.
-    Dropout is off, since each process draws its own dropout masks."""
+    Dropout is off, since each process draws its own dropout masks. Two of the 10 utterances fail when
+    decoded, so a process meets a batch without a readable file: it must still take its part in the
+    gradient all-reduce, or the processes fall out of step."""
     script = REPO / "tests" / "scripts" / "distill_and_dump.py"
+    files = copy_corpus(tmp_path, "train-clean-100")["train-clean-100"]
+    truncate(files[1])
+    truncate(files[6])
     common = ["--max_steps", "5", "--save_strategy", "no", "--eval_strategy", "no", "--do_eval", "false",
-              "--per_device_train_batch_size", "1"]
+              "--per_device_train_batch_size", "1", "--librispeech_root", str(tmp_path), "--max_train_samples", "10"]
     two, one = tmp_path / "two", tmp_path / "one"
     two.mkdir()
     one.mkdir()
@@ -361,6 +366,9 @@ def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir)
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
         torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-6)
+    # Each failure emptied one process's batch of one step.
+    undecodable = [json.loads((two / f"skipped-rank{r}.json").read_text())["skipped_files_undecodable"] for r in (0, 1)]
+    assert sum(undecodable) == 2
     two_losses = json.loads((two / "losses-rank0.json").read_text())
     assert len(two_losses) == 5
     assert two_losses == pytest.approx(json.loads((one / "losses-rank0.json").read_text()), rel=1e-5)
