@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
 
 # No `from __future__ import annotations`: the fields' annotations stay types, which `field_types` reads
 # (through `dataclasses.fields`) to check users' overrides.
@@ -248,6 +249,10 @@ class ArmHubertConfig(PretrainedConfig):
         kwargs["auto_map"] = {**AUTO_MAP, **(kwargs.get("auto_map") or {})}
         if self.reuse_pattern is None:
             self.reuse_pattern = [True] * self.num_hidden_layers
+        if isinstance(self.reuse_pattern, str) or any(isinstance(flag, str) or flag not in (True, False)
+                                                      for flag in self.reuse_pattern):
+            raise TypeError(f"reuse_pattern must be a list of booleans (true/false in config.json), one per layer, got "
+                            f"{self.reuse_pattern!r}.")
         self.reuse_pattern = [bool(flag) for flag in self.reuse_pattern]
         self.conv_dim, self.conv_kernel, self.conv_stride = (
             list(self.conv_dim), list(self.conv_kernel), list(self.conv_stride))
@@ -266,6 +271,20 @@ class ArmHubertConfig(PretrainedConfig):
         if self.hidden_size <= 0 or self.num_hidden_layers <= 0 or self.num_attention_heads <= 0:
             raise ValueError("hidden_size, num_hidden_layers and num_attention_heads must be positive, got "
                              f"{self.hidden_size}, {self.num_hidden_layers}, {self.num_attention_heads}.")
+        for name in ("vocab_size", "intermediate_size", "num_conv_pos_embeddings", "num_conv_pos_embedding_groups",
+                     "mask_time_length", "mask_feature_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        for name in ("mask_time_min_masks", "mask_feature_min_masks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be positive (it keeps the LayerNorms finite), got "
+                             f"{self.layer_norm_eps}.")
+        for name in ("hidden_act", "feat_extract_activation"):
+            if getattr(self, name) not in ACT2FN:
+                raise ValueError(f"{name} must name one of Transformers' activations (transformers.activations.ACT2FN, "
+                                 f"e.g. 'gelu'), got {getattr(self, name)!r}.")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                              f"({self.num_attention_heads}); pick a head count that divides it.")
@@ -279,6 +298,9 @@ class ArmHubertConfig(PretrainedConfig):
         if not (len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride)) or not self.conv_dim:
             raise ValueError("conv_dim, conv_kernel and conv_stride must be non-empty and of equal length, got "
                              f"{len(self.conv_dim)}, {len(self.conv_kernel)}, {len(self.conv_stride)}.")
+        if min(self.conv_dim + self.conv_kernel + self.conv_stride) < 1:
+            raise ValueError(f"conv_dim, conv_kernel and conv_stride must hold positive integers, got {self.conv_dim}, "
+                             f"{self.conv_kernel}, {self.conv_stride}.")
         if self.projection_dim is not None and self.projection_dim < 0:
             raise ValueError(f"projection_dim must be >= 0 (0 or None = no heads), got {self.projection_dim}.")
         if self.hidden_size % self.num_conv_pos_embedding_groups != 0:

@@ -210,16 +210,20 @@ class ArmHubertConvLayer(GradientCheckpointingLayer):
     def _masked_group_norm(self, hidden_states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # One group per channel: normalise each channel over the real time steps of its own sample,
         # so that padding does not change the statistics (plain GroupNorm would count it).
+        # The statistics in fp32 whatever the model's dtype, as nn.GroupNorm computes them: in fp16 a count
+        # of steps over 65504 (20.5 s of audio) and the sums over loud audio would overflow.
         batch, *_, steps = hidden_states.shape
+        dtype = hidden_states.dtype
+        hidden_states = hidden_states.float()
         broadcast = [1] * (hidden_states.dim() - 2)  # 1 for the channel axis (and the height axis of 4-D input)
         real = torch.arange(steps, device=hidden_states.device)[None, :] < lengths[:, None]
-        real = real.view(batch, *broadcast, steps).to(hidden_states.dtype)  # (B, 1, [1,] S')
+        real = real.view(batch, *broadcast, steps).float()  # (B, 1, [1,] S')
         count = real.sum(-1, keepdim=True).clamp(min=1)
         mean = (hidden_states * real).sum(-1, keepdim=True) / count
         centered = hidden_states - mean
         var = (centered.square() * real).sum(-1, keepdim=True) / count
-        scale = torch.rsqrt(var + self.layer_norm.eps) * self.layer_norm.weight.view(-1, *broadcast[1:], 1)
-        return torch.addcmul(self.layer_norm.bias.view(-1, *broadcast[1:], 1), centered, scale)
+        scale = torch.rsqrt(var + self.layer_norm.eps) * self.layer_norm.weight.float().view(-1, *broadcast[1:], 1)
+        return torch.addcmul(self.layer_norm.bias.float().view(-1, *broadcast[1:], 1), centered, scale).to(dtype)
 
 
 class ArmHubertFeatureEncoder(nn.Module):

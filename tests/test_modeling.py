@@ -59,10 +59,24 @@ def test_starhubert_has_the_published_size_without_heads():
     (dict(reuse_mode="double"), "reuse_mode"),
     (dict(projection_dim=-1), "projection_dim"),
     (dict(hidden_dropout=1.5), "hidden_dropout"),
+    (dict(layer_norm_eps=-1.0), "layer_norm_eps must be positive"),
+    (dict(layer_norm_eps=float("nan")), "layer_norm_eps must be positive"),
+    (dict(intermediate_size=0), "intermediate_size must be a positive integer"),
+    (dict(mask_time_length=0), "mask_time_length must be a positive integer"),
+    (dict(mask_time_min_masks=-1), "mask_time_min_masks must be >= 0"),
+    (dict(hidden_act="nope"), "hidden_act must name one of Transformers' activations"),
+    (dict(conv_dim=[16, 32, 32, 32, 32, 32, 64, 64, 0]), "positive integers"),
 ])
 def test_invalid_config_values_raise_clear_errors(bad, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**bad)
+
+
+def test_reuse_flags_must_be_booleans_not_strings():
+    # "False" would otherwise become True and build a model without reuse layers.
+    with pytest.raises(TypeError, match="reuse_pattern must be a list of booleans"):
+        tiny_config(reuse_pattern=["True", "False", "True", "False"])
+    assert tiny_config(reuse_pattern=[1, 0, 1, 0]).reuse_pattern == [True, False, True, False]
 
 
 def test_unknown_preset_lists_the_choices():
@@ -178,6 +192,21 @@ def test_a_mask_of_ones_only_is_dropped_on_inference_and_kept_in_training(monkey
     with torch.no_grad():
         model.eval()(values, attention_mask=padded)
     assert masked_norms == [1, 1]
+
+
+def test_masked_group_norm_in_float16_counts_past_its_largest_integer():
+    """A padded batch in a float16 model: the first conv of a 21 s item has 67,200 steps, more than
+    float16's 65,504; the statistics are taken in float32, as nn.GroupNorm takes them."""
+    torch.manual_seed(0)
+    layer = ArmHubertConvLayer(tiny_config(), 0)
+    lengths = torch.tensor([67_200, 40_000])
+    steps = torch.randn(2, layer.conv.out_channels, 67_200) * 4
+    expected = layer._masked_group_norm(steps, lengths)
+    got = layer.half()._masked_group_norm(steps.half(), lengths)
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.float(), expected, rtol=0, atol=2e-2)
+    # and the unpadded item equals the plain GroupNorm
+    torch.testing.assert_close(expected[:1], layer.float().layer_norm(steps[:1]), rtol=0, atol=1e-5)
 
 
 def test_fused_attention_path_equals_explicit_probabilities():
