@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from transformers import HfArgumentParser, TrainingArguments
 
-from armhubert_training.arguments import DistillationDataArguments, DistillationModelArguments, parse_config_and_args
+from armhubert_training.arguments import (
+    DistillationDataArguments, DistillationModelArguments, HelpFormatter, parse_config_and_args,
+)
 from armhubert_training.distillation_setup import build_distillation_trainer
 from armhubert_training.distillation_trainer import DistillationArguments, MaskingDistillationTrainer
 from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_script_logging
@@ -23,7 +25,7 @@ from armhubert_training.speech_trainer import resolve_resume_checkpoint, setup_s
 def parse_args(argv: list[str] | None = None) -> tuple[DistillationModelArguments, DistillationArguments,
                                                        DistillationDataArguments, TrainingArguments]:
     parser = HfArgumentParser((DistillationModelArguments, DistillationArguments, DistillationDataArguments,
-                               TrainingArguments), description=__doc__)
+                               TrainingArguments), description=__doc__, formatter_class=HelpFormatter)
     return parse_config_and_args(parser, argv)
 
 

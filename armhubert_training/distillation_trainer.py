@@ -64,8 +64,17 @@ class DistillationArguments:
                 "result); false runs the whole teacher twice."})
 
     def __post_init__(self):
-        if self.star_chunk_frames < 1:
-            raise ValueError(f"--star_chunk_frames must be positive; got {self.star_chunk_frames}.")
+        # Checked here, before the teacher loads and the corpus is indexed; the mask is first drawn in a
+        # DataLoader worker, where a bad value would surface late and far from its option.
+        if not 0.0 <= self.mask_prob <= 1.0:
+            raise ValueError(f"--mask_prob must be in [0, 1]; got {self.mask_prob}.")
+        for name, smallest in (("mask_length", 1), ("mask_min_space", 0), ("mask_min_spans", 0),
+                               ("star_chunk_frames", 1)):
+            if getattr(self, name) < smallest:
+                raise ValueError(f"--{name} must be >= {smallest}; got {getattr(self, name)}.")
+        for name in ("hint_weight", "last_weight"):
+            if not 0.0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"--{name} must be a finite weight >= 0; got {getattr(self, name)}.")
 
     @property
     def star_loss_terms(self) -> tuple[str, ...]:
@@ -305,10 +314,16 @@ class MaskingDistillationTrainer(SpeechTrainer):
         return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # Training logs carry the mean of each loss term since the last log.
-        if "loss" in logs and self._term_count:
-            for name in self.loss_terms:
-                logs[name] = round(float(self._term_sums[name]) / self._term_count, 6)
-                self._term_sums[name].zero_()
+        # Training logs carry the mean of each loss term since the last log, over all processes (the Trainer
+        # averages the loss over them too). Every process logs at the same steps, so all join the reduction,
+        # also one whose batches since the last log had no readable file.
+        if "loss" in logs:
+            count = torch.tensor(float(self._term_count), device=self.args.device)
+            *totals, count = self.accelerator.reduce(torch.stack([*self._term_sums.values(), count]), "sum").tolist()
+            if count > 0:
+                for name, total in zip(self.loss_terms, totals):
+                    logs[name] = round(total / count, 6)
+            for total in self._term_sums.values():
+                total.zero_()
             self._term_count = 0
         super().log(logs, start_time)

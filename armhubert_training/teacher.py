@@ -60,6 +60,10 @@ class FrozenTeacher(nn.Module):
     def __init__(self, model: PreTrainedModel, layers: list[int] | None = None, share_features: bool = True):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
+        # Transformers applies a given mask_time_indices only with apply_spec_augment on; a teacher saved
+        # with it off would give its unmasked outputs as the masked ones in the two-pass path. In eval mode
+        # the switch draws no mask of its own.
+        self.model.config.apply_spec_augment = True
         num_layers = model.config.num_hidden_layers
         self.layers = list(layers) if layers is not None else list(range(1, num_layers + 1))
         if any(not 1 <= layer <= num_layers for layer in self.layers):

@@ -34,12 +34,14 @@ def distill_argv(teacher_dir, output_dir, *extra: str, overrides: str = TINY_STU
             "--learning_rate", "2e-3", "--logging_steps", "1", "--dataloader_pin_memory", "false", *extra]
 
 
+@pytest.mark.parametrize("apply_spec_augment", [True, False])
 @pytest.mark.parametrize("config_class, model_class", [(HubertConfig, HubertModel), (WavLMConfig, WavLMModel)])
-def test_shared_teacher_features_equal_two_full_passes(config_class, model_class):
+def test_shared_teacher_features_equal_two_full_passes(config_class, model_class, apply_spec_augment):
+    """Also for a teacher saved with apply_spec_augment off, with which Transformers ignores a given mask."""
     torch.manual_seed(0)
     config = config_class(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
                           conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                          mask_time_prob=0.05)
+                          mask_time_prob=0.05, apply_spec_augment=apply_spec_augment)
     teacher = FrozenTeacher(model_class(config), layers=[1, 3])
     values, attention_mask = pad_batch(bundled_waveforms(count=3))
     frames = int(teacher.num_frames(values.shape[1]))
@@ -372,6 +374,11 @@ def test_two_processes_equal_one_process(tmp_path, offline_hf, tiny_teacher_dir)
     two_losses = json.loads((two / "losses-rank0.json").read_text())
     assert len(two_losses) == 5
     assert two_losses == pytest.approx(json.loads((one / "losses-rank0.json").read_text()), rel=1e-5)
+    # The loss terms are logged over both processes' batches, as one process logs them over its two.
+    two_terms, one_terms = (json.loads((run / "terms-rank0.json").read_text()) for run in (two, one))
+    assert json.loads((two / "terms-rank1.json").read_text()) == two_terms
+    for got, want in zip(two_terms, one_terms, strict=True):
+        assert got == pytest.approx(want, rel=1e-5)
     # The weights moved: the comparison is not between two untouched initialisations.
     initial = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "init", *common, overrides=NO_DROPOUT)).model
     assert any((initial.state_dict()[n] - single[n]).abs().max() > 1e-4 for n in single)
@@ -514,3 +521,19 @@ def test_max_batch_seconds_bounds_every_training_batch(tmp_path, offline_hf, tin
     with pytest.raises(ValueError, match="persistent_workers"):
         build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "p", "--dataloader_num_workers", "1",
                                    "--dataloader_persistent_workers", "true"))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(mask_prob=1.5), r"--mask_prob must be in \[0, 1\]; got 1.5"),
+    (dict(mask_prob=float("nan")), r"--mask_prob must be in \[0, 1\]"),
+    (dict(mask_length=0), "--mask_length must be >= 1"),
+    (dict(mask_min_spans=-1), "--mask_min_spans must be >= 0"),
+    (dict(hint_weight=-1.0), "--hint_weight must be a finite weight >= 0"),
+    (dict(last_weight=float("inf")), "--last_weight must be a finite weight >= 0"),
+])
+def test_bad_distillation_settings_stop_the_run_when_parsed(bad, message):
+    """Before the teacher loads and the corpus is indexed, not at the first mask drawn in a worker."""
+    from armhubert_training.distillation_trainer import DistillationArguments
+
+    with pytest.raises(ValueError, match=message):
+        DistillationArguments(**bad)
