@@ -72,6 +72,7 @@ class _DecodingDataset:
         self.crop = crop
         self.seed = seed
         self.epoch = 0
+        self._reads: dict[int, int] = {}  # position -> times read this epoch in this process (crop seeds)
         # Ids whose audio failed to decode in this process; each is logged once.
         self.failed_ids: set[str] = set()
         # Utterances left out before any decoding, by reason (see SKIP_REASONS); none when streaming.
@@ -79,6 +80,7 @@ class _DecodingDataset:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self._reads = {}
 
     def _note_failure(self, utt_id: str, problem: str) -> None:
         """Log a file that came out unusable when read, once per id in this process."""
@@ -99,9 +101,22 @@ class _DecodingDataset:
         too_long = self.max_length is not None and not self.crop and length > self.max_length
         return length >= self.min_length and not too_long
 
+    def _crop_seed(self, position: int) -> tuple[int, ...]:
+        """The seed of a random crop. An item's first read in an epoch is seeded by the run's seed, the
+        epoch and the item, so that its crop does not depend on which process or worker reads it (a run on
+        several processes crops as one process does). Items sampled with replacement are read many times
+        per epoch (Speech Commands' _silence_ items, hundreds of times); each further read draws a new
+        crop, as SUPERB does, seeded by the worker and the read count as well."""
+        reads = self._reads.get(position, 0)
+        self._reads[position] = reads + 1
+        if reads == 0:
+            return (self.seed, position, self.epoch)
+        worker = torch.utils.data.get_worker_info()
+        return (self.seed, position, self.epoch, 0 if worker is None else worker.id + 1, reads)
+
     def _item(self, audio: np.ndarray, text: str, utt_id: str, position: int) -> dict[str, Any]:
         if self.crop and self.max_length is not None and len(audio) > self.max_length:
-            rng = np.random.default_rng((self.seed, position, self.epoch))
+            rng = np.random.default_rng(self._crop_seed(position))
             start = int(rng.integers(0, len(audio) - self.max_length + 1))
             audio = audio[start:start + self.max_length]
         # The epoch travels with the item: a collator in a DataLoader worker seeds the span mask with it.

@@ -213,8 +213,12 @@ def test_speech_commands_hash_split_classes_silence_and_balanced_sampling(corpor
         # Class-balanced: each item weighs N / count of its class.
         counts = {label: list(expected.values()).count(label) for label in expected.values()}
         assert dataset.sample_weights == [len(expected) / counts[label] for label in dataset.labels]
-        silence = dataset[dataset.labels.index("_silence_")]
-        assert silence["input_values"].shape == (RATE,)  # a 1 s crop of the 2.5 s noise file
+        position = dataset.labels.index("_silence_")
+        first, again = dataset[position]["input_values"], dataset[position]["input_values"]
+        assert first.shape == again.shape == (RATE,)  # a 1 s crop of the 2.5 s noise file
+        assert not np.array_equal(first, again)  # drawn anew at each read, as SUPERB crops it
+        dataset.set_epoch(0)  # an epoch's first read is the same in every process and worker
+        assert np.array_equal(dataset[position]["input_values"], first)
     assert all(speech_commands_hash_split(f"{s}_nohash_0.wav") == "test" for s in SPEAKERS["test"])
     test = data.predict["test"]
     assert labels_by_id(test) == {f"{label}/{i:08x}_nohash_0": label for label in ("yes", "no", "_unknown_", "_silence_")
