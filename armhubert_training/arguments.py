@@ -686,7 +686,8 @@ class CtcTargetArguments(SnipsArguments, StreamingArguments):
                 "librispeech-lexicon-allothers-g2p.txt. Utterances with a word missing from them are left out and "
                 "counted."})
     append_eos: bool = field(default=False, metadata={
-        "help": "End every CTC target with an <eos> token, as SUPERB's recipes do (decoding drops it). Applies "
+        "help": "End every CTC target with an <eos> token, as SUPERB's recipes do (decoding drops it); character "
+                "targets then close their last word with '|' first, as SUPERB's speech recognition does. Applies "
                 "when a vocabulary is built; a fine-tuned model or --vocab_file keeps its own."})
     chars_to_ignore: str = field(default="", metadata={
         "help": "Characters removed from transcripts before anything else, e.g. ',?.!;:\"' for corpora with "

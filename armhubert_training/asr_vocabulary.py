@@ -14,7 +14,8 @@ The vocabulary (`vocab.json`, read by Transformers' `Wav2Vec2CTCTokenizer`, or b
 
     0 <pad>   the CTC blank (`config.pad_token_id`), also used to pad token sequences
     1 <unk>   every character outside the vocabulary
-    2 <eos>   only with `append_eos`: ends every target, as in SUPERB; dropped when decoding
+    2 <eos>   only with `append_eos`: ends every target, as in SUPERB (character targets with "|" <eos>,
+              closing the last word as SUPERB's speech recognition does); dropped when decoding
       |       the word delimiter (spaces in transcripts; characters and slots only)
       ...     the units: the apostrophe and the letters of the training transcripts, sorted
               (characters, slots); SUPERB's 71 phones (phonemes); then "B-<slot> " and " E-<slot>"
@@ -113,6 +114,8 @@ class CharacterTargets:
     chars_to_ignore: str = ""
     units: ClassVar[str] = "characters"
     word_delimiter: ClassVar[bool] = True
+    # SUPERB's speech recognition targets close the last word too: "S T O P | <eos>" (s3prl's asr/dataset.py).
+    delimiter_before_eos: ClassVar[bool] = True
 
     def encode(self, text: str) -> Target:
         reference = normalize_transcript(text, self.chars_to_ignore)
@@ -170,6 +173,7 @@ class PhonemeTargets:
     # What makes `has_targets` refuse a transcript, as the warning naming the refused utterances says it.
     refusal: ClassVar[str] = "with a word missing from the lexicon"
     word_delimiter: ClassVar[bool] = False
+    delimiter_before_eos: ClassVar[bool] = False
 
     def encode(self, text: str) -> Target:
         words = normalize_transcript(text, self.chars_to_ignore).split()
@@ -210,6 +214,7 @@ class SlotTargets:
     refusal: ClassVar[str] = ("whose slot labels do not match their words (one label per word) or name a slot "
                               "outside slots.txt")
     word_delimiter: ClassVar[bool] = True
+    delimiter_before_eos: ClassVar[bool] = False  # SUPERB's slot targets end "... ␣E-artist <eos>"
 
     def __post_init__(self) -> None:
         self._labels = set(self.slot_labels)
@@ -344,8 +349,8 @@ class CtcCollator:
 
     Adds to the audio batch:
         ``text``: the references that the metrics are computed against (`Target.reference`);
-        ``labels``: long (B, L) token ids, each sequence ended by <eos> when the vocabulary has it,
-            padded with -100 (L = longest label sequence, 0 if none);
+        ``labels``: long (B, L) token ids, each sequence ended by <eos> when the vocabulary has it (after
+            a closing "|" for character targets), padded with -100 (L = longest label sequence, 0 if none);
         ``label_lengths``: list of B ints, the token ids in each row of ``labels``, which the CTC loss
             needs on the host (as ``input_lengths``, see `AudioCollator`);
         ``num_unknown_chars``: int, characters of this batch that became <unk>.
@@ -361,7 +366,10 @@ class CtcCollator:
     def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
         batch = self.audio_collator(items)
         targets = [self.encoder.encode(text) for text in batch.get("text", [])]
-        end = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        end = []
+        if self.tokenizer.eos_token_id is not None:
+            closing = [WORD_DELIMITER] if self.encoder.delimiter_before_eos else []
+            end = self.tokenizer.convert_tokens_to_ids(closing) + [self.tokenizer.eos_token_id]
         ids = [self.tokenizer.convert_tokens_to_ids(target.tokens) + end for target in targets]
         labels = torch.full((len(ids), max(map(len, ids), default=0)), LABEL_PAD_ID, dtype=torch.long)
         for row, sequence in enumerate(ids):

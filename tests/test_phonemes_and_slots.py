@@ -116,7 +116,7 @@ def test_slot_value_cer_is_corpus_level_and_f1_a_mean_over_utterances():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_slot_targets_follow_superbs_encoding():
+def test_slot_targets_follow_superbs_encoding(tmp_path):
     encoder = SlotTargets(["artist", "playlist", "service"])
     line = ("BOS ADD ABBA & CO , TO MY ROCK LIST EOS\t"
             "O O artist artist artist O O playlist playlist playlist AddToPlaylist")
@@ -135,6 +135,11 @@ def test_slot_targets_follow_superbs_encoding():
     vocab = build_vocabulary([line], encoder, append_eos=True)
     assert list(vocab)[:4] == ["<pad>", "<unk>", "<eos>", "|"]
     assert list(vocab)[-6:] == ["B-artist ", " E-artist", "B-playlist ", " E-playlist", "B-service ", " E-service"]
+    # <eos> right after the last word (no closing "|", unlike speech recognition), as SUPERB's slot targets.
+    tokenizer = create_tokenizer(vocab, tmp_path)
+    item = {"input_values": np.zeros(800, np.float32), "text": "BOS ABBA SPOTIFY EOS\tO artist service PlayMusic"}
+    labels = CtcCollator(tokenizer, encoder=encoder)([item])["labels"][0].tolist()
+    assert labels[-2:] == [vocab[" E-service"], vocab["<eos>"]]
 
 
 def test_lexicon_first_pronunciation_wins_across_files(tmp_path):
@@ -174,9 +179,11 @@ def test_eos_ends_every_label_and_decodes_like_the_blank(tmp_path):
     items = [{"input_values": np.zeros(800, np.float32), "text": "the cat", "id": "a"},
              {"input_values": np.zeros(800, np.float32), "text": "cat", "id": "b"}]
     labels = CtcCollator(tokenizer, encoder=CharacterTargets())(items)["labels"].tolist()
-    eos = vocab["<eos>"]
-    assert labels == [[*(vocab[c] for c in "THE"), vocab["|"], *(vocab[c] for c in "CAT"), eos],
-                      [*(vocab[c] for c in "CAT"), eos, -100, -100, -100, -100]]
+    eos, bar = vocab["<eos>"], vocab["|"]
+    # As s3prl's speech recognition targets: "T H E | C A T |" then the end of sentence.
+    assert labels == [[*(vocab[c] for c in "THE"), bar, *(vocab[c] for c in "CAT"), bar, eos],
+                      [*(vocab[c] for c in "CAT"), bar, eos, -100, -100, -100, -100]]
+    assert tokenizer.decode(labels[1][:4]) == "CAT"  # the closing "|" decodes to no trailing space
     # Frame-wise best tokens: "C A <eos> A T <eos>" reads "CAAT" (SUPERB: collapse repeats, drop blank and eos).
     frames = torch.tensor([vocab["C"], vocab["A"], eos, vocab["A"], vocab["T"], eos, eos])
     assert tokenizer.decode(eos_as_blank(frames, tokenizer).tolist()) == "CAAT"
