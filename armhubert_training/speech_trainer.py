@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -364,7 +365,7 @@ class SpeechTrainer(Trainer):
 def incomplete_checkpoint_reason(checkpoint: str | os.PathLike) -> str | None:
     """Why a Trainer checkpoint folder cannot be resumed from (a save that was killed half-way), or None
     when it is complete: trainer_state.json parses, the model weights open with their full size, and the
-    optimizer and scheduler states are there."""
+    optimizer and scheduler states are there and end as a torch.save archive ends."""
     import json
 
     from safetensors import SafetensorError, safe_open
@@ -407,10 +408,16 @@ def incomplete_checkpoint_reason(checkpoint: str | os.PathLike) -> str | None:
     if not weights and not sharded_engine and not present("pytorch_model.bin"):
         return "no model weights (model.safetensors)"
     if not sharded_engine:
-        if not (present("optimizer.pt") or present("optimizer.bin")):
+        optimizer = next((name for name in ("optimizer.pt", "optimizer.bin") if present(name)), None)
+        if optimizer is None:
             return "no optimizer state (optimizer.pt)"
         if not present("scheduler.pt"):
             return "no scheduler state (scheduler.pt)"
+        for name in (optimizer, "scheduler.pt"):
+            # torch.save writes a zip archive whose directory comes last: a file cut short has none.
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not zipfile.is_zipfile(path):
+                return f"{name} is incomplete (cut short, or not written by torch.save)"
     return None
 
 

@@ -279,11 +279,12 @@ def test_resume_last_skips_checkpoints_a_crash_left_incomplete(tmp_path, offline
     main(distill_argv(tiny_teacher_dir, output_dir, *common, "--max_steps", "2"))
     complete = output_dir / "checkpoint-2"
     (output_dir / "checkpoint-4").mkdir()  # killed right after creating the folder
-    for step, broken in ((5, "trainer_state.json"), (6, "model.safetensors"), (7, "optimizer.pt")):
+    for step, broken in ((5, "trainer_state.json"), (6, "model.safetensors"), (7, "optimizer.pt"),
+                         (8, "scheduler.pt")):
         shutil.copytree(complete, output_dir / f"checkpoint-{step}")
-        if broken == "model.safetensors":  # killed while writing the weights
-            weights = output_dir / f"checkpoint-{step}" / broken
-            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        if step in (6, 8):  # killed while writing the file (or its data never reached the disk)
+            cut = output_dir / f"checkpoint-{step}" / broken
+            cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
         else:
             (output_dir / f"checkpoint-{step}" / broken).unlink()
 
@@ -291,7 +292,8 @@ def test_resume_last_skips_checkpoints_a_crash_left_incomplete(tmp_path, offline
     assert resolve_resume_checkpoint("last", str(output_dir)) == str(complete)
     skipped = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Resuming from"))
     for step, reason in ((4, "no trainer_state.json"), (5, "no trainer_state.json"),
-                         (6, "model.safetensors is incomplete or corrupt"), (7, "no optimizer state")):
+                         (6, "model.safetensors is incomplete or corrupt"), (7, "no optimizer state"),
+                         (8, "scheduler.pt is incomplete")):
         assert f"checkpoint-{step}: {reason}" in skipped, skipped
 
     main(distill_argv(tiny_teacher_dir, output_dir, *common, "--max_steps", "3", "--resume_from_checkpoint", "last"))
