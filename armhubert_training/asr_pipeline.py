@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -65,19 +66,36 @@ class ArmHubertSpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
 
 def decode_audio_file(inputs, sampling_rate: int):
     """A path or bytes -> a float32 mono waveform at `sampling_rate` (or a dict with the native rate
-    when librosa is missing); None when a pipeline should handle `inputs` itself (arrays, dicts, URLs,
-    formats libsndfile cannot read, or no soundfile)."""
+    when librosa is missing); a {"raw" or "array", "sampling_rate"} dict at another rate -> the same
+    dict resampled with librosa (the pipeline's own resampling needs torchaudio); None when a pipeline
+    should handle `inputs` itself (arrays, dicts at the right rate, URLs, formats libsndfile cannot read
+    when ffmpeg is there, or no soundfile).
+
+    Raises:
+        ValueError: an empty file, or one neither libsndfile nor (since it is not installed) ffmpeg can read.
+    """
+    if isinstance(inputs, dict):
+        return _resampled(inputs, sampling_rate)
     if soundfile is None:
         return None
     if isinstance(inputs, (str, os.PathLike)) and os.path.isfile(inputs):
         source = inputs
+        if os.path.getsize(inputs) == 0:
+            raise ValueError(f"{inputs} is empty (0 bytes): there is no audio to transcribe or classify.")
     elif isinstance(inputs, (bytes, bytearray)):
         source = io.BytesIO(inputs)
+        if not inputs:
+            raise ValueError("The audio bytes given are empty: there is no audio to transcribe or classify.")
     else:
         return None
     try:
         samples, rate = soundfile.read(source, dtype="float32", always_2d=True)  # (frames, channels)
-    except soundfile.SoundFileError:
+    except soundfile.SoundFileError as err:
+        if shutil.which("ffmpeg") is None:  # the pipeline would only say that ffmpeg is missing
+            name = inputs if isinstance(inputs, (str, os.PathLike)) else "The audio bytes given"
+            raise ValueError(f"{name} could not be decoded: libsndfile cannot read it ({err}), and ffmpeg, which "
+                             "reads other formats, is not installed. Check that the file is complete audio "
+                             "(WAV, FLAC, OGG, MP3), or install ffmpeg for other formats.") from err
         return None  # a format libsndfile cannot read: ffmpeg's turn
     waveform = samples.T.mean(axis=0)  # the same downmix as audio.load_audio
     if rate == sampling_rate:
@@ -85,3 +103,14 @@ def decode_audio_file(inputs, sampling_rate: int):
     if librosa is None:
         return {"raw": waveform, "sampling_rate": rate}
     return np.ascontiguousarray(librosa.resample(waveform, orig_sr=rate, target_sr=sampling_rate), dtype=np.float32)
+
+
+def _resampled(inputs: dict, sampling_rate: int) -> dict | None:
+    """An array input at another rate, resampled with librosa; None when nothing is to be done."""
+    key = "raw" if "raw" in inputs else "array" if "array" in inputs else None
+    rate = inputs.get("sampling_rate")
+    if key is None or rate is None or rate == sampling_rate or librosa is None or "stride" in inputs:
+        return None
+    waveform = np.asarray(inputs[key], dtype=np.float32)
+    resampled = librosa.resample(waveform, orig_sr=rate, target_sr=sampling_rate) if waveform.size else waveform
+    return {**inputs, key: np.ascontiguousarray(resampled, dtype=np.float32), "sampling_rate": sampling_rate}

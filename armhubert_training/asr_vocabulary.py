@@ -310,8 +310,15 @@ def create_tokenizer(vocab: Mapping[str, int], directory: str | os.PathLike) -> 
 def load_tokenizer(vocab_file: str | os.PathLike) -> PreTrainedTokenizer:
     """The CTC tokenizer of a vocab.json laid out as in this module: `Wav2Vec2PhonemeCTCTokenizer`
     (space-separated phones, no phonemizer) for phonemes, else `Wav2Vec2CTCTokenizer`."""
-    with open(vocab_file, encoding="utf-8") as handle:
-        vocab = json.load(handle)
+    try:
+        with open(vocab_file, encoding="utf-8") as handle:
+            vocab = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{vocab_file} is not a JSON vocabulary ({err}); it must map each token to its id, "
+                         '{"<pad>": 0, "<unk>": 1, ...}, as the vocab.json a run writes does.') from err
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise ValueError(f"{vocab_file} must map each token to an integer id, "
+                         '{"<pad>": 0, "<unk>": 1, ...}, as the vocab.json a run writes does.')
     units = target_units(vocab)
     required = SPECIAL_TOKENS if units != "phonemes" else (PAD_TOKEN, UNK_TOKEN)
     missing = [token for token in required if token not in vocab]

@@ -123,6 +123,11 @@ def test_vocab_file_is_checked_and_used(tmp_path):
     with pytest.raises(ValueError, match=r"lacks the tokens \['<pad>', '<unk>', '\|'\]"):
         run_asr_ctc.make_tokenizer(replace(args, vocab_file=str(tmp_path / "bad.json")), None, str(tmp_path / "x"),
                                    CharacterTargets())
+    for content in ("{'<pad>': 0}", '["<pad>", "<unk>"]'):  # Python's quotes; a list of tokens
+        (tmp_path / "bad.json").write_text(content)
+        with pytest.raises(ValueError, match=r"bad\.json .*map each token to its id|bad\.json must map each token"):
+            run_asr_ctc.make_tokenizer(replace(args, vocab_file=str(tmp_path / "bad.json")), None,
+                                       str(tmp_path / "x"), CharacterTargets())
 
 
 def test_transcript_normalisation():
@@ -544,3 +549,30 @@ def test_fine_tuned_model_refuses_the_other_head(linear_run, tmp_path):
         run_asr_ctc.main(["--model_name_or_path", str(linear_run), "--head", "superb", "--librispeech_root",
                           str(CORPUS), "--output_dir", str(tmp_path), "--do_predict", "--max_predict_samples", "1",
                           "--report_to", "none"])
+
+
+def test_pipeline_file_decoding_names_empty_and_undecodable_files_and_resamples_arrays(tmp_path, monkeypatch):
+    """What the pipelines' decoding does before Transformers' own: a clear error for an empty file, and for
+    one libsndfile cannot read when ffmpeg (the pipeline's fallback) is missing; arrays at another rate
+    resampled with librosa, as files are (the pipeline's own resampling needs torchaudio)."""
+    import librosa
+
+    from armhubert_training import asr_pipeline
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.wav is empty"):
+        asr_pipeline.decode_audio_file(str(empty), 16000)
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"not audio" * 100)
+    monkeypatch.setattr(asr_pipeline.shutil, "which", lambda program: None)
+    with pytest.raises(ValueError, match=r"garbage\.wav could not be decoded.*ffmpeg.*not installed"):
+        asr_pipeline.decode_audio_file(str(garbage), 16000)
+    monkeypatch.setattr(asr_pipeline.shutil, "which", lambda program: f"/usr/bin/{program}")
+    assert asr_pipeline.decode_audio_file(str(garbage), 16000) is None  # ffmpeg's turn
+
+    waveform = np.sin(np.arange(8000, dtype=np.float32) / 7)
+    resampled = asr_pipeline.decode_audio_file({"raw": waveform, "sampling_rate": 8000}, 16000)
+    assert resampled["sampling_rate"] == 16000
+    np.testing.assert_allclose(resampled["raw"], librosa.resample(waveform, orig_sr=8000, target_sr=16000), atol=1e-6)
+    assert asr_pipeline.decode_audio_file({"array": waveform, "sampling_rate": 16000}, 16000) is None
