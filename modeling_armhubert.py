@@ -1927,10 +1927,11 @@ def _place_without_overlap(
 
 def _place_with_overlap(sz: int, lengths: list[int], generator: torch.Generator | None) -> list[tuple[int, int]]:
     """Spans (start, length) at distinct uniform starts; they may overlap and run past `sz`."""
-    # As the reference: distinct starts in [0, sz - shortest); frames past the end are dropped later.
+    # As the reference: distinct starts in [0, sz - shortest), or, when that leaves no more starts than
+    # spans, in [0, spans + 1); frames past the end are dropped later.
     n_starts = sz - min(lengths)
     if n_starts <= len(lengths):
-        n_starts = sz - len(lengths) - 1
+        n_starts = len(lengths) + 1
     n_starts = max(n_starts, 1)
     count = min(len(lengths), n_starts)  # short rows: as many spans as there are starts
     starts = torch.randperm(n_starts, generator=generator)[:count].tolist()

@@ -207,6 +207,18 @@ def test_overlap_variant():
     assert touching  # spans may overlap or touch, unlike the no-overlap mode
 
 
+def test_overlap_variant_on_a_row_barely_longer_than_its_spans_draws_starts_as_the_reference():
+    """12 frames, 2 static spans of 10: the reference (fairseq's compute_mask_indices) has only
+    sz - 10 = 2 starts, no more than the spans, so it draws 2 distinct starts from [0, 3). The masks
+    then cover 11 frames (starts {0, 1} or {1, 2}) or 12 ({0, 2}): 11 1/3 on average."""
+    generator = torch.Generator().manual_seed(0)
+    covered = torch.tensor([int(compute_span_mask((1, 12), 0.0, 10, min_masks=2, no_overlap=False,
+                                                  length_distribution="static", generator=generator).sum())
+                            for _ in range(3000)])
+    assert set(covered.tolist()) == {11, 12}
+    assert abs(covered.float().mean().item() - 34 / 3) < 0.03
+
+
 @pytest.mark.parametrize("no_overlap", [True, False])
 def test_short_rows_do_not_crash(no_overlap):
     generator = torch.Generator().manual_seed(0)
