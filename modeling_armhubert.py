@@ -818,7 +818,14 @@ class ArmHubertModel(ArmHubertPreTrainedModel):
                     else "squeeze the channel dimension (mono audio is expected)")
             raise ValueError(f"input_values must have shape (batch, samples), got {tuple(input_values.shape)}; {hint}.")
         if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point audio, got dtype {input_values.dtype}.")
+            hint = (": scale integer PCM to [-1, 1], e.g. input_values.float() / 32768 for int16"
+                    if not input_values.dtype == torch.bool else "")
+            raise ValueError(f"input_values must be floating point audio, got dtype {input_values.dtype}{hint}.")
+        if not _is_tracing() and input_values.shape[0] == 0:  # traced, the comparison would become a guard
+            raise ValueError("input_values holds no utterance (batch size 0); give at least one.")
+        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}; use a "
+                            "feature extractor with return_tensors='pt'.")
         if attention_mask is not None and attention_mask.shape != input_values.shape:
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has "
                              f"{tuple(input_values.shape)}; it must be a (batch, samples) 1/0 mask of the same shape.")

@@ -290,6 +290,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(use_reentrant):
     (lambda: torch.randn(1, 399), "receptive field"),
     (lambda: torch.tensor([[float("nan")] * 1000]), "NaN"),
     (lambda: torch.ones(1, 1000, dtype=torch.long), "floating point"),
+    (lambda: torch.ones(1, 1000, dtype=torch.int16), r"float\(\) / 32768 for int16"),
+    (lambda: torch.randn(0, 1000), "no utterance"),
 ])
 def test_bad_inputs_raise_clear_errors(make_input, message):
     model = ArmHubertModel(tiny_config()).eval()
@@ -305,6 +307,8 @@ def test_attention_mask_errors():
     short[1, 300:] = 0
     with pytest.raises(ValueError, match="300 samples"):
         model(torch.randn(2, 1000), attention_mask=short)
+    with pytest.raises(TypeError, match="attention_mask must be a torch.Tensor, got list"):
+        model(torch.randn(1, 1000), attention_mask=[[1] * 1000])
 
 
 def test_float64_and_float16_audio_is_cast_to_the_model_dtype():
