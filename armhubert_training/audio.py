@@ -104,6 +104,8 @@ def _unwrap(source: AudioSource, name: str) -> str | bytes | Mapping[str, Any]:
         if not os.path.isfile(path):
             raise AudioError(f"{path}: no such audio file; check the path or re-create the dataset index.")
         return path
+    if source is None:  # an empty cell of a `datasets` dataset: one bad row, not a wrong argument
+        raise AudioError(f"{name}: no audio (an empty cell of the dataset's audio column).")
     raise TypeError(f"cannot read audio from a {type(source).__name__}; expected a path, bytes or an audio dict")
 
 
@@ -112,6 +114,13 @@ def _unreadable(name: str, err: Exception) -> AudioError:
         f"{name}: cannot decode audio ({err}). The file is corrupt or in a format that neither "
         "libsndfile nor librosa can read; re-encode it as FLAC or WAV, or remove it from the corpus."
     )
+
+
+def _header_too_long(name: str) -> AudioError:
+    # libsndfile allocates the length the header announces before reading; a corrupt header can announce
+    # more than memory holds.
+    return AudioError(f"{name}: its header announces more audio than memory holds; the header is corrupt. "
+                      "Re-encode the file as FLAC or WAV, or remove it from the corpus.")
 
 
 def _decode(source: AudioSource) -> tuple[np.ndarray, int]:
@@ -131,10 +140,14 @@ def _decode(source: AudioSource) -> tuple[np.ndarray, int]:
             data, rate = sf.read(io.BytesIO(unwrapped), dtype="float32", always_2d=True)
         except sf.SoundFileError as err:
             raise _unreadable(name, err) from err
+        except MemoryError as err:
+            raise _header_too_long(name) from err
         return data.T, rate
     try:
         data, rate = sf.read(unwrapped, dtype="float32", always_2d=True)
         return data.T, rate
+    except MemoryError as err:
+        raise _header_too_long(name) from err
     except sf.SoundFileError as sf_err:
         # librosa can still read some formats libsndfile cannot (through
         # audioread, when a backend is installed); its deprecation warning about

@@ -399,6 +399,11 @@ def test_slot_lines_that_cannot_be_encoded_are_named_and_counted(tmp_path, caplo
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     named = [message for message in warnings if all(utterance in message for utterance in refused)]
     assert len(named) == 1 and "2 of 6" in named[0] and "slots.txt" in named[0], warnings
+    # A transcript file in another encoding stops the run at start-up, named, with what to do.
+    (corpus / "all.iob.snips.txt").write_bytes("\n".join(lines).replace("Ivy-snips-train-0", "Ivy-snips-train-0 Ç")
+                                              .encode("latin-1"))
+    with pytest.raises(ValueError, match=r"all\.iob\.snips\.txt is not UTF-8 text.*re-save the file as UTF-8"):
+        run_asr_ctc.build_datasets(data, training, run_asr_ctc.make_encoder(data, "slots"))
 
 
 def test_pr_and_sf_recipes_parse_and_ask_for_their_data():

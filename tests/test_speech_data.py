@@ -156,6 +156,30 @@ def test_load_audio_errors_name_the_file_and_problem(tmp_path):
         load_audio(garbage.read_bytes())
     with pytest.raises(AudioError, match="sampling_rate"):
         load_audio({"array": np.zeros(10)})
+    with pytest.raises(AudioError, match="no audio"):  # an empty cell of a dataset's audio column
+        load_audio(None)
+
+
+def test_a_header_announcing_more_audio_than_memory_holds_is_an_audio_error(tmp_path, monkeypatch):
+    """A FLAC whose header claims 2**36 - 1 frames (a corrupt header): libsndfile allocates that length
+    before reading. Wherever the allocation fails, the file is one bad file, not the end of the run."""
+    flac = tmp_path / "corrupt.flac"
+    sf.write(flac, np.full(1600, 0.1, np.float32), SAMPLING_RATE, format="FLAC")
+    data = bytearray(flac.read_bytes())
+    # STREAMINFO follows "fLaC" and its 4-byte block header; its bytes 10-17 end in the 36-bit frame count.
+    fields = int.from_bytes(data[18:26], "big") | (2**36 - 1)
+    data[18:26] = fields.to_bytes(8, "big")
+    flac.write_bytes(bytes(data))
+    assert sf.info(flac).frames == 2**36 - 1
+    import armhubert_training.audio as audio
+
+    def read_that_cannot_allocate(*args, **kwargs):
+        raise MemoryError("Unable to allocate 256. GiB")
+
+    monkeypatch.setattr(audio.sf, "read", read_that_cannot_allocate)
+    for source in (flac, flac.read_bytes()):
+        with pytest.raises(AudioError, match="header announces more audio than memory holds"):
+            load_audio(source)
 
 
 # --------------------------------------------------------------------------- #
@@ -611,3 +635,28 @@ def test_data_arguments_parse_and_validate():
 def test_module_constants():
     assert SAMPLING_RATE == 16_000
     assert RECEPTIVE_FIELD_SAMPLES / SAMPLING_RATE == DistillationDataArguments.min_duration_seconds
+
+
+def test_a_folder_that_cannot_be_listed_is_named_and_the_rest_indexed(tmp_path, monkeypatch, caplog):
+    """A chapter folder without read permission (simulated: these tests may run as root, who reads
+    everything): a glob would silently leave its utterances out."""
+    import os
+
+    from armhubert_training.corpora.librispeech import librispeech_index
+
+    shutil.copytree(CORPUS / "LibriSpeech" / "dev-clean", tmp_path / "LibriSpeech" / "dev-clean")
+    chapters = sorted((tmp_path / "LibriSpeech" / "dev-clean").glob("*/*"))
+    locked = chapters[0]
+    scandir = os.scandir
+
+    def scandir_without_permission(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(locked))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_without_permission)
+    caplog.set_level("WARNING")
+    index, _ = librispeech_index(tmp_path, ["dev-clean"])
+    kept = {Path(path).parent for path in column(index, "path")}
+    assert locked not in kept and kept == set(chapters[1:])
+    assert f"Skipped folder {locked}: it cannot be listed (Permission denied)" in caplog.text

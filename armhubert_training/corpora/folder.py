@@ -9,10 +9,13 @@ is left out, counted as ``no_targets`` and named in a warning.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..audio import Skipped, warn_skipped
 from .index import Utterance
+
+logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -39,7 +42,13 @@ def _audio_files(folder: Path) -> list[Path]:
         if current.resolve() in seen:
             continue
         seen.add(current.resolve())
-        for path in current.iterdir():
+        try:
+            entries = sorted(current.iterdir())
+        except OSError as err:  # one folder the run cannot list costs its files, not the run
+            logger.warning("Skipped folder %s: it cannot be listed (%s); the files under it are left out.",
+                           current, err.strerror or err)
+            continue
+        for path in entries:
             if path.name.startswith("."):
                 continue
             if path.is_dir():

@@ -9,7 +9,9 @@ applies the duration range and `check_not_empty` stops a run whose split has not
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +65,23 @@ def utterance_index(utterances: list[Utterance], num_workers: int | None,
             columns[name].append(value)
     warn_skipped(skipped["unreadable"], len(utterances), where)
     return datasets.Dataset.from_dict(columns, features=INDEX_FEATURES), skipped
+
+
+def files_under(folder: Path, pattern: str, depth: int | None = None) -> list[Path]:
+    """The files under `folder` whose names match `pattern` (fnmatch), `depth` folders down when given,
+    sorted. A folder that cannot be listed (permissions, a failing disk) is named in a warning and left
+    out with what it holds, where a glob would skip it silently."""
+
+    def warn(err: OSError) -> None:
+        logger.warning("Skipped folder %s: it cannot be listed (%s); the files under it are left out.",
+                       err.filename, err.strerror or err)
+
+    found = []
+    for current, _, names in os.walk(folder, onerror=warn, followlinks=True):
+        if depth is not None and len(Path(current).relative_to(folder).parts) != depth:
+            continue
+        found += [Path(current) / name for name in names if fnmatch.fnmatch(name, pattern)]
+    return sorted(found)
 
 
 def require_dir(path: Path, what: str) -> Path:

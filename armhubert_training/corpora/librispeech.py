@@ -10,6 +10,7 @@ from pathlib import Path
 import datasets
 
 from ..audio import Skipped, header_durations, warn_skipped
+from .index import files_under
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def librispeech_index(
                 f"LibriSpeech split {split!r} not found: {split_dir} does not exist. "
                 f"Splits found in {corpus}: {found or 'none'}."
             )
-        for transcript in sorted(split_dir.glob("*/*/*.trans.txt")):
+        for transcript in files_under(split_dir, "*.trans.txt", depth=2):  # <speaker>/<chapter>/
             try:
                 lines = transcript.read_bytes().splitlines()
             except OSError as err:

@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 
 from ..audio import Skipped, warn_skipped
-from .index import utterance_index
+from .index import files_under, utterance_index
 
 # 16 synthetic voices, each reading every sentence of the corpus; each split is read by its own
 # voices (the other voices' files in a split folder are not used).
@@ -56,7 +56,12 @@ def snips_index(root: str | os.PathLike, splits: Sequence[str],
         raise ValueError("no SNIPS splits given")
     corpus = snips_folder(Path(root))
     transcripts = {}
-    for line in (corpus / SNIPS_TRANSCRIPTS).read_text(encoding="utf-8").splitlines():
+    try:
+        text_lines = (corpus / SNIPS_TRANSCRIPTS).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{corpus / SNIPS_TRANSCRIPTS} is not UTF-8 text ({err}); s3prl's preparation writes it "
+                         "as UTF-8: prepare the corpus again, or re-save the file as UTF-8.") from err
+    for line in text_lines:
         utt_id, _, text = line.strip().partition(" ")
         if utt_id:
             transcripts[utt_id] = text
@@ -68,7 +73,7 @@ def snips_index(root: str | os.PathLike, splits: Sequence[str],
             raise FileNotFoundError(f"SNIPS split {split!r} not found: {split_dir} does not exist. "
                                     f"Splits found in {corpus}: {found or 'none'}.")
         voices = SNIPS_SPEAKERS.get(split)
-        paths += [path for path in sorted(split_dir.rglob("*.wav"))
+        paths += [path for path in files_under(split_dir, "*.wav")
                   if voices is None or path.stem.split("-", 1)[0] in voices]
     no_targets = [path.stem for path in paths if path.stem not in transcripts]
     where = f"{corpus} {list(splits)}"
