@@ -53,7 +53,7 @@ class ClassificationTrainer(SplitScoringTrainer):
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if getattr(dataset, "sample_weights", None) is not None:
-            return BalancedEpochSampler(dataset.sample_weights, self.data_seed)
+            return self.epoch_seeded(BalancedEpochSampler(dataset.sample_weights, self.data_seed))
         return super()._get_train_sampler(train_dataset)
 
     def _get_eval_sampler(self, eval_dataset):

@@ -135,15 +135,19 @@ class AudioBudgetBatchSampler(Sampler[list[int]]):
         return self._num_batches
 
 
-class DatasetEpochCallback(TrainerCallback):
-    """Tell the training dataset the epoch, which moves its random crop windows (the data loader
-    does not forward `set_epoch` to a dataset under DDP)."""
+class EpochCallback(TrainerCallback):
+    """Tell the training dataset (its random crop windows) and the epoch-seeded samplers (their order)
+    the epoch, before the epoch's batches are drawn. The data loader's own `set_epoch` reaches neither
+    in every case: not the dataset under DDP, and not the sampler of a run resumed inside an epoch
+    after the first on several processes (accelerate's `SkipBatchSampler` wraps it), which would then
+    replay the first epoch's order."""
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, receivers: list):
+        self.receivers = receivers  # filled by the trainer as it builds its samplers
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        self.dataset.set_epoch(int(state.epoch or 0))
+        for receiver in self.receivers:
+            receiver.set_epoch(int(state.epoch or 0))
 
 
 class SkippedFilesCallback(TrainerCallback, ExportableState):
@@ -200,8 +204,8 @@ class SpeechTrainer(Trainer):
         self.add_callback(SkippedFilesCallback())
         self._eval_undecodable = 0  # files that failed when read in the current evaluation, this process
         self._stand_in: dict[str, Any] | None = None  # see stand_in_batch
-        if hasattr(self.train_dataset, "set_epoch"):
-            self.add_callback(DatasetEpochCallback(self.train_dataset))
+        self._epoch_receivers = [self.train_dataset] if hasattr(self.train_dataset, "set_epoch") else []
+        self.add_callback(EpochCallback(self._epoch_receivers))
 
     @property
     def data_seed(self) -> int:
@@ -232,9 +236,9 @@ class SpeechTrainer(Trainer):
         if lengths is None:
             raise ValueError("--max_batch_seconds needs utterance lengths known up front (a LibriSpeech folder or a "
                              "map-style --dataset_name), not a streamed dataset.")
-        batch_sampler = AudioBudgetBatchSampler(
+        batch_sampler = self.epoch_seeded(AudioBudgetBatchSampler(
             list(lengths), max_samples=round(self.max_batch_seconds * SAMPLING_RATE),
-            max_batch_size=self.args.per_device_train_batch_size, seed=self.data_seed)
+            max_batch_size=self.args.per_device_train_batch_size, seed=self.data_seed))
         args = self.args
         loader = DataLoader(
             self.train_dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator,
@@ -264,8 +268,13 @@ class SpeechTrainer(Trainer):
             # optimisation step are the same however the run is split.
             global_batch = (self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
                             * self.args.world_size)
-            return LengthGroupedEpochSampler(global_batch, lengths, seed=self.data_seed)
+            return self.epoch_seeded(LengthGroupedEpochSampler(global_batch, lengths, seed=self.data_seed))
         return super()._get_train_sampler(train_dataset)
+
+    def epoch_seeded(self, sampler):
+        """`sampler`, registered to be told the epoch at each epoch's start (`EpochCallback`)."""
+        self._epoch_receivers.append(sampler)
+        return sampler
 
     def _get_eval_sampler(self, eval_dataset):
         """Evaluation and prediction order: grouped by the header lengths, or sequential.

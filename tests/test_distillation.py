@@ -539,3 +539,42 @@ def test_bad_distillation_settings_stop_the_run_when_parsed(bad, message):
 
     with pytest.raises(ValueError, match=message):
         DistillationArguments(**bad)
+
+
+def test_a_run_resumed_inside_a_later_epoch_draws_that_epochs_order(tmp_path, offline_hf, tiny_teacher_dir):
+    """Resuming on several processes skips the epoch's first batches through accelerate's SkipBatchSampler
+    around its BatchSamplerShard, which hides the sampler from the data loader's set_epoch and from the
+    Trainer's own forwarding: the trainer's samplers are told the epoch at the epoch's start instead, or
+    the resumed epoch would replay the first epoch's order."""
+    from accelerate.data_loader import prepare_data_loader, skip_first_batches
+    from torch.utils.data import DataLoader
+    from transformers import TrainerControl, TrainerState
+
+    from armhubert_training.speech_trainer import EpochCallback, LengthGroupedEpochSampler
+
+    trainer = build_trainer(distill_argv(tiny_teacher_dir, tmp_path / "run", "--dataloader_num_workers", "0"))
+    trainer.get_train_dataloader()
+    assert any(isinstance(r, LengthGroupedEpochSampler) for r in trainer._epoch_receivers)
+
+    lengths = torch.randint(16_000, 240_000, (40,), generator=torch.Generator().manual_seed(1)).tolist()
+
+    def process_0_of_2(sampler):  # what `accelerator.prepare` makes of the loader on one of two processes
+        loader = DataLoader(list(range(40)), sampler=sampler, batch_size=4, collate_fn=list)
+        return prepare_data_loader(loader, num_processes=2, process_index=0, put_on_device=False)
+
+    def as_the_trainer_sets_the_epoch(loader, epoch):
+        loader.set_epoch(epoch)
+        wrapped = getattr(getattr(loader, "batch_sampler", None), "batch_sampler", None)
+        if hasattr(wrapped, "set_epoch"):
+            wrapped.set_epoch(epoch)
+
+    uninterrupted = process_0_of_2(LengthGroupedEpochSampler(8, lengths, seed=42))
+    as_the_trainer_sets_the_epoch(uninterrupted, 1)
+    second_epoch = list(uninterrupted)
+    sampler = LengthGroupedEpochSampler(8, lengths, seed=42)
+    EpochCallback([sampler]).on_epoch_begin(None, TrainerState(epoch=1.5), TrainerControl())
+    resumed = skip_first_batches(process_0_of_2(sampler), num_batches=2)
+    as_the_trainer_sets_the_epoch(resumed, 1)
+    assert list(resumed) == second_epoch[2:]
+    first_epoch = list(process_0_of_2(LengthGroupedEpochSampler(8, lengths, seed=42)))
+    assert first_epoch[2:] != second_epoch[2:]  # the check tells the epochs apart
