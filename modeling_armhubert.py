@@ -368,46 +368,66 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
         return self.activation(hidden_states).transpose(1, 2)
 
     def _conv_from_spectra(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(B, T, hidden) -> the conv's output (B, T, hidden), from spectra: CPU inference.
-
-        The kernel is long (128 taps), so the product of spectra costs a fraction of the direct conv (in a
-        forward of 1 x 10 s at 1 thread, 17 ms with the weight's comparison, against 55 ms for oneDNN's
-        grouped conv). Overlap-add: the frames are cut into blocks of at least kernel - 1 frames; each
-        block's full convolution with the kernel (2 blocks long, from FFTs of length 2 * block) is added
-        where it starts; the conv's 'same' output is a slice of the sum. Equal to the conv to fp32 rounding
-        (3e-6 on armhubert).
-        """
-        batch, frames, channels = hidden_states.shape
-        kernel = self.conv.kernel_size[0]
-        block = 1 << (kernel - 2).bit_length() if kernel > 1 else 1  # a power of two >= kernel - 1
-        spectrum = self._kernel_spectrum(block)  # (G, F, C/G, C/G)
-        groups, freqs, per_group, _ = spectrum.shape
-        blocks = -(-frames // block)
-        padded = F.pad(hidden_states, (0, 0, 0, blocks * block - frames)).view(batch, blocks, block, channels)
-        spectra = torch.fft.rfft(padded, 2 * block, dim=2)  # (B, blocks, F, C)
-        spectra = spectra.view(batch * blocks, freqs, groups, per_group).permute(2, 1, 0, 3)  # (G, F, B * blocks, C/G)
-        products = torch.matmul(spectra, spectrum).permute(2, 1, 0, 3).reshape(batch, blocks, freqs, channels)
-        pieces = torch.fft.irfft(products, 2 * block, dim=2)  # (B, blocks, 2 * block, C); block b's starts at b * block
-        full = F.pad(pieces[:, :, :block], (0, 0, 0, 0, 0, 1))  # (B, blocks + 1, block, C)
-        full[:, 1:] += pieces[:, :, block:]
-        full = full.view(batch, (blocks + 1) * block, channels)  # the full convolution, and zeros after it
-        start = kernel - 1 - self.conv.padding[0]  # the conv's output frame t is frame t + start of it
-        return full[:, start : start + frames] + self.conv.bias
+        """(B, T, hidden) -> the conv's output (B, T, hidden), from spectra (`grouped_conv_from_spectra`): CPU
+        inference. The kernel is long (128 taps), so the product of spectra costs a fraction of the direct
+        conv (in a forward of 1 x 10 s at 1 thread, 17 ms with the weight's comparison, against 55 ms for
+        oneDNN's grouped conv); equal to the conv to fp32 rounding (3e-6 on armhubert)."""
+        conv = self.conv
+        block = spectral_block(conv.kernel_size[0])
+        return grouped_conv_from_spectra(hidden_states, self._kernel_spectrum(block), conv.kernel_size[0],
+                                         conv.padding[0], hidden_states.shape[1], conv.bias)
 
     def _kernel_spectrum(self, block: int) -> torch.Tensor:
-        """(G, F, C/G, C/G) complex: the spectrum (FFT of length 2 * block) of each group's kernel, flipped so
-        that the product convolves as the conv correlates. Computing it takes longer than the whole conv
-        from spectra, so it is kept with the weight it came from and renewed whenever the weight differs
+        """The kernel's spectrum (`kernel_spectrum`). Computing it takes longer than the whole conv from
+        spectra, so it is kept with the weight it came from and renewed whenever the weight differs
         (compared by value: a write through `.data` changes no version counter)."""
         weight = self.conv.weight  # (C, C/G, kernel), from the weight-norm parameters
         cached = self._kernel_spectrum_cache
         if cached is None or cached[0].dtype != weight.dtype or not torch.equal(cached[0], weight):
-            groups = self.conv.groups
-            spectrum = torch.fft.rfft(weight.flip(-1), 2 * block)  # (C, C/G, F)
-            spectrum = spectrum.view(groups, weight.shape[0] // groups, weight.shape[1], block + 1)
-            cached = (weight, spectrum.permute(0, 3, 2, 1).contiguous())
+            cached = (weight, kernel_spectrum(weight, self.conv.groups, block))
             self._kernel_spectrum_cache = cached
         return cached[1]
+
+
+def spectral_block(kernel: int) -> int:
+    """The overlap-add block of `grouped_conv_from_spectra`: a power of two >= kernel - 1 frames."""
+    return 1 << (kernel - 2).bit_length() if kernel > 1 else 1
+
+
+def kernel_spectrum(weight: torch.Tensor, groups: int, block: int) -> torch.Tensor:
+    """A grouped conv's weight (C, C/G, kernel) -> (G, F, C/G, C/G) complex: each group's kernel flipped (so
+    that the product of spectra convolves as the conv correlates), as spectra of length 2 * block."""
+    spectrum = torch.fft.rfft(weight.flip(-1), 2 * block)  # (C, C/G, F)
+    spectrum = spectrum.view(groups, weight.shape[0] // groups, weight.shape[1], block + 1)
+    return spectrum.permute(0, 3, 2, 1).contiguous()
+
+
+def grouped_conv_from_spectra(hidden_states: torch.Tensor, spectrum: torch.Tensor, kernel: int, padding: int,
+                              out_frames: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """A grouped Conv1d (stride 1, zero `padding` on both sides) computed from spectra, time-major:
+    (B, T, C) -> (B, out_frames, C), out_frames <= T + 2 * padding - kernel + 1; `spectrum` is
+    `kernel_spectrum(weight, groups, spectral_block(kernel))`.
+
+    For a long kernel (the positional convs' 128 taps) the products of spectra cost a fraction of the
+    direct conv. Overlap-add: the frames are cut into blocks of `block` frames; each block's full
+    convolution with the kernel (FFTs of length 2 * block) is added where it starts; the conv's output is
+    a slice of the sum. Equal to the conv to rounding.
+    """
+    batch, frames, channels = hidden_states.shape
+    groups, freqs, per_group, _ = spectrum.shape
+    block = freqs - 1
+    blocks = -(-frames // block)
+    padded = F.pad(hidden_states, (0, 0, 0, blocks * block - frames)).reshape(batch, blocks, block, channels)
+    spectra = torch.fft.rfft(padded, 2 * block, dim=2)  # (B, blocks, F, C)
+    spectra = spectra.view(batch * blocks, freqs, groups, per_group).permute(2, 1, 0, 3)  # (G, F, B * blocks, C/G)
+    products = torch.matmul(spectra, spectrum).permute(2, 1, 0, 3).reshape(batch, blocks, freqs, channels)
+    pieces = torch.fft.irfft(products, 2 * block, dim=2)  # (B, blocks, 2 * block, C); block b's starts at b * block
+    full = F.pad(pieces[:, :, :block], (0, 0, 0, 0, 0, 1))  # (B, blocks + 1, block, C)
+    full[:, 1:] += pieces[:, :, block:]
+    full = full.view(batch, (blocks + 1) * block, channels)  # the full convolution, and zeros after it
+    start = kernel - 1 - padding  # the conv's output frame t is frame t + start of it
+    out = full[:, start : start + out_frames]
+    return out if bias is None else out + bias
 
 
 def eager_attention_forward(

@@ -90,7 +90,8 @@ def build_distillation_trainer(model_args: DistillationModelArguments, distill_a
     student = build_student(model_args, 0 if star else teacher_model.config.hidden_size)
     layer_map = model_args.teacher_layer_map or default_layer_map(student.config.num_hidden_layers,
                                                                   teacher_model.config.num_hidden_layers)
-    teacher = FrozenTeacher(teacher_model, layers=layer_map, share_features=distill_args.share_teacher_features)
+    teacher = FrozenTeacher(teacher_model, layers=layer_map, share_features=distill_args.share_teacher_features,
+                            positional_conv_from_spectra=distill_args.teacher_positional_conv_from_spectra)
     check_same_frames(student, teacher)
     num_head_parameters = (sum(p.numel() for p in student.projection_heads.parameters())
                            if student.projection_heads is not None else 0)

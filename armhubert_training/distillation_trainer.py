@@ -62,6 +62,9 @@ class DistillationArguments:
     share_teacher_features: bool = field(default=True, metadata={
         "help": "Run the teacher's conv feature encoder once for the masked and unmasked passes (faster, same "
                 "result); false runs the whole teacher twice."})
+    teacher_positional_conv_from_spectra: bool = field(default=True, metadata={
+        "help": "Compute the teacher's positional conv (128 taps) from spectra, in fp32 (faster, the same conv to "
+                "fp32 rounding); false runs the teacher's own conv."})
 
     def __post_init__(self):
         # Checked here, before the teacher loads and the corpus is indexed; the mask is first drawn in a

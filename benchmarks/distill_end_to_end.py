@@ -22,6 +22,7 @@ Variants (each changes one thing from `default`):
   default             run_distill.py's defaults, --dataloader_num_workers WORKERS
   no-workers          --dataloader_num_workers 0: decoding in the training process
   no-shared-features  --share_teacher_features false: the teacher runs twice from the waveform
+  direct-positional-conv  --teacher_positional_conv_from_spectra false: the teacher's own positional conv
   no-length-grouping  --train_sampling_strategy random: batches of random lengths
   torch-compile       --torch_compile true
   token-budget        --max_batch_seconds (the default's mean audio per batch, at least the longest
@@ -64,6 +65,7 @@ VARIANTS: dict[str, list[str]] = {
     "default": [],
     "no-workers": ["--dataloader_num_workers", "0"],
     "no-shared-features": ["--share_teacher_features", "false"],
+    "direct-positional-conv": ["--teacher_positional_conv_from_spectra", "false"],
     "no-length-grouping": ["--train_sampling_strategy", "random"],
     "torch-compile": ["--torch_compile", "true"],
     "token-budget": [],  # --max_batch_seconds: see variant_arguments

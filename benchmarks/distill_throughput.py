@@ -1,8 +1,8 @@
 """Throughput of masking distillation: one training step, with each optimisation on and off.
 
-One step is what `MaskingDistillationTrainer` does per batch (distillation_trainer.py): draw the
-span mask (on the CPU, as the trainer does), run the frozen teacher unmasked and masked
-(`teacher.FrozenTeacher`), run the student with the same mask, the masking-distillation loss,
+One step is what `MaskingDistillationTrainer` does per batch (distillation_trainer.py): take the
+span mask that came with the batch (drawn before the timed step, as the collator draws it in a
+DataLoader worker), run the frozen teacher unmasked and masked (`teacher.FrozenTeacher`), run the student with the same mask, the masking-distillation loss,
 backward, gradient clipping (the Trainer's max_grad_norm 1.0) and an AdamW step (the recipe's
 betas and eps). Mixed precision is autocast, as the Trainer's `--bf16` does: fp32 weights, bf16
 matrix products.
@@ -13,7 +13,9 @@ counted by FlopCounterMode on an eager step of the same settings, forward and ba
 the median step time).
 
 Variants (each changes one thing from `default`, run_distill.py's defaults):
-  default             shared teacher features, fused attention (SDPA kernels), eager
+  default             shared teacher features, the teacher's positional conv from spectra, fused
+                      attention (SDPA kernels), eager
+  direct-positional-conv  the teacher's own positional conv (teacher_positional_conv_from_spectra false)
   no-shared-features  the teacher runs twice from the waveform (share_teacher_features false)
   no-fused-attention  every scaled_dot_product_attention call limited to the unfused math backend
   compile-student     torch.compile(student), what the Trainer's --torch_compile does
@@ -50,6 +52,8 @@ from modeling_armhubert import ArmHubertModel
 
 VARIANTS = {
     "default": dict(share_features=True, fused_attention=True, compile="none", objective="masking"),
+    "direct-positional-conv": dict(share_features=True, fused_attention=True, compile="none", objective="masking",
+                                   positional_conv_from_spectra=False),
     "no-shared-features": dict(share_features=False, fused_attention=True, compile="none", objective="masking"),
     "no-fused-attention": dict(share_features=True, fused_attention=False, compile="none", objective="masking"),
     "compile-student": dict(share_features=True, fused_attention=True, compile="student", objective="masking"),
@@ -110,7 +114,8 @@ def make_setup(args: argparse.Namespace, variant: dict[str, Any], device: torch.
     student = build_student(args.student, teacher_model.config.hidden_size, teacher_model.config.num_hidden_layers,
                             args.tiny)
     layers = default_layer_map(student.config.num_hidden_layers, teacher_model.config.num_hidden_layers)
-    teacher = FrozenTeacher(teacher_model, layers=layers, share_features=variant["share_features"])
+    teacher = FrozenTeacher(teacher_model, layers=layers, share_features=variant["share_features"],
+                            positional_conv_from_spectra=variant.get("positional_conv_from_spectra", True))
     student = student.to(device).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=1e-6)
     forward = student
@@ -143,17 +148,29 @@ def _attention_backends(setup: Setup):
     return sdpa_kernel([SDPBackend.MATH])
 
 
-def distillation_step(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, step: int,
+def frame_mask_of(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The student's real frames of the batch, (B, T) bool."""
+    frames = int(setup.student._get_feat_extract_output_lengths(values.shape[1]))
+    return setup.student._get_feature_vector_attention_mask(frames, attention_mask)
+
+
+def batch_mask(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, step: int,
+               distill: DistillationArguments) -> torch.Tensor:
+    """The span mask of a step's batch, drawn as the collator draws it (on the CPU, before the step)."""
+    frame_mask = frame_mask_of(setup, values, attention_mask)
+    return distillation_mask(distill, frame_mask.cpu(), torch.Generator().manual_seed(step)).to(values.device)
+
+
+def distillation_step(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
                       distill: DistillationArguments) -> torch.Tensor:
     """One optimisation step of the variant's objective (mirrors MaskingDistillationTrainer.compute_loss):
-    masking distillation, or STaR."""
+    masking distillation with the batch's span `mask`, or STaR (which ignores it)."""
     record = torch.profiler.record_function
     student = setup.student
     with _attention_backends(setup):
-        frames = int(student._get_feat_extract_output_lengths(values.shape[1]))
-        frame_mask = student._get_feature_vector_attention_mask(frames, attention_mask)
+        frame_mask = frame_mask_of(setup, values, attention_mask)
         objective_loss = star_step_loss if setup.objective == "star" else masking_step_loss
-        loss = objective_loss(setup, values, attention_mask, frame_mask, step, distill)
+        loss = objective_loss(setup, values, attention_mask, frame_mask, mask, distill)
         with record("student backward"):
             loss.backward()
         with record("optimizer"):
@@ -164,11 +181,9 @@ def distillation_step(setup: Setup, values: torch.Tensor, attention_mask: torch.
 
 
 def masking_step_loss(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, frame_mask: torch.Tensor,
-                      step: int, distill: DistillationArguments) -> torch.Tensor:
-    """The span mask, the teacher unmasked and masked, the masked student, the masking-distillation loss."""
+                      mask: torch.Tensor, distill: DistillationArguments) -> torch.Tensor:
+    """The teacher unmasked and masked, the masked student, the masking-distillation loss."""
     record = torch.profiler.record_function
-    with record("span mask"):
-        mask = distillation_mask(distill, frame_mask, torch.Generator().manual_seed(step))
     with record("teacher"), _autocast(setup):
         teacher_unmasked, teacher_masked = setup.teacher(values, attention_mask, mask)
     with record("student forward"), _autocast(setup):
@@ -183,8 +198,8 @@ def masking_step_loss(setup: Setup, values: torch.Tensor, attention_mask: torch.
 
 
 def star_step_loss(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor, frame_mask: torch.Tensor,
-                   step: int, distill: DistillationArguments) -> torch.Tensor:
-    """The teacher unmasked, the student unmasked, the STaR loss on the layer outputs (`step` is unused: no mask)."""
+                   mask: torch.Tensor, distill: DistillationArguments) -> torch.Tensor:
+    """The teacher unmasked, the student unmasked, the STaR loss on the layer outputs (`mask` is unused)."""
     record = torch.profiler.record_function
     with record("teacher"), _autocast(setup):
         teacher_layers, _ = setup.teacher(values, attention_mask, None)
@@ -199,7 +214,8 @@ def star_step_loss(setup: Setup, values: torch.Tensor, attention_mask: torch.Ten
 def count_step_flops(setup: Setup, values: torch.Tensor, attention_mask: torch.Tensor,
                      distill: DistillationArguments) -> int:
     """FLOPs of one distillation step (forward and backward matrix products and convolutions)."""
-    flops, _ = count_flops(lambda: distillation_step(setup, values, attention_mask, 0, distill))
+    mask = batch_mask(setup, values, attention_mask, 0, distill)
+    flops, _ = count_flops(lambda: distillation_step(setup, values, attention_mask, mask, distill))
     return flops
 
 
@@ -211,9 +227,10 @@ def run_variant(name: str, args: argparse.Namespace, device: torch.device, value
     _free(device)
 
     setup = make_setup(args, variant, device)
+    masks = [batch_mask(setup, values, attention_mask, step, distill) for step in range(args.warmup + args.steps)]
     start = time.perf_counter()
     for step in range(args.warmup):
-        distillation_step(setup, values, attention_mask, step, distill)
+        distillation_step(setup, values, attention_mask, masks[step], distill)
     synchronize(device)
     warmup_s = time.perf_counter() - start
     if device.type == "cuda":
@@ -222,7 +239,7 @@ def run_variant(name: str, args: argparse.Namespace, device: torch.device, value
     for step in range(args.warmup, args.warmup + args.steps):
         synchronize(device)
         begin = time.perf_counter()
-        loss = distillation_step(setup, values, attention_mask, step, distill)
+        loss = distillation_step(setup, values, attention_mask, masks[step], distill)
         synchronize(device)
         times.append(time.perf_counter() - begin)
         losses.append(loss)
@@ -253,9 +270,10 @@ def profile_steps(setup: Setup, values, attention_mask, distill, args, name: str
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if setup.device.type == "cuda" else [])
+    masks = [batch_mask(setup, values, attention_mask, 1000 + step, distill) for step in range(steps)]
     with profile(activities=activities, record_shapes=True) as prof:
-        for step in range(steps):
-            distillation_step(setup, values, attention_mask, 1000 + step, distill)
+        for mask in masks:
+            distillation_step(setup, values, attention_mask, mask, distill)
         synchronize(setup.device)
     sort = "self_device_time_total" if setup.device.type == "cuda" else "self_cpu_time_total"
     phases = "device_time_total" if setup.device.type == "cuda" else "cpu_time_total"

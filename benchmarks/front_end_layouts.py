@@ -1,7 +1,7 @@
 """The conv feature encoder in each layout it can run in, on one device: time and agreement.
 
-The conv encoder is the largest single cost of a distillation step on a GPU (the teacher's, HuBERT
-Base's: 512 channels over 32,000 steps per 10 s) and a third or more of a forward on a CPU. Which
+The conv encoder is a third or more of a forward on a CPU, and in distillation the teacher's (HuBERT
+Base's: 512 channels over 32,000 steps per 10 s) runs on every step. Which
 layout of the same convs is fastest depends on the device and its conv library, so this measures
 them side by side, for HuBERT Base's encoder (the teacher's; DistilHuBERT's is the same) and for a
 student's, on the same weights:

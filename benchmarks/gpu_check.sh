@@ -18,13 +18,15 @@
 #   3. inference speed, bf16, batch 1 and 32 x 10 s: each distinct preset vs HuBERT Base;
 #   4. the conv encoders of HuBERT Base (the teacher's) and armhubert in each layout, eager and compiled,
 #      with and without cuDNN's autotuning, at 32 x 10 s in bf16 (benchmarks/front_end_layouts.py);
-#   5. end-to-end distillation throughput (benchmarks/distill_end_to_end.py), every variant;
+#   5. end-to-end distillation throughput (benchmarks/distill_end_to_end.py), the main variants, with the
+#      teacher's positional conv from spectra (the default) and direct;
 #   6. step-level distillation throughput (benchmarks/distill_throughput.py) with a profile.
 # Nothing is downloaded: every model has random weights.
 set -uo pipefail
+# OUT_DIR relative to where the script is called from; the default inside the repository.
+OUT_DIR="$(mkdir -p "${1:-$(dirname "$0")/results/gpu}" && cd "${1:-$(dirname "$0")/results/gpu}" && pwd)"
 cd "$(dirname "$0")/.."
 REPO="$PWD"
-OUT_DIR="$(mkdir -p "${1:-benchmarks/results/gpu}" && cd "${1:-benchmarks/results/gpu}" && pwd)"
 WORK="$(mktemp -d)"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY="${PYTHON:-python3}"
@@ -34,14 +36,14 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
     DEVICE=cpu PRECISION=no TEACHER_SIZE=tiny UTTERANCES=24 SCALE=0.15 BATCH=4
     STUDENT=(--config_overrides '{"num_hidden_layers": 2, "reuse_pattern": [true, false], "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 96, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4, "conv_dim": [16, 32, 32, 32, 32, 32, 64, 64, 64]}')
     E2E=(--tiny --warmup 1 --steps 2 --variants default no-workers)
-    STEP=(--tiny --seconds 1 --warmup 1 --steps 1 --variants default no-shared-features)
+    STEP=(--tiny --seconds 1 --warmup 1 --steps 1 --variants default direct-positional-conv)
     SPEED=(--tiny --seconds 1 --warmup 1 --repeats 1 --no-quiet-gate)
     FRONT=(--tiny --batch-size 2 --seconds 1 --warmup 1 --repeats 1)
 else
     DEVICE=cuda PRECISION=bf16 TEACHER_SIZE=base UTTERANCES=480 SCALE=1 BATCH=18
     STUDENT=()
-    E2E=(--warmup 3 --steps 10 --variants default no-workers no-shared-features no-length-grouping)
-    STEP=(--batch-size 32 --warmup 2 --steps 5 --variants default no-shared-features compile-student star)
+    E2E=(--warmup 3 --steps 10 --variants default no-workers no-shared-features direct-positional-conv no-length-grouping)
+    STEP=(--batch-size 32 --warmup 2 --steps 5 --variants default direct-positional-conv no-shared-features compile-student star)
     SPEED=()
     FRONT=(--batch-size 32 --compile --cudnn-autotune)
 fi

@@ -243,7 +243,8 @@ def test_one_benchmark_step_is_the_trainers_loss(tmp_path):
     distill = DistillationArguments()
     torch.manual_seed(0)
     before = {n: p.detach().clone() for n, p in setup.student.named_parameters()}
-    loss = distill_throughput.distillation_step(setup, values, attention_mask, 5, distill)
+    mask = distill_throughput.batch_mask(setup, values, attention_mask, 5, distill)
+    loss = distill_throughput.distillation_step(setup, values, attention_mask, mask, distill)
     assert any(not torch.equal(before[n], p) for n, p in setup.student.named_parameters())  # a real step
 
     # Recompute the same step's loss by hand from the trainer's building blocks, at the old weights.

@@ -34,6 +34,26 @@ def distill_argv(teacher_dir, output_dir, *extra: str, overrides: str = TINY_STU
             "--learning_rate", "2e-3", "--logging_steps", "1", "--dataloader_pin_memory", "false", *extra]
 
 
+@pytest.mark.parametrize("config_class, model_class", [(HubertConfig, HubertModel), (WavLMConfig, WavLMModel)])
+def test_teacher_positional_conv_from_spectra_equals_the_models_own(config_class, model_class):
+    """Base-sized positional conv (768 channels, 128 taps, 16 groups) on a padded batch: the teacher's
+    layer outputs with the conv from spectra equal those of the untouched model to fp32 rounding."""
+    import copy
+
+    torch.manual_seed(0)
+    config = config_class(num_hidden_layers=2, conv_dim=(64,) * 7, mask_time_prob=0.05)
+    model = model_class(config)
+    direct = FrozenTeacher(copy.deepcopy(model), layers=[1, 2], positional_conv_from_spectra=False)
+    spectral = FrozenTeacher(model, layers=[1, 2])
+    assert type(spectral.model.encoder.pos_conv_embed.conv).__name__ == "SpectralPositionalConv"
+    values, attention_mask = pad_batch(bundled_waveforms(count=3))
+    frames = int(spectral.num_frames(values.shape[1]))
+    mask = torch.rand(3, frames, generator=torch.Generator().manual_seed(0)) < 0.5
+    real = model._get_feature_vector_attention_mask(frames, attention_mask).bool()  # padded frames carry nothing
+    for got, want in zip(sum(spectral(values, attention_mask, mask), []), sum(direct(values, attention_mask, mask), [])):
+        torch.testing.assert_close(got[real], want[real], rtol=0, atol=1e-5 * want[real].abs().max().item())
+
+
 @pytest.mark.parametrize("apply_spec_augment", [True, False])
 @pytest.mark.parametrize("config_class, model_class", [(HubertConfig, HubertModel), (WavLMConfig, WavLMModel)])
 def test_shared_teacher_features_equal_two_full_passes(config_class, model_class, apply_spec_augment):
