@@ -312,7 +312,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                            f"{DEFAULT_MAX_RELATIVE_ERROR}.")
     int8.add_argument("--accept-int8-error", action="store_true",
                       help="Keep the int8 model and exit 0 even when its error exceeds --int8-max-error.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    int8_only = {"--int8-conv-encoder": args.int8_conv_encoder, "--int8-keep-fp32": args.int8_keep_fp32,
+                 "--int8-check-audio": args.int8_check_audio is not None,
+                 "--int8-max-error": args.int8_max_error != DEFAULT_MAX_RELATIVE_ERROR,
+                 "--accept-int8-error": args.accept_int8_error}
+    given = [option for option, used in int8_only.items() if used]
+    if given and args.quantize is None:
+        parser.error(f"{', '.join(given)}: for the int8 model only, which --quantize int8 writes; add it.")
+    return args
 
 
 def int8_check_batch(args: argparse.Namespace, config: ArmHubertConfig) -> tuple[torch.Tensor, torch.Tensor, str]:

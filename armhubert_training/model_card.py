@@ -220,6 +220,11 @@ def _objective_rows(distill_args: DistillationArguments) -> dict[str, str]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _conv_encoder_frozen(model: ArmHubertPreTrainedModel) -> bool:
+    """Whether training left the student's conv feature encoder out (`--freeze_feature_encoder`)."""
+    return not any(p.requires_grad for p in model.armhubert.feature_extractor.parameters())
+
+
 def asr_model_card(model: ArmHubertPreTrainedModel, student: StudentSourceArguments, data_args: AsrDataArguments,
                    training_args: TrainingArguments, metrics: dict[str, float], units: str = "characters") -> ModelCard:
     """A card for a fine-tuned CTC model: what it is, how to use it, its results and recipe.
@@ -236,7 +241,8 @@ def asr_model_card(model: ArmHubertPreTrainedModel, student: StudentSourceArgume
             f"{' (SUPERB SpecAugment in training)' if model.config.superb_spec_augment else ''}, "
             f"{model.config.superb_lstm_layers} BiLSTM "
             f"layers of {model.config.superb_lstm_hidden_size} units and a CTC layer" if superb
-            else "a CTC layer on the last layer, the whole student fine-tuned (conv encoder frozen)")
+            else "a CTC layer on the last layer, the whole student fine-tuned"
+                 + (" (conv encoder frozen)" if _conv_encoder_frozen(model) else ""))
     train_splits = " + ".join(data_args.train_splits)
     data = (f"LibriSpeech {train_splits}" if data_args.librispeech_root
             else f"Audio SNIPS {train_splits}" if data_args.snips_root

@@ -5,7 +5,7 @@ Each variant builds the trainer as run_distill.py does, with
 length-grouped sampler, FLAC decoding, the collator, the span mask, the frozen teacher, the
 student, AdamW, gradient clipping, mixed precision) and trains for a fixed number of steps on a
 LibriSpeech-layout corpus of FLAC files that this script writes first, with utterance lengths
-drawn like LibriSpeech's (2-35 s, mean about 12.6 s; see tools/make_synthetic_librispeech.py), or
+drawn like LibriSpeech's (2-35 s, mean about 13.2 s; see tools/make_synthetic_librispeech.py), or
 on a corpus given with --corpus.
 
 Reported per variant, over the timed steps (after the warm-up steps):
@@ -57,7 +57,7 @@ from benchmarks.bench_utils import (
 )
 from benchmarks.tables import distill_end_to_end_table
 from tools.make_random_teacher import make_random_teacher
-from tools.make_synthetic_librispeech import sample_durations, write_corpus
+from tools.make_synthetic_librispeech import mean_duration, sample_durations, write_corpus
 
 SAMPLE_RATE = 16000
 TARGET_AUDIO_S_PER_S = 3000  # armhubert from a HuBERT Base-sized teacher on one H100/H200, bf16
@@ -130,7 +130,7 @@ def variant_arguments(name: str, args: argparse.Namespace) -> list[str]:
     """The options that make variant `name` differ from the default."""
     if name != "token-budget":
         return VARIANTS[name]
-    mean_s, longest_s = 12.6 * args.duration_scale, 35.0 * args.duration_scale  # sample_durations' shape
+    mean_s, longest_s = mean_duration(args.duration_scale), 35.0 * args.duration_scale  # sample_durations' shape
     budget = max(args.batch_size * mean_s, longest_s)
     return ["--max_batch_seconds", f"{budget:.2f}", "--per_device_train_batch_size", str(2 * args.batch_size)]
 

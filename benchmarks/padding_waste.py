@@ -1,7 +1,7 @@
 """Padding waste and batch memory of each batching strategy, over one epoch of LibriSpeech-like lengths.
 
 No model runs: the script draws utterance lengths like LibriSpeech's training sets
-(tools/make_synthetic_librispeech.py: 2-35 s, mean about 12.6 s), forms one epoch of batches with
+(tools/make_synthetic_librispeech.py: 2-35 s, mean about 13.2 s), forms one epoch of batches with
 each strategy exactly as training does, and reports per strategy:
 
   padding        padded samples / all samples in the batches (compute spent on zeros)

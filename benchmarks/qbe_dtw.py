@@ -7,7 +7,7 @@ Two measurements per device, both on random features of QUESST-like lengths:
   pair   the whole match: z-normalised features -> cosine_exp distances, row min-max -> DTW
 
 The reference runs single-threaded, as each of s3prl's worker processes does; the torch path is timed
-with one thread (per core) and, where a GPU is lent, on the GPU.
+with one thread (per core) and, with --device cuda, on the GPU.
 
     python -m benchmarks.qbe_dtw                    # writes benchmarks/results/qbe_dtw_cpu.json
     python -m benchmarks.qbe_dtw --device cuda --output benchmarks/results/qbe_dtw_cuda.json
@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(qbe_dtw_table(rows))
     setting = {"query_frames": args.query_frames, "document_frames": args.document_frames, "dim": args.dim,
                "sweep": {"queries": args.queries, "documents": args.documents, "layers": args.layers,
-                         "counts": "given" if argv and ("--queries" in argv or "--documents" in argv) else
-                         "estimated: the 2,714 English files split like the whole corpus"}}
+                         "counts": "estimated: the 2,714 English files split like the whole corpus"
+                         if (args.queries, args.documents) == (ESTIMATED_DEV_QUERIES, ESTIMATED_DOCUMENTS)
+                         else "given"}}
     write_json(args.output or RESULTS_DIR / f"qbe_dtw_{args.device.split(':')[0]}.json",
                {"command": command_line(__file__, argv), "machine": machine_info(args.device), "setting": setting,
                 "rows": rows})

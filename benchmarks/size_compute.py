@@ -119,7 +119,8 @@ def plot(rows: list[dict[str, Any]], latency_pct: dict[str, float], path: Path, 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
-                        help="Models to measure (default: every preset, hubert-base and wavlm-base).")
+                        help="Models to measure (default: every preset and every baseline: "
+                             f"{', '.join(MODEL_NAMES)}).")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="Audio length of the counted forward pass; MACs are divided by it (default 10).")
     parser.add_argument("--tiny", action="store_true", help="Tiny models of the same layout (tests, smoke runs).")

@@ -298,6 +298,16 @@ def test_linear_fine_tuning_lowers_the_ctc_loss(linear_run, student_dir):
         assert (linear_run / name).is_file(), name
     card = (linear_run / "README.md").read_text()
     assert "pipeline_tag: automatic-speech-recognition" in card and "| dev-clean |" in card
+    assert "the whole student fine-tuned (conv encoder frozen)" in card
+    # The card says so only when it was: --freeze_feature_encoder false trains the conv encoder too.
+    from armhubert_training.model_card import _conv_encoder_frozen
+    from conftest import tiny_config
+    from modeling_armhubert import ArmHubertForCTC
+
+    model = ArmHubertForCTC(tiny_config(projection_dim=0, vocab_size=8))
+    assert not _conv_encoder_frozen(model)
+    model.freeze_feature_encoder()
+    assert _conv_encoder_frozen(model)
 
 
 def test_superb_run_keeps_the_student_weights(superb_run, student_dir):

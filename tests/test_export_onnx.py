@@ -337,6 +337,10 @@ def test_int8_check_audio_is_read_before_exporting(tmp_path, offline_hf):
         export_onnx.main([str(output), "--model", str(tmp_path / "student"), "--quantize", "int8",
                           "--int8-check-audio", str(tmp_path / "missing.wav")])
     assert not output.exists() and not export_onnx.int8_path_for(output).exists()
+    # The int8 options without --quantize int8 would be silently ignored: refused instead.
+    with pytest.raises(SystemExit):
+        export_onnx.main([str(output), "--model", str(tmp_path / "student"), "--int8-conv-encoder"])
+    assert not output.exists()
 
 
 def test_an_int8_model_whose_check_breaks_is_removed(exported, tmp_path, monkeypatch):

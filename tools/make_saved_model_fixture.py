@@ -109,7 +109,7 @@ CODE_FILES = ("configuration_armhubert.py", "modeling_armhubert.py")
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output_dir", type=Path)
+    parser.add_argument("output_dir", type=Path, help="The fixture folder to write, e.g. tests/fixtures/saved-v0.1.")
     args = parser.parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     values, mask = reference_batch()
