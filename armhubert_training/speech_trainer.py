@@ -151,7 +151,7 @@ class EpochCallback(TrainerCallback):
 
 
 class SkippedFilesCallback(TrainerCallback, ExportableState):
-    """Counts the training files that failed when read (None items), across resumes.
+    """Counts the training files that failed when read (None items), over all processes and across resumes.
 
     Its count is saved in every checkpoint's TrainerState (`stateful_callbacks`) and read back at
     the start of a resumed run, so the run reports its whole count. (Transformers itself restores
@@ -203,6 +203,7 @@ class SpeechTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.add_callback(SkippedFilesCallback())
         self._eval_undecodable = 0  # files that failed when read in the current evaluation, this process
+        self._pending_undecodable = 0  # training files that failed when read since `_commit_skipped`, this process
         self._stand_in: dict[str, Any] | None = None  # see stand_in_batch
         self._epoch_receivers = [self.train_dataset] if hasattr(self.train_dataset, "set_epoch") else []
         self.add_callback(EpochCallback(self._epoch_receivers))
@@ -219,8 +220,10 @@ class SpeechTrainer(Trainer):
 
     def skipped_files_metrics(self) -> dict[str, int]:
         """`skipped_files` and `skipped_files_<reason>` of the training split: the files left out when it
-        was indexed, plus those that failed when read during training (including the runs this one resumed)."""
-        return skip_metrics(self.train_dataset, self._skip_counter.undecodable)
+        was indexed, plus those that failed when read during training (including the runs this one resumed):
+        every process's up to the last training log, checkpoint or the end of training, and this process's
+        since."""
+        return skip_metrics(self.train_dataset, self._skip_counter.undecodable + self._pending_undecodable)
 
     @property
     def skipped_files(self) -> int:
@@ -302,8 +305,8 @@ class SpeechTrainer(Trainer):
         if skipped is None or int(skipped) == 0:
             return
         if training:
-            self._skip_counter.undecodable += int(skipped)
-            so_far, where = self._skip_counter.undecodable, "training"
+            self._pending_undecodable += int(skipped)
+            so_far, where = self._skip_counter.undecodable + self._pending_undecodable, "training, this process"
         else:
             self._eval_undecodable += int(skipped)
             so_far, where = self._eval_undecodable, "this evaluation"
@@ -351,10 +354,29 @@ class SpeechTrainer(Trainer):
                                    "skipped files and the corpus they come from.")
         return dict(self._stand_in)  # a copy: the loss takes entries out of its batch
 
+    def _commit_skipped(self) -> None:
+        """Add every process's training files that failed since the last commit to the run's count.
+
+        Called where all processes are at the same point (a training log, a checkpoint save, the end of
+        training), so that the count logged, saved in checkpoints and reported is the whole run's."""
+        pending = torch.tensor(self._pending_undecodable, device=self.args.device)
+        self._skip_counter.undecodable += int(self.accelerator.reduce(pending, "sum"))
+        self._pending_undecodable = 0
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:
+        if "loss" in logs:  # every process logs the training loss at the same steps
+            self._commit_skipped()
             logs["skipped_files"] = self.skipped_files
         super().log(logs, start_time)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        self._commit_skipped()  # the checkpoint's count, restored on resume, is every process's
+        super()._save_checkpoint(model, trial)
+
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        self._commit_skipped()
+        return output
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
