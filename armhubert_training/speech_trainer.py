@@ -350,8 +350,8 @@ class SpeechTrainer(Trainer):
                     self._stand_in = self._prepare_inputs(batch)
                     break
             else:
-                raise RuntimeError("No file of the training data could be read: check --output_dir's log for the "
-                                   "skipped files and the corpus they come from.")
+                raise RuntimeError("No file of the training data could be read (the warnings above name each one): "
+                                   "check the corpus, or the data options that point to it.")
         return dict(self._stand_in)  # a copy: the loss takes entries out of its batch
 
     def _commit_skipped(self) -> None:
