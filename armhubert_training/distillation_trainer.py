@@ -300,7 +300,8 @@ class MaskingDistillationTrainer(SpeechTrainer):
         inputs.pop("mask_time_indices", None)  # validation is unmasked
         if self.is_empty(inputs):
             # A NaN loss rather than none: under several processes every one must join the gather of each
-            # batch's loss. The Trainer leaves non-finite batch losses out of the mean (--logging_nan_inf_filter).
+            # batch's loss. The Trainer leaves non-finite batch losses out of the mean with
+            # --logging_nan_inf_filter (the default; without it, eval_loss becomes NaN).
             return torch.tensor(float("nan"), device=self.args.device), None, None
         args = self.distillation_args
         if args.objective == "star":

@@ -55,7 +55,7 @@ class _DecodingDataset:
     Lengths are in samples at 16 kHz. Audio shorter than `min_length`, or
     longer than `max_length` when not cropping, is out of range.
     Utterances longer than `max_length` are cropped to a random window when
-    `crop` is true; the window depends only on (seed, position, epoch).
+    `crop` is true (`_crop_seed` says what the window depends on).
     `set_epoch` moves the windows; call it at the start of every epoch
     (accelerate's data loader does not always forward its own `set_epoch` to
     the dataset, e.g. under DDP). DataLoader workers get a copy of the dataset
@@ -72,7 +72,9 @@ class _DecodingDataset:
         self.crop = crop
         self.seed = seed
         self.epoch = 0
-        self._reads: dict[int, int] = {}  # position -> times read this epoch in this process (crop seeds)
+        self._reads: dict[int, int] = {}  # position -> times read since `set_epoch` in this copy (crop seeds)
+        # Items sampled with replacement are read many times per epoch: a new crop at each read.
+        self.crops_per_read = False
         # Ids whose audio failed to decode in this process; each is logged once.
         self.failed_ids: set[str] = set()
         # Utterances left out before any decoding, by reason (see SKIP_REASONS); none when streaming.
@@ -102,17 +104,20 @@ class _DecodingDataset:
         return length >= self.min_length and not too_long
 
     def _crop_seed(self, position: int) -> tuple[int, ...]:
-        """The seed of a random crop. An item's first read in an epoch is seeded by the run's seed, the
-        epoch and the item, so that its crop does not depend on which process or worker reads it (a run on
-        several processes crops as one process does). Items sampled with replacement are read many times
-        per epoch (Speech Commands' _silence_ items, hundreds of times); each further read draws a new
-        crop, as SUPERB does, seeded by the worker and the read count as well."""
+        """The seed of a random crop: the run's seed, the epoch and the item, so that an item read once per
+        epoch is cropped the same whichever process or worker reads it (a run on several processes crops
+        as one process does). With `crops_per_read` (items sampled with replacement, such as Speech
+        Commands' _silence_ items, read hundreds of times per epoch) every read draws a new crop, as SUPERB
+        does: the process, the DataLoader worker and how often this copy has read the item join the seed.
+        The read counts restart with `set_epoch`, which the trainers also call before each evaluation, so
+        that every evaluation draws the same crops."""
+        if not self.crops_per_read:
+            return (self.seed, position, self.epoch)
         reads = self._reads.get(position, 0)
         self._reads[position] = reads + 1
-        if reads == 0:
-            return (self.seed, position, self.epoch)
         worker = torch.utils.data.get_worker_info()
-        return (self.seed, position, self.epoch, 0 if worker is None else worker.id + 1, reads)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        return (self.seed, position, self.epoch, rank, 0 if worker is None else worker.id + 1, reads)
 
     def _item(self, audio: np.ndarray, text: str, utt_id: str, position: int) -> dict[str, Any]:
         if self.crop and self.max_length is not None and len(audio) > self.max_length:
@@ -215,6 +220,7 @@ class LabelledSpeechDataset(SpeechDataset):
     def __init__(self, *args, sample_weights: list[float] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.sample_weights = sample_weights
+        self.crops_per_read = sample_weights is not None
 
     @property
     def labels(self) -> list[str]:

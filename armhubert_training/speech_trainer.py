@@ -274,6 +274,21 @@ class SpeechTrainer(Trainer):
             return self.epoch_seeded(LengthGroupedEpochSampler(global_batch, lengths, seed=self.data_seed))
         return super()._get_train_sampler(train_dataset)
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        self._restart_reads(self.eval_dataset[dataset] if isinstance(dataset, str) else dataset)
+        return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        self._restart_reads(test_dataset)
+        return super().get_test_dataloader(test_dataset)
+
+    @staticmethod
+    def _restart_reads(dataset) -> None:
+        """Every evaluation reads its split as the first did: the same random crops (`_crop_seed`)."""
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(0)
+
     def epoch_seeded(self, sampler):
         """`sampler`, registered to be told the epoch at each epoch's start (`EpochCallback`)."""
         self._epoch_receivers.append(sampler)
@@ -306,7 +321,8 @@ class SpeechTrainer(Trainer):
             return
         if training:
             self._pending_undecodable += int(skipped)
-            so_far, where = self._skip_counter.undecodable + self._pending_undecodable, "training, this process"
+            so_far = self._skip_counter.undecodable + self._pending_undecodable
+            where = "training (the other processes' counted up to the last log)"
         else:
             self._eval_undecodable += int(skipped)
             so_far, where = self._eval_undecodable, "this evaluation"
@@ -346,7 +362,8 @@ class SpeechTrainer(Trainer):
             for item in items:
                 batch = self.data_collator([item]) if item is not None else None
                 if batch is not None and not self.is_empty(batch):
-                    batch.pop("num_skipped", None)
+                    for count in ("num_skipped", "num_unknown_chars"):  # counted when the item was first read
+                        batch.pop(count, None)
                     self._stand_in = self._prepare_inputs(batch)
                     break
             else:

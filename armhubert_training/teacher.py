@@ -61,16 +61,16 @@ class FrozenTeacher(nn.Module):
             convention); None = all layers.
         share_features: compute the conv features once for both passes (True) or run the whole
             model twice (False; the straightforward way, kept to measure the gain).
-        positional_conv_from_spectra: compute the positional conv from spectra (True) or run the model's
-            own conv (False; kept to measure the gain).
+        positional_conv_from_spectra: compute the positional conv from spectra (True: `model`'s conv is
+            replaced in place) or run the model's own conv (False; kept to measure the gain).
     """
 
     def __init__(self, model: PreTrainedModel, layers: list[int] | None = None, share_features: bool = True,
                  positional_conv_from_spectra: bool = True):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
-        if positional_conv_from_spectra:
-            positional = self.model.encoder.pos_conv_embed
+        positional = self.model.encoder.pos_conv_embed
+        if positional_conv_from_spectra and not isinstance(positional.conv, SpectralPositionalConv):
             positional.conv = SpectralPositionalConv(positional.conv)
         # Transformers applies a given mask_time_indices only with apply_spec_augment on; a teacher saved
         # with it off would give its unmasked outputs as the masked ones in the two-pass path. In eval mode

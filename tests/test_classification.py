@@ -226,6 +226,27 @@ def test_speech_commands_hash_split_classes_silence_and_balanced_sampling(corpor
     assert test.sample_weights is None and test[0]["input_values"].shape == (RATE,)
 
 
+def test_every_evaluation_draws_the_same_silence_crops(corpora, tmp_path):
+    """Validation samples class-balanced, so its _silence_ items are read many times, each a new crop; the
+    read counts restart with each evaluation, so that two evaluations (which select the checkpoint) see the
+    same audio, with DataLoader workers or without."""
+    args = data_args(corpus="speech_commands", corpus_root=str(corpora["speech_commands"]))
+    data = build_classification_datasets(args, True, True, False, seed=0)
+    model = ArmHubertForSequenceClassification(tiny_config(num_labels=data.label_set.num_labels))
+    trainer = ClassificationTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to="none",
+                                                                        dataloader_num_workers=0),
+                                    data_collator=ClassificationCollator(data.label_set), label_set=data.label_set)
+    position = data.eval.labels.index("_silence_")
+
+    def evaluation_reads():
+        trainer.get_eval_dataloader(data.eval)
+        return [data.eval[position]["input_values"] for _ in range(3)]
+
+    first, second = evaluation_reads(), evaluation_reads()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+
+
 def test_fluent_commands_slots_in_order_of_first_appearance(corpora):
     data = build_classification_datasets(data_args(corpus="fluent_commands", corpus_root=str(corpora["fluent"])),
                                          True, True, True, seed=0)

@@ -46,6 +46,8 @@ def test_teacher_positional_conv_from_spectra_equals_the_models_own(config_class
     direct = FrozenTeacher(copy.deepcopy(model), layers=[1, 2], positional_conv_from_spectra=False)
     spectral = FrozenTeacher(model, layers=[1, 2])
     assert type(spectral.model.encoder.pos_conv_embed.conv).__name__ == "SpectralPositionalConv"
+    FrozenTeacher(model, layers=[1, 2])  # wrapping the same model again keeps its conv from spectra
+    assert type(model.encoder.pos_conv_embed.conv.conv).__name__ == "ParametrizedConv1d"
     values, attention_mask = pad_batch(bundled_waveforms(count=3))
     frames = int(spectral.num_frames(values.shape[1]))
     mask = torch.rand(3, frames, generator=torch.Generator().manual_seed(0)) < 0.5
