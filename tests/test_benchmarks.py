@@ -331,7 +331,10 @@ def test_front_end_share_splits_each_model_into_its_conv_encoder_and_the_rest(tm
                          ("distilhubert", "pytorch", "fp32"), ("distilhubert", "onnxruntime", "fp32"),
                          ("distilhubert", "onnxruntime", "int8")}
     for row in rows.values():
-        assert 0 < row["front_end_ms"] < row["total_ms"]
+        assert row["front_end_ms"] > 0 and row["total_ms"] > 0
+        if row["runtime"] == "onnxruntime":  # the conv encoder's nodes are a part of the profiled ones
+            assert row["front_end_ms"] < row["total_ms"]
+        # (PyTorch's two are timed apart: on tiny models and one repeat, a busy machine can invert them.)
         assert row["front_end_share"] == pytest.approx(row["front_end_ms"] / row["total_ms"])
         # Nodes that ONNX Runtime names afresh (its fusions of the Transformer's norms and activations, shape
         # bookkeeping) count as the rest: never a conv or matrix product, the ops the conv encoder is made of.
