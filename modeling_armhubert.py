@@ -373,30 +373,27 @@ class ArmHubertPositionalConvEmbedding(nn.Module):
         conv (in a forward of 1 x 10 s at 1 thread, 17 ms with the weight's comparison, against 55 ms for
         oneDNN's grouped conv); equal to the conv to fp32 rounding (3e-6 on armhubert)."""
         conv = self.conv
-        block = spectral_block(conv.kernel_size[0])
-        return grouped_conv_from_spectra(hidden_states, self._kernel_spectrum(block), conv.kernel_size[0],
+        return grouped_conv_from_spectra(hidden_states, self._kernel_spectrum(), conv.kernel_size[0],
                                          conv.padding[0], hidden_states.shape[1], conv.bias)
 
-    def _kernel_spectrum(self, block: int) -> torch.Tensor:
+    def _kernel_spectrum(self) -> torch.Tensor:
         """The kernel's spectrum (`kernel_spectrum`). Computing it takes longer than the whole conv from
         spectra, so it is kept with the weight it came from and renewed whenever the weight differs
         (compared by value: a write through `.data` changes no version counter)."""
         weight = self.conv.weight  # (C, C/G, kernel), from the weight-norm parameters
         cached = self._kernel_spectrum_cache
         if cached is None or cached[0].dtype != weight.dtype or not torch.equal(cached[0], weight):
-            cached = (weight, kernel_spectrum(weight, self.conv.groups, block))
+            cached = (weight, kernel_spectrum(weight, self.conv.groups))
             self._kernel_spectrum_cache = cached
         return cached[1]
 
 
-def spectral_block(kernel: int) -> int:
-    """The overlap-add block of `grouped_conv_from_spectra`: a power of two >= kernel - 1 frames."""
-    return 1 << (kernel - 2).bit_length() if kernel > 1 else 1
-
-
-def kernel_spectrum(weight: torch.Tensor, groups: int, block: int) -> torch.Tensor:
+def kernel_spectrum(weight: torch.Tensor, groups: int) -> torch.Tensor:
     """A grouped conv's weight (C, C/G, kernel) -> (G, F, C/G, C/G) complex: each group's kernel flipped (so
-    that the product of spectra convolves as the conv correlates), as spectra of length 2 * block."""
+    that the product of spectra convolves as the conv correlates), as spectra of length 2 * block, the
+    overlap-add block of `grouped_conv_from_spectra` being a power of two >= kernel - 1 frames."""
+    kernel = weight.shape[-1]
+    block = 1 << (kernel - 2).bit_length() if kernel > 1 else 1
     spectrum = torch.fft.rfft(weight.flip(-1), 2 * block)  # (C, C/G, F)
     spectrum = spectrum.view(groups, weight.shape[0] // groups, weight.shape[1], block + 1)
     return spectrum.permute(0, 3, 2, 1).contiguous()
@@ -406,7 +403,7 @@ def grouped_conv_from_spectra(hidden_states: torch.Tensor, spectrum: torch.Tenso
                               out_frames: int, bias: torch.Tensor | None) -> torch.Tensor:
     """A grouped Conv1d (stride 1, zero `padding` on both sides) computed from spectra, time-major:
     (B, T, C) -> (B, out_frames, C), out_frames <= T + 2 * padding - kernel + 1; `spectrum` is
-    `kernel_spectrum(weight, groups, spectral_block(kernel))`.
+    `kernel_spectrum(weight, groups)`.
 
     For a long kernel (the positional convs' 128 taps) the products of spectra cost a fraction of the
     direct conv. Overlap-add: the frames are cut into blocks of `block` frames; each block's full

@@ -249,9 +249,11 @@ class MaskingDistillationTrainer(SpeechTrainer):
         else:
             terms, outputs = self._masking_terms(model, inputs)
         if empty:
-            return (terms["loss"] * 0.0, None) if return_outputs else terms["loss"] * 0.0
-        self._accumulate(terms)
-        return (terms["loss"], outputs) if return_outputs else terms["loss"]
+            loss, outputs = terms["loss"] * 0.0, None
+        else:
+            self._accumulate(terms)
+            loss = terms["loss"]
+        return (loss, outputs) if return_outputs else loss
 
     def _masking_terms(self, model, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any]:
         """Masking distillation (docs/method.md §2): the student on masked audio against both teacher passes."""

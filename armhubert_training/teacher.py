@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, HubertModel, PreTrainedModel, Wav2Vec2Model, WavLMModel
 
-from modeling_armhubert import grouped_conv_from_spectra, kernel_spectrum, spectral_block
+from modeling_armhubert import grouped_conv_from_spectra, kernel_spectrum
 
 SUPPORTED_TEACHERS = (HubertModel, WavLMModel, Wav2Vec2Model)
 
@@ -160,7 +160,6 @@ class SpectralPositionalConv(nn.Module):
         if conv.stride[0] != 1 or conv.dilation[0] != 1 or not isinstance(conv.padding[0], int):
             raise ValueError(f"SpectralPositionalConv computes stride-1 convs with integer padding, not {conv}.")
         self.conv = conv
-        self.block = spectral_block(conv.kernel_size[0])
         self._spectra: dict[torch.device, torch.Tensor] = {}
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -169,7 +168,7 @@ class SpectralPositionalConv(nn.Module):
         device = hidden_states.device
         with torch.autocast(device.type, enabled=False):
             if device not in self._spectra:
-                self._spectra[device] = kernel_spectrum(conv.weight.detach().float(), conv.groups, self.block)
+                self._spectra[device] = kernel_spectrum(conv.weight.detach().float(), conv.groups)
             bias = conv.bias.detach().float() if conv.bias is not None else None
             out_frames = hidden_states.shape[-1] + 2 * padding - kernel + 1
             out = grouped_conv_from_spectra(hidden_states.float().transpose(1, 2), self._spectra[device], kernel,
