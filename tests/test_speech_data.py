@@ -660,3 +660,24 @@ def test_a_folder_that_cannot_be_listed_is_named_and_the_rest_indexed(tmp_path, 
     kept = {Path(path).parent for path in column(index, "path")}
     assert locked not in kept and kept == set(chapters[1:])
     assert f"Skipped folder {locked}: it cannot be listed (Permission denied)" in caplog.text
+
+
+def test_files_under_follows_links_once_and_stops_at_the_depth_asked(tmp_path):
+    """A link back up the tree (a loop) ends; a linked folder is read once; only `depth` folders down."""
+    from armhubert_training.corpora.index import files_under
+
+    for relative in ("a/b/x.wav", "a/b/c/y.wav", "a/b/c/notes.txt", "a/.hidden/z.wav", "w.wav"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    (tmp_path / "a" / "b" / "c" / "up").symlink_to(tmp_path / "a")  # a loop
+
+    def found(**options) -> list[str]:
+        return [p.relative_to(tmp_path).as_posix()
+                for p in files_under(tmp_path, lambda name: name.endswith(".wav"), **options)]
+
+    assert found() == ["a/.hidden/z.wav", "a/b/c/y.wav", "a/b/x.wav", "w.wav"]
+    assert found(skip_hidden=True) == ["a/b/c/y.wav", "a/b/x.wav", "w.wav"]
+    assert found(depth=2) == ["a/.hidden/z.wav", "a/b/x.wav"] and found(depth=0) == ["w.wav"]
+    (tmp_path / "again").symlink_to(tmp_path / "a" / "b")  # the same real folder under two names
+    names = [Path(path).name for path in found()]
+    assert sorted(names) == ["w.wav", "x.wav", "y.wav", "z.wav"]

@@ -9,13 +9,10 @@ is left out, counted as ``no_targets`` and named in a warning.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from ..audio import Skipped, warn_skipped
-from .index import Utterance
-
-logger = logging.getLogger(__name__)
+from .index import Utterance, files_under
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -35,24 +32,4 @@ def folder_utterances(root: Path) -> tuple[list[Utterance], Skipped]:
 def _audio_files(folder: Path) -> list[Path]:
     """The audio files under `folder` at any depth, sorted, skipping hidden names; a linked folder is
     followed, each real folder read once (a link loop ends)."""
-    files: list[Path] = []
-    pending, seen = [folder], set()
-    while pending:
-        current = pending.pop()
-        if current.resolve() in seen:
-            continue
-        seen.add(current.resolve())
-        try:
-            entries = sorted(current.iterdir())
-        except OSError as err:  # one folder the run cannot list costs its files, not the run
-            logger.warning("Skipped folder %s: it cannot be listed (%s); the files under it are left out.",
-                           current, err.strerror or err)
-            continue
-        for path in entries:
-            if path.name.startswith("."):
-                continue
-            if path.is_dir():
-                pending.append(path)
-            elif path.suffix.lower() in AUDIO_SUFFIXES:
-                files.append(path)
-    return sorted(files)
+    return files_under(folder, lambda name: Path(name).suffix.lower() in AUDIO_SUFFIXES, skip_hidden=True)

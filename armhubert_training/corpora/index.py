@@ -9,11 +9,10 @@ applies the duration range and `check_not_empty` stops a run whose split has not
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import datasets
 import numpy as np
@@ -67,20 +66,33 @@ def utterance_index(utterances: list[Utterance], num_workers: int | None,
     return datasets.Dataset.from_dict(columns, features=INDEX_FEATURES), skipped
 
 
-def files_under(folder: Path, pattern: str, depth: int | None = None) -> list[Path]:
-    """The files under `folder` whose names match `pattern` (fnmatch), `depth` folders down when given,
-    sorted. A folder that cannot be listed (permissions, a failing disk) is named in a warning and left
-    out with what it holds, where a glob would skip it silently."""
+def files_under(folder: Path, wanted: Callable[[str], bool], depth: int | None = None,
+                skip_hidden: bool = False) -> list[Path]:
+    """The files under `folder` whose names `wanted` accepts, `depth` folders down when given, sorted.
+    Linked folders are followed, each real folder read once (a link loop ends); with `skip_hidden`, names
+    starting with "." are left out. A folder that cannot be listed (permissions, a failing disk) is named
+    in a warning and left out with what it holds, where a glob would skip it silently."""
 
     def warn(err: OSError) -> None:
         logger.warning("Skipped folder %s: it cannot be listed (%s); the files under it are left out.",
                        err.filename, err.strerror or err)
 
-    found = []
-    for current, _, names in os.walk(folder, onerror=warn, followlinks=True):
-        if depth is not None and len(Path(current).relative_to(folder).parts) != depth:
-            continue
-        found += [Path(current) / name for name in names if fnmatch.fnmatch(name, pattern)]
+    def visible(name: str) -> bool:
+        return not (skip_hidden and name.startswith("."))
+
+    found, seen = [], {os.path.realpath(folder)}
+    for current, folders, names in os.walk(folder, onerror=warn, followlinks=True):
+        level = len(Path(current).relative_to(folder).parts)
+        if depth is None or level == depth:
+            found += [Path(current) / name for name in names if visible(name) and wanted(name)]
+        descend = []  # os.walk goes into these only: not below `depth`, each real folder once
+        if depth is None or level < depth:
+            for name in filter(visible, folders):
+                real = os.path.realpath(os.path.join(current, name))
+                if real not in seen:
+                    seen.add(real)
+                    descend.append(name)
+        folders[:] = descend
     return sorted(found)
 
 

@@ -85,7 +85,7 @@ def librispeech_index(
                 f"LibriSpeech split {split!r} not found: {split_dir} does not exist. "
                 f"Splits found in {corpus}: {found or 'none'}."
             )
-        for transcript in files_under(split_dir, "*.trans.txt", depth=2):  # <speaker>/<chapter>/
+        for transcript in files_under(split_dir, lambda name: name.endswith(".trans.txt"), depth=2):
             try:
                 lines = transcript.read_bytes().splitlines()
             except OSError as err:

@@ -73,7 +73,7 @@ def snips_index(root: str | os.PathLike, splits: Sequence[str],
             raise FileNotFoundError(f"SNIPS split {split!r} not found: {split_dir} does not exist. "
                                     f"Splits found in {corpus}: {found or 'none'}.")
         voices = SNIPS_SPEAKERS.get(split)
-        paths += [path for path in files_under(split_dir, "*.wav")
+        paths += [path for path in files_under(split_dir, lambda name: name.endswith(".wav"))
                   if voices is None or path.stem.split("-", 1)[0] in voices]
     no_targets = [path.stem for path in paths if path.stem not in transcripts]
     where = f"{corpus} {list(splits)}"
