@@ -73,8 +73,6 @@ class _DecodingDataset:
         self.seed = seed
         self.epoch = 0
         self._reads: dict[int, int] = {}  # position -> times read since `set_epoch` in this copy (crop seeds)
-        # Items sampled with replacement are read many times per epoch: a new crop at each read.
-        self.crops_per_read = False
         # Ids whose audio failed to decode in this process; each is logged once.
         self.failed_ids: set[str] = set()
         # Utterances left out before any decoding, by reason (see SKIP_REASONS); none when streaming.
@@ -83,6 +81,11 @@ class _DecodingDataset:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self._reads = {}
+
+    @property
+    def crops_per_read(self) -> bool:
+        """Whether every read draws a new crop: for items sampled with replacement, read many times per epoch."""
+        return False
 
     def _note_failure(self, utt_id: str, problem: str) -> None:
         """Log a file that came out unusable when read, once per id in this process."""
@@ -220,7 +223,10 @@ class LabelledSpeechDataset(SpeechDataset):
     def __init__(self, *args, sample_weights: list[float] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.sample_weights = sample_weights
-        self.crops_per_read = sample_weights is not None
+
+    @property
+    def crops_per_read(self) -> bool:
+        return self.sample_weights is not None
 
     @property
     def labels(self) -> list[str]:
