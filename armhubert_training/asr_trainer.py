@@ -117,16 +117,11 @@ class CtcTrainer(SplitScoringTrainer):
     def run_transcription(self, dataloader) -> Transcription:
         """Run the model over `dataloader` and collect every utterance's hypothesis, with the loss and
         counts summed over all processes (each transcribes its own share of the batches)."""
-        self.model.eval()
         result = Transcription()
-        for batch in dataloader:
+
+        def transcribe(batch: dict[str, Any]) -> list[TranscribedUtterance]:
             texts, ids, unknown = self._pop_bookkeeping(batch)
-            result.skipped += int(batch.pop("num_skipped", 0))  # counted per split, not into training's count
             result.unknown_characters += unknown
-            if self.is_empty(batch):
-                result.utterances.extend(self.gather_rows([]))
-                continue
-            batch = self._prepare_inputs(batch)
             attention_mask, labels = batch["attention_mask"], batch.get("labels")
             logits, hypotheses, decode_seconds = self.decode_batch(batch["input_values"], attention_mask)
             if labels is not None and labels.numel() and any(texts):
@@ -134,15 +129,14 @@ class CtcTrainer(SplitScoringTrainer):
                 result.loss_items += len(hypotheses)
             seconds = (attention_mask.sum(-1).float() / SAMPLING_RATE).tolist()
             share = decode_seconds / len(hypotheses)
-            utterances = [TranscribedUtterance(*row)
-                          for row in zip(ids, texts, hypotheses, seconds, [share] * len(hypotheses))]
-            result.utterances.extend(self.gather_rows(utterances))
-            self.prediction_step_done(dataloader)
+            return [TranscribedUtterance(*row)
+                    for row in zip(ids, texts, hypotheses, seconds, [share] * len(hypotheses))]
 
-        counts = torch.tensor([result.loss_total, result.loss_items, result.skipped, result.unknown_characters],
+        utterances, skipped = self.score_batches(dataloader, transcribe)
+        counts = torch.tensor([result.loss_total, result.loss_items, result.unknown_characters],
                               device=self.args.device)
-        loss_total, loss_items, skipped, unknown = self.accelerator.reduce(counts, "sum").tolist()
-        return Transcription(result.utterances, loss_total, int(loss_items), int(skipped), int(unknown))
+        loss_total, loss_items, unknown = self.accelerator.reduce(counts, "sum").tolist()
+        return Transcription(utterances, loss_total, int(loss_items), skipped, int(unknown))
 
     def decode_batch(self, input_values: torch.Tensor,
                      attention_mask: torch.Tensor) -> tuple[torch.Tensor, list[str], float]:

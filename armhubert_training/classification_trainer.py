@@ -67,27 +67,21 @@ class ClassificationTrainer(SplitScoringTrainer):
         utterances, accuracy (and accuracy_<slot> with several slots) and loss when the data has labels,
         and the `skipped_files*` counts."""
         dataloader = dataloader if dataloader is not None else self.get_test_dataloader(dataset)
-        self.model.eval()
-        rows: list[tuple[str, str, str]] = []
-        loss_total, loss_items, undecodable = 0.0, 0, 0
-        for batch in dataloader:
-            ids, references = batch.pop("id", []), batch.pop("label", [])
-            undecodable += int(batch.pop("num_skipped", 0))  # counted per split, not into training's count
-            if self.is_empty(batch):
-                rows.extend(self.gather_rows([]))
-                continue
-            batch = self._prepare_inputs(batch)
-            with torch.no_grad(), self.autocast_smart_context_manager():
+        loss = [0.0, 0]  # summed loss, items
+
+        def classify(batch: dict[str, Any]) -> list[tuple[str, str, str]]:
+            ids, references = batch.pop("id"), batch.pop("label")
+            with self.autocast_smart_context_manager():
                 logits = self.model(input_values=batch["input_values"], attention_mask=batch["attention_mask"]).logits
-            predicted = [self.label_set.decode(row) for row in self.model.predict_slots(logits).tolist()]
             if "labels" in batch:
-                with torch.no_grad():
-                    loss_total += float(self.model.classification_loss(logits.float(), batch["labels"])) * len(ids)
-                loss_items += len(ids)
-            rows.extend(self.gather_rows(list(zip(ids, references, predicted))))
-            self.prediction_step_done(dataloader)
-        counts = torch.tensor([loss_total, loss_items, undecodable], device=self.args.device, dtype=torch.float64)
-        loss_total, loss_items, undecodable = self.accelerator.reduce(counts, "sum").tolist()
+                loss[0] += float(self.model.classification_loss(logits.float(), batch["labels"])) * len(ids)
+                loss[1] += len(ids)
+            predicted = [self.label_set.decode(row) for row in self.model.predict_slots(logits).tolist()]
+            return list(zip(ids, references, predicted))
+
+        rows, undecodable = self.score_batches(dataloader, classify)
+        loss_total, loss_items = self.accelerator.reduce(
+            torch.tensor(loss, device=self.args.device, dtype=torch.float64), "sum").tolist()
 
         metrics: dict[str, float] = {"utterances": len(rows), **accuracies(rows, self.label_set),
                                      **skip_metrics(dataset, int(undecodable))}

@@ -36,12 +36,15 @@ class AudioCollator:
         ``text``: list of B transcripts (when the items have "text");
         ``id``: list of B utterance ids (when the items have "id");
         ``num_skipped``: int, how many None items were dropped;
+        ``item_positions``: list of B ints, where each kept item was in `items` (what
+        `speech_trainer.SplitScoringTrainer.gather_rows` needs to tell apart the items that
+        accelerate repeats to even out the processes' last batches);
         ``mask_time_indices``: bool (B, T), only with `span_mask`: the frames to
         mask, T the number of frames the model makes of S samples.
         B is the number of non-None items and S the longest of them. If every
         item is None, the batch is empty:
         ``input_values`` and ``attention_mask`` of shape (0, 0), ``input_lengths``
-        [], ``num_skipped`` = number of items, no ``text``; test
+        [], ``item_positions`` [], ``num_skipped`` = number of items, no ``text``; test
         ``input_values.shape[0] == 0``.
 
     The lengths and the count are Python values, which the Trainer leaves on the
@@ -60,13 +63,15 @@ class AudioCollator:
     span_mask: BatchMasker | None = None
 
     def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
-        present = [item for item in items if item is not None]
+        positions = [position for position, item in enumerate(items) if item is not None]
+        present = [items[position] for position in positions]
         num_skipped = len(items) - len(present)
         if not present:
             return {
                 "input_values": torch.zeros(0, 0, dtype=torch.float32),
                 "attention_mask": torch.zeros(0, 0, dtype=torch.long),
                 "input_lengths": [],
+                "item_positions": [],
                 "num_skipped": num_skipped,
             }
         # The feature extractor's own padding: zeros on the right and a 1/0 attention mask.
@@ -79,6 +84,7 @@ class AudioCollator:
             batch["text"] = [item["text"] for item in present]
         if "id" in present[0]:
             batch["id"] = [item["id"] for item in present]
+        batch["item_positions"] = positions
         batch["num_skipped"] = num_skipped
         if self.span_mask is not None:
             if "id" not in present[0]:

@@ -56,37 +56,32 @@ class DiarizationTrainer(SplitScoringTrainer):
         """Run the model over the chunks of `dataset`; frame metrics, and with `predict` the RTTMs and DER.
         Metrics are prefixed "<name>_"."""
         dataloader = dataloader if dataloader is not None else self.get_test_dataloader(dataset)
-        self.model.eval()
         errors = FrameErrors()
-        chunks: list[tuple[str, int, np.ndarray]] = []  # (recording, first frame, sigmoid outputs (frames, S))
-        loss_total, frames_total, undecodable = 0.0, 0, 0
-        for batch in dataloader:
-            ids, starts = batch.pop("id", []), batch.pop("start", [])
-            undecodable += int(batch.pop("num_skipped", 0))
-            if self.is_empty(batch):
-                chunks.extend(self.gather_rows([]))
-                continue
-            batch = self._prepare_inputs(batch)
-            with torch.no_grad(), self.autocast_smart_context_manager():
+        loss = [0.0, 0]  # loss summed over label frames, label frames
+
+        def run_chunks(batch: dict[str, Any]) -> list[tuple[str, int, np.ndarray]]:
+            """(recording, first frame, sigmoid outputs (frames, S)) of each chunk of the batch."""
+            with self.autocast_smart_context_manager():
                 logits = self.model(input_values=batch["input_values"],
                                     attention_mask=batch["attention_mask"]).logits.float()
             lengths = self.model.label_frame_lengths(batch["attention_mask"])
-            loss, orders = permutation_invariant_bce(logits, batch["labels"], lengths)
-            loss_total += float(loss) * int(lengths.sum())
-            frames_total += int(lengths.sum())
+            batch_loss, orders = permutation_invariant_bce(logits, batch["labels"], lengths)
+            loss[0] += float(batch_loss) * int(lengths.sum())
+            loss[1] += int(lengths.sum())
             batch_chunks = []
-            for row, (recording, start) in enumerate(zip(ids, starts)):
+            for row, (recording, start) in enumerate(zip(batch["id"], batch["start"])):
                 frames = int(lengths[row])
                 errors.add(logits[row, :frames].cpu(), batch["labels"][row, :frames, orders[row]].cpu())
                 batch_chunks.append((recording, start, torch.sigmoid(logits[row, :frames]).cpu().numpy()))
-            chunks.extend(self.gather_rows(batch_chunks))
-            self.prediction_step_done(dataloader)
+            return batch_chunks
+
+        chunks, undecodable = self.score_batches(dataloader, run_chunks)
+        loss_total, frames_total = loss
         if self.accelerator.num_processes > 1:
             errors = FrameErrors(*(int(x) for x in self.accelerator.reduce(
                 torch.tensor(list(vars(errors).values()), device=self.args.device), "sum").tolist()))
-            totals = self.accelerator.reduce(torch.tensor([loss_total, frames_total, undecodable],
-                                                          device=self.args.device, dtype=torch.float64), "sum")
-            loss_total, frames_total, undecodable = totals.tolist()
+            loss_total, frames_total = self.accelerator.reduce(
+                torch.tensor(loss, device=self.args.device, dtype=torch.float64), "sum").tolist()
 
         activities: dict[str, list[tuple[int, np.ndarray]]] = {}
         for recording, start, outputs in chunks:

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import datasets
 import torch
 import transformers
+from accelerate.utils import gather_object
 from huggingface_hub import ModelCard
 from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -595,17 +596,55 @@ class SplitScoringTrainer(SpeechTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def run_split(self, dataset, name: str, dataloader: DataLoader | None = None) -> ScoredSplit:
-        """Run the model over `dataset` (or `dataloader`), write `<name>_predictions.tsv` and score it.
-        Subclasses call `prediction_step_done` after each batch."""
+        """Run the model over `dataset` (or `dataloader`), write `<name>_predictions.tsv` and score it
+        (subclasses run the model with `score_batches`)."""
         raise NotImplementedError
 
-    def gather_rows(self, rows: list) -> list:
-        """This batch's rows (ids with predictions, embeddings, ...) from every process, each of which scores
-        its own share of the batches. Called for every batch, one without a readable file too (with no
-        rows), so that the processes' gathers stay paired."""
-        if self.accelerator.num_processes > 1:
-            return self.accelerator.gather_for_metrics(rows, use_gather_object=True)
-        return rows
+    def score_batches(self, dataloader: DataLoader,
+                      score_batch: Callable[[dict[str, Any]], list]) -> tuple[list, int]:
+        """The evaluation loop of every task trainer: `score_batch(batch)` returns one row (a prediction,
+        an embedding, ...) per item of a batch, run in eval mode without gradients, the batch on the
+        device with its bookkeeping fields (ids, references) still in it and `num_skipped`
+        and `item_positions` taken out. Each process scores its own share of the batches; returns the
+        rows of every process, in batch order, and the number of files that failed to read, summed over
+        the processes. A batch with no readable file is not scored."""
+        self.model.eval()
+        rows: list = []
+        undecodable = 0
+        for batch in dataloader:
+            skipped = int(batch.pop("num_skipped", 0))
+            undecodable += skipped  # counted per split, not into training's count
+            positions = batch.pop("item_positions")
+            batch_rows: list = []
+            if not self.is_empty(batch):
+                with torch.no_grad():
+                    batch_rows = score_batch(self._prepare_inputs(batch))
+            rows.extend(self.gather_rows(batch_rows, positions, len(positions) + skipped))
+            self.prediction_step_done(dataloader)
+        counts = torch.tensor([undecodable], device=self.args.device)
+        return rows, int(self.accelerator.reduce(counts, "sum").item())
+
+    def gather_rows(self, rows: list, positions: list[int], batch_items: int) -> list:
+        """This batch's rows from every process: `rows[i]` is the row of the item at `positions[i]` of this
+        process's batch of `batch_items` items (the collator's `item_positions`; an item that failed to
+        read has no row). Called for every batch, one without a readable file too, so that the processes'
+        gathers stay paired.
+
+        Of the last batches, only the rows of real items are kept: accelerate evens out the processes'
+        last batches by repeating the split's first items, and puts them after the real ones when the
+        batches are laid end to end in process order. Its `gather_for_metrics` cuts the gathered rows at
+        the number of real items, which keeps a repeated item when a real one failed; here the cut is
+        made on the items' positions instead."""
+        if self.accelerator.num_processes == 1:
+            return rows
+        shares = gather_object([(batch_items, list(zip(positions, rows, strict=True)))])
+        state = self.accelerator.gradient_state
+        real_items = state.remainder if state.end_of_dataloader and state.remainder > 0 else None
+        gathered, offset = [], 0
+        for items, placed in shares:
+            gathered.extend(row for position, row in placed if real_items is None or offset + position < real_items)
+            offset += items
+        return gathered
 
     def prediction_step_done(self, dataloader: DataLoader) -> None:
         """Tell the callbacks a batch was scored (the Trainer's progress bar counts these)."""

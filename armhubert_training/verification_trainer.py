@@ -64,24 +64,15 @@ class SpeakerVerificationTrainer(SplitScoringTrainer):
 
     def embed(self, dataloader) -> tuple[dict[str, torch.Tensor], int]:
         """id -> embedding (D,) of every file the loader yields, and how many failed when read."""
-        self.model.eval()
-        embeddings: dict[str, torch.Tensor] = {}
-        undecodable = 0
-        for batch in dataloader:
-            ids = batch.pop("id", [])
-            batch.pop("label", None)
-            undecodable += int(batch.pop("num_skipped", 0))
-            if self.is_empty(batch):
-                embeddings.update(self.gather_rows([]))
-                continue
-            batch = self._prepare_inputs(batch)
-            with torch.no_grad(), self.autocast_smart_context_manager():
+
+        def embed_batch(batch: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:
+            with self.autocast_smart_context_manager():
                 vectors = self.model(input_values=batch["input_values"],
                                      attention_mask=batch["attention_mask"]).embeddings.float().cpu()
-            embeddings.update(self.gather_rows(list(zip(ids, vectors))))
-            self.prediction_step_done(dataloader)
-        counts = torch.tensor([undecodable], device=self.args.device)
-        return embeddings, int(self.accelerator.reduce(counts, "sum").item())
+            return list(zip(batch["id"], vectors))
+
+        rows, undecodable = self.score_batches(dataloader, embed_batch)
+        return dict(rows), undecodable
 
     def run_split(self, dataset, name: str, dataloader=None) -> ScoredSplit:
         """Embed the files of `dataset` (a `TrialDataset`), score its trials, write `<name>_trial_scores.tsv`;

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -639,10 +640,51 @@ def test_a_batch_without_a_readable_file_still_joins_the_gather_of_its_rows(ic_r
                                     label_set=label_set)
     gathered = []
     gather = trainer.gather_rows
-    monkeypatch.setattr(trainer, "gather_rows", lambda rows: gathered.append(len(rows)) or gather(rows))
+    monkeypatch.setattr(trainer, "gather_rows", lambda rows, *where: gathered.append(len(rows)) or gather(rows, *where))
     metrics = trainer.evaluate(FirstFileFails())
     assert gathered == [0] + [1] * (len(data.eval) - 1)
     assert metrics["eval_utterances"] == len(data.eval) - 1 and metrics["eval_skipped_files_undecodable"] == 1
+
+
+@pytest.mark.parametrize("failing", range(7))
+def test_two_processes_gather_each_readable_item_once_when_a_file_fails(failing, monkeypatch):
+    """accelerate evens out two processes' last batches by repeating the split's first items, and its
+    gather_for_metrics cuts the gathered rows at the number of real items: with a failed file among them,
+    that cut keeps a repeated item. The rows are cut on the items' positions instead: every readable item
+    once. Here 7 items in batches of 2, sharded by accelerate's own loader, with one item failing."""
+    from accelerate.data_loader import prepare_data_loader
+    from accelerate.state import GradientState
+    from torch.utils.data import DataLoader
+
+    from armhubert_training import speech_trainer
+    from armhubert_training.collators import AudioCollator
+    from armhubert_training.speech_trainer import SplitScoringTrainer
+
+    items = [None if index == failing else {"input_values": np.zeros(400, np.float32), "id": str(index)}
+             for index in range(7)]
+
+    def process(index):  # what `accelerator.prepare` makes of the evaluation loader on process `index` of 2
+        loader = DataLoader(items, batch_size=2, collate_fn=AudioCollator())
+        return prepare_data_loader(loader, num_processes=2, process_index=index, put_on_device=False)
+
+    def share(batch):  # what a process hands to the gather: (its batch's items, its rows by position)
+        return batch["num_skipped"] + len(batch["item_positions"]), list(zip(batch["item_positions"], batch.get("id", [])))
+
+    other_batches = list(process(1))
+    gradient_state = GradientState()
+    trainer = SimpleNamespace(accelerator=SimpleNamespace(num_processes=2, gradient_state=gradient_state))
+    gathered, naive = [], []
+    for round_, batch in enumerate(process(0)):  # the gradient state follows process 0's loader
+        shares = [share(batch), share(other_batches[round_])]
+        monkeypatch.setattr(speech_trainer, "gather_object", lambda _: shares)
+        gathered += SplitScoringTrainer.gather_rows(trainer, batch.get("id", []), batch["item_positions"], shares[0][0])
+        rows = [row for _, placed in shares for _, row in placed]
+        cut = gradient_state.remainder if gradient_state.end_of_dataloader and gradient_state.remainder > 0 else None
+        naive += rows[:cut]
+    readable = [str(index) for index in range(7) if index != failing]
+    assert sorted(gathered) == readable
+    if failing >= 4:  # a failure in the last round: the cut at the count keeps a repeated item
+        assert sorted(naive) != readable
 
 
 def test_a_training_batch_without_a_readable_file_runs_the_model_with_a_zero_loss(ic_run, corpora, tmp_path):

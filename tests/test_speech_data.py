@@ -380,16 +380,17 @@ def test_collator_pads_values_and_mask_exactly():
     assert batch["text"] == ["A", "B", "C"]
     # Python values, which the Trainer leaves on the host: the lengths and the count are read there.
     assert batch["input_lengths"] == [3, 5, 1] and batch["num_skipped"] == 1
+    assert batch["item_positions"] == [0, 1, 3]  # where the kept items were: the evaluation gather needs it
 
     no_text = AudioCollator()([{"input_values": np.ones(2, np.float32)}])
-    assert set(no_text) == {"input_values", "attention_mask", "input_lengths", "num_skipped"}
+    assert set(no_text) == {"input_values", "attention_mask", "input_lengths", "item_positions", "num_skipped"}
 
 
 def test_collator_all_none_gives_recognisable_empty_batch():
     batch = AudioCollator()([None, None])
     assert batch["input_values"].shape == (0, 0) and batch["input_values"].dtype == torch.float32
     assert batch["attention_mask"].shape == (0, 0) and batch["attention_mask"].dtype == torch.long
-    assert batch["input_lengths"] == [] and batch["num_skipped"] == 2
+    assert batch["input_lengths"] == [] and batch["item_positions"] == [] and batch["num_skipped"] == 2
 
 
 # --------------------------------------------------------------------------- #
