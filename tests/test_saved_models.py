@@ -1,9 +1,10 @@
 """Model folders saved by an earlier version still load, and give the outputs they gave when saved.
 
-tests/fixtures/saved-<version>/ holds tiny folders written by tools/make_saved_model_fixture.py (a bare
-student with distillation heads, CTC models with each head, classifiers in each mode) and
-reference.pt: a padded batch and each model's outputs on it, computed when the folders were saved; the
-code files saved with every folder are kept once, in code/.
+tests/fixtures/saved-<version>*/ hold tiny folders written by tools/make_saved_model_fixture.py (a bare
+student with distillation heads, CTC models with each head, classifiers in each mode; the x-vector and
+diarization models, added later, in a fixture of their own) and reference.pt: a padded batch and each
+model's outputs on it, computed when the folders were saved; the code files saved with every folder are
+kept once per fixture, in code/.
 Each folder must load with this checkout's classes, with the Auto classes (this checkout's
 registered classes), and with the Auto classes and the code saved in the folder (trust_remote_code,
 in a fresh process that cannot import the repository), and give the reference outputs.
@@ -19,21 +20,17 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForAudioClassification, AutoModelForCTC
+from transformers import (AutoModel, AutoModelForAudioClassification, AutoModelForAudioFrameClassification,
+                          AutoModelForAudioXVector, AutoModelForCTC)
 
+import modeling_armhubert
 from conftest import REPO
-from tools.make_saved_model_fixture import CODE_FILES, CODE_FOLDER
-from modeling_armhubert import (
-    ArmHubertForCTC,
-    ArmHubertForSequenceClassification,
-    ArmHubertForSuperbCTC,
-    ArmHubertModel,
-)
+from tools.make_saved_model_fixture import CLASSES, CODE_FILES, CODE_FOLDER, model_outputs
 
 VERSIONS = sorted(path.name for path in (REPO / "tests" / "fixtures").glob("saved-v*"))
-CLASSES = {model_class.__name__: model_class for model_class in (
-    ArmHubertModel, ArmHubertForCTC, ArmHubertForSuperbCTC, ArmHubertForSequenceClassification)}
-AUTO_CLASSES = {auto.__name__: auto for auto in (AutoModel, AutoModelForCTC, AutoModelForAudioClassification)}
+AUTO_CLASSES = {auto.__name__: auto for auto in (AutoModel, AutoModelForAudioClassification,
+                                                   AutoModelForAudioFrameClassification, AutoModelForAudioXVector,
+                                                   AutoModelForCTC)}
 # Same weights, same inputs, same arithmetic: any difference beyond float round-off is a change of the model.
 # Round-off depends on the CPU's kernels (AVX2 and AVX-512 ones sum in other orders: 1.1e-6 seen), so fp32's 1e-5.
 TOLERANCE = dict(rtol=0.0, atol=1e-5)
@@ -51,16 +48,6 @@ def _reference(version: str) -> dict:
 CASES = [(version, folder) for version in VERSIONS for folder in _folders(version)]
 
 
-def _outputs(model, values: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    with torch.no_grad():
-        out = model.eval()(values, attention_mask=mask, output_hidden_states=True)
-    outputs = {"first": out[0]}
-    if getattr(out, "projected_hidden_states", None) is not None:
-        outputs["hidden_states"] = torch.stack(out.hidden_states)
-        outputs["projected_hidden_states"] = torch.stack(out.projected_hidden_states)
-    return outputs
-
-
 def _assert_reference_outputs(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], where: str) -> None:
     assert got.keys() == want.keys(), where
     for name in want:
@@ -69,8 +56,11 @@ def _assert_reference_outputs(got: dict[str, torch.Tensor], want: dict[str, torc
 
 def test_there_is_a_fixture_of_every_saved_kind():
     assert VERSIONS, "tests/fixtures/saved-v* is missing: run tools/make_saved_model_fixture.py"
-    for version in VERSIONS:
-        assert {class_name for class_name, _ in _folders(version).values()} == set(CLASSES), version
+    saved = {class_name for version in VERSIONS for class_name, _ in _folders(version).values()}
+    assert saved == set(CLASSES), "a model class without a saved folder: run tools/make_saved_model_fixture.py"
+    public = {name for name in modeling_armhubert.__all__ if isinstance(getattr(modeling_armhubert, name), type)
+              and issubclass(getattr(modeling_armhubert, name), modeling_armhubert.ArmHubertPreTrainedModel)}
+    assert public - {"ArmHubertPreTrainedModel"} == set(CLASSES), "add the new model class to the fixture tool"
 
 
 @pytest.mark.parametrize(("version", "folder"), CASES)
@@ -81,7 +71,7 @@ def test_saved_folder_loads_with_its_class_and_gives_the_same_outputs(version, f
                                                       output_loading_info=True)
     # Every weight in the folder is used and every parameter of the model comes from it.
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    got = _outputs(model, reference["input_values"], reference["attention_mask"])
+    got = model_outputs(model, reference["input_values"], reference["attention_mask"])
     _assert_reference_outputs(got, reference["outputs"][folder], f"{version}/{folder}")
 
 
@@ -92,7 +82,7 @@ def test_saved_folder_loads_with_its_auto_class_and_this_checkouts_code(version,
     model = AUTO_CLASSES[auto_name].from_pretrained(REPO / "tests" / "fixtures" / version / folder,
                                                     trust_remote_code=False)
     assert type(model) is CLASSES[class_name]
-    got = _outputs(model, reference["input_values"], reference["attention_mask"])
+    got = model_outputs(model, reference["input_values"], reference["attention_mask"])
     _assert_reference_outputs(got, reference["outputs"][folder], f"{version}/{folder}")
 
 
@@ -110,6 +100,8 @@ for folder, (class_name, auto_name) in folders.items():
     with torch.no_grad():
         out = model(reference["input_values"], attention_mask=reference["attention_mask"], output_hidden_states=True)
     outputs[folder] = {"first": out[0]}
+    if getattr(out, "embeddings", None) is not None:
+        outputs[folder]["embeddings"] = out.embeddings
     if getattr(out, "projected_hidden_states", None) is not None:
         outputs[folder]["hidden_states"] = torch.stack(out.hidden_states)
         outputs[folder]["projected_hidden_states"] = torch.stack(out.projected_hidden_states)
