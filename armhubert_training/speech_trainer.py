@@ -462,7 +462,8 @@ def incomplete_checkpoint_reason(checkpoint: str | os.PathLike) -> str | None:
             return "no optimizer state (optimizer.pt)"
         if not present("scheduler.pt"):
             return "no scheduler state (scheduler.pt)"
-        for name in (optimizer, "scheduler.pt"):
+        # Weights without safetensors: an older Transformers' torch.save'd pytorch_model.bin.
+        for name in (*([] if weights else ["pytorch_model.bin"]), optimizer, "scheduler.pt"):
             # torch.save writes a zip archive whose directory comes last: a file cut short has none.
             path = os.path.join(folder, name)
             if os.path.isfile(path) and not zipfile.is_zipfile(path):

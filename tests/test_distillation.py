@@ -309,13 +309,19 @@ def test_resume_last_skips_checkpoints_a_crash_left_incomplete(tmp_path, offline
             cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
         else:
             (output_dir / f"checkpoint-{step}" / broken).unlink()
+    # Weights as an older Transformers saved them, cut short.
+    older = output_dir / "checkpoint-9"
+    shutil.copytree(complete, older)
+    (older / "model.safetensors").unlink()
+    torch.save({"weight": torch.zeros(1000)}, older / "pytorch_model.bin")
+    (older / "pytorch_model.bin").write_bytes((older / "pytorch_model.bin").read_bytes()[:2000])
 
     caplog.set_level("INFO")
     assert resolve_resume_checkpoint("last", str(output_dir)) == str(complete)
     skipped = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Resuming from"))
     for step, reason in ((4, "no trainer_state.json"), (5, "no trainer_state.json"),
                          (6, "model.safetensors is incomplete or corrupt"), (7, "no optimizer state"),
-                         (8, "scheduler.pt is incomplete")):
+                         (8, "scheduler.pt is incomplete"), (9, "pytorch_model.bin is incomplete")):
         assert f"checkpoint-{step}: {reason}" in skipped, skipped
 
     main(distill_argv(tiny_teacher_dir, output_dir, *common, "--max_steps", "3", "--resume_from_checkpoint", "last"))
