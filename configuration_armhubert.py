@@ -262,12 +262,31 @@ class ArmHubertConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
         self._check_values()
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # As in Transformers' strict configs, a field changed after construction has its type checked at
+        # once; the checks across fields (`validate`) run again when a model is built or the config saved.
+        # (Construction sets each field a first time, before `_check_values` checks them all.)
+        if name in self.__dict__ and name in _OWN_FIELD_TYPES:
+            self._check_type(name, value)
+        super().__setattr__(name, value)
+
+    def _check_type(self, name: str, value: Any) -> None:
+        expected = _OWN_FIELD_TYPES[name]
+        if not _has_type(value, expected):
+            raise TypeError(f"{type(self).__name__} field {name!r} must be {_describe_type(expected)}, got "
+                            f"{value!r} ({type(value).__name__}).")
+
+    def validate(self) -> None:
+        """Transformers' checks of a config, then this config's own: the checks made at construction, run
+        again by `save_pretrained` and by every model built from the config, so that a field changed since
+        (e.g. `num_hidden_layers` without `reuse_pattern`) fails with what to fix."""
+        super().validate()
+        self._check_values()
+
     def _check_values(self) -> None:
         """Raise a TypeError or ValueError that says what is wrong and how to fix it."""
-        for name, expected in self.field_types().items():
-            if not _has_type(getattr(self, name), expected):
-                raise TypeError(f"{type(self).__name__} field {name!r} must be {_describe_type(expected)}, got "
-                                f"{getattr(self, name)!r} ({type(getattr(self, name)).__name__}).")
+        for name in _OWN_FIELD_TYPES:
+            self._check_type(name, getattr(self, name))
         if self.hidden_size <= 0 or self.num_hidden_layers <= 0 or self.num_attention_heads <= 0:
             raise ValueError("hidden_size, num_hidden_layers and num_attention_heads must be positive, got "
                              f"{self.hidden_size}, {self.num_hidden_layers}, {self.num_attention_heads}.")
@@ -288,6 +307,8 @@ class ArmHubertConfig(PretrainedConfig):
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                              f"({self.num_attention_heads}); pick a head count that divides it.")
+        if self.reuse_pattern is None:  # only when set after construction, which fills the default in
+            raise ValueError("reuse_pattern is None; give one bool per layer (a new config fills in all-True).")
         if len(self.reuse_pattern) != self.num_hidden_layers:
             raise ValueError(f"reuse_pattern has {len(self.reuse_pattern)} entries but num_hidden_layers is "
                              f"{self.num_hidden_layers}; give one bool per layer.")
@@ -457,6 +478,10 @@ class ArmHubertConfig(PretrainedConfig):
                 raise
             error = TypeError if isinstance(err, TypeError) else ValueError
             raise error(f"{option} gives an invalid config: {err}") from err
+
+
+# The fields users set, with their types (read once: every assignment to a config looks them up).
+_OWN_FIELD_TYPES: dict[str, Any] = ArmHubertConfig.field_types()
 
 
 def _has_type(value: Any, expected: Any) -> bool:

@@ -38,7 +38,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -683,6 +683,12 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["ArmHubertEncoderLayer"]
+
+    def __init__(self, config: ArmHubertConfig, *inputs: Any, **kwargs: Any) -> None:
+        # A field changed after the config was made (num_hidden_layers without reuse_pattern, say) is
+        # checked here, and fails with what to fix instead of deep inside a module.
+        config.validate()
+        super().__init__(config, *inputs, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -79,6 +79,24 @@ def test_reuse_flags_must_be_booleans_not_strings():
     assert tiny_config(reuse_pattern=[1, 0, 1, 0]).reuse_pattern == [True, False, True, False]
 
 
+def test_a_field_changed_after_construction_is_checked(tmp_path):
+    """As Transformers' strict configs do: the type at once, the checks across fields when a model is
+    built from the config or the config is saved."""
+    config = tiny_config()
+    with pytest.raises(TypeError, match="'hidden_size' must be an int"):
+        config.hidden_size = "32"
+    with pytest.raises(TypeError, match="'reuse_pattern' must be a list of bool"):
+        config.reuse_pattern = "TFTF"
+    assert config.hidden_size == tiny_config().hidden_size  # a refused value is not kept
+    config.num_hidden_layers = 2  # reuse_pattern still has one flag per layer of the old count
+    with pytest.raises(ValueError, match="reuse_pattern has 4 entries but num_hidden_layers is 2"):
+        ArmHubertModel(config)
+    with pytest.raises(ValueError, match="reuse_pattern has 4 entries"):
+        config.save_pretrained(tmp_path)
+    config.reuse_pattern = [True, False]
+    assert len(ArmHubertModel(config).encoder.layers) == 2
+
+
 def test_unknown_preset_lists_the_choices():
     with pytest.raises(ValueError, match="armhubert-s"):
         ArmHubertConfig.from_preset("armhubert-xl")
