@@ -120,9 +120,11 @@ class CtcTrainer(SplitScoringTrainer):
         result = Transcription()
 
         def transcribe(batch: dict[str, Any]) -> list[TranscribedUtterance]:
-            texts, ids, unknown = self._pop_bookkeeping(batch)
-            result.unknown_characters += unknown
+            texts, ids, _ = self._pop_bookkeeping(batch)
             attention_mask, labels = batch["attention_mask"], batch.get("labels")
+            if labels is not None and self.tokenizer.unk_token_id is not None:
+                # Counted on the labels scored (the collator's count includes items left out as repeats).
+                result.unknown_characters += int((labels == self.tokenizer.unk_token_id).sum())
             logits, hypotheses, decode_seconds = self.decode_batch(batch["input_values"], attention_mask)
             if labels is not None and labels.numel() and any(texts):
                 result.loss_total += self.batch_loss(logits, labels, attention_mask)

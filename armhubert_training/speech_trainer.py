@@ -508,6 +508,22 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_
                      f"{'; '.join(skipped)}. Resume from an explicit checkpoint path or start the run anew.")
 
 
+def select_items(batch: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+    """The batch's items at `rows`: every tensor and list with one entry per item is indexed along its
+    first dimension; the rest (counts) is kept."""
+    size = len(batch["input_values"])
+    index = torch.tensor(rows, dtype=torch.long)
+    selected: dict[str, Any] = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value) and value.dim() > 0 and len(value) == size:
+            selected[key] = value[index]
+        elif isinstance(value, list) and len(value) == size:
+            selected[key] = [value[row] for row in rows]
+        else:
+            selected[key] = value
+    return selected
+
+
 @dataclass
 class ScoredSplit:
     """One split as a task trainer scored it: the rows of its `<name>_predictions.tsv` and its metrics."""
@@ -608,44 +624,51 @@ class SplitScoringTrainer(SpeechTrainer):
         device with its bookkeeping fields (ids, references) still in it and `num_skipped`
         and `item_positions` taken out. Each process scores its own share of the batches; returns the
         rows of every process, in batch order, and the number of files that failed to read, summed over
-        the processes. A batch with no readable file is not scored."""
+        the processes. A batch with no readable file is not scored.
+
+        Under several processes, the items that accelerate repeats to even out the last batches are
+        left out before scoring (`repeated_items`), so that they count in no metric, loss or skip count.
+        """
         self.model.eval()
         rows: list = []
         undecodable = 0
         for batch in dataloader:
-            skipped = int(batch.pop("num_skipped", 0))
-            undecodable += skipped  # counted per split, not into training's count
             positions = batch.pop("item_positions")
+            batch_items = len(positions) + int(batch.pop("num_skipped", 0))
+            repeated = self.repeated_items(batch_items)
+            # Counted per split, not into training's count.
+            undecodable += len(set(range(batch_items)) - set(positions) - repeated)
+            if repeated & set(positions):
+                batch = select_items(batch, [row for row, position in enumerate(positions)
+                                             if position not in repeated])
             batch_rows: list = []
             if not self.is_empty(batch):
                 with torch.no_grad():
                     batch_rows = score_batch(self._prepare_inputs(batch))
-            rows.extend(self.gather_rows(batch_rows, positions, len(positions) + skipped))
+            rows.extend(self.gather_rows(batch_rows))
             self.prediction_step_done(dataloader)
         counts = torch.tensor([undecodable], device=self.args.device)
         return rows, int(self.accelerator.reduce(counts, "sum").item())
 
-    def gather_rows(self, rows: list, positions: list[int], batch_items: int) -> list:
-        """This batch's rows from every process: `rows[i]` is the row of the item at `positions[i]` of this
-        process's batch of `batch_items` items (the collator's `item_positions`; an item that failed to
-        read has no row). Called for every batch, one without a readable file too, so that the processes'
-        gathers stay paired.
+    def gather_rows(self, rows: list) -> list:
+        """This batch's rows from every process, in process order. Called for every batch, one without a
+        row too, so that the processes' gathers stay paired."""
+        return gather_object(rows) if self.accelerator.num_processes > 1 else rows
 
-        Of the last batches, only the rows of real items are kept: accelerate evens out the processes'
-        last batches by repeating the split's first items, and puts them after the real ones when the
-        batches are laid end to end in process order. Its `gather_for_metrics` cuts the gathered rows at
-        the number of real items, which keeps a repeated item when a real one failed; here the cut is
-        made on the items' positions instead."""
-        if self.accelerator.num_processes == 1:
-            return rows
-        shares = gather_object([(batch_items, list(zip(positions, rows, strict=True)))])
+    def repeated_items(self, batch_items: int) -> set[int]:
+        """The positions in this process's batch of `batch_items` items that hold items accelerate repeated
+        to even out the processes' last batches.
+
+        Laid end to end in process order, the last batches hold the split's remaining items first, then
+        the repeats (the split's first items): accelerate's `gather_for_metrics` cuts the gathered results
+        at the number of remaining items. Cutting results is wrong when an item failed to read (it has no
+        result, and a repeat moves up into the cut); positions in the batches are not moved by failures."""
         state = self.accelerator.gradient_state
-        real_items = state.remainder if state.end_of_dataloader and state.remainder > 0 else None
-        gathered, offset = [], 0
-        for items, placed in shares:
-            gathered.extend(row for position, row in placed if real_items is None or offset + position < real_items)
-            offset += items
-        return gathered
+        if self.accelerator.num_processes == 1 or not (state.end_of_dataloader and state.remainder > 0):
+            return set()
+        sizes = gather_object([batch_items])  # every process's, in process order
+        offset = sum(sizes[:self.accelerator.process_index])
+        return {position for position in range(batch_items) if offset + position >= state.remainder}
 
     def prediction_step_done(self, dataloader: DataLoader) -> None:
         """Tell the callbacks a batch was scored (the Trainer's progress bar counts these)."""

@@ -640,18 +640,19 @@ def test_a_batch_without_a_readable_file_still_joins_the_gather_of_its_rows(ic_r
                                     label_set=label_set)
     gathered = []
     gather = trainer.gather_rows
-    monkeypatch.setattr(trainer, "gather_rows", lambda rows, *where: gathered.append(len(rows)) or gather(rows, *where))
+    monkeypatch.setattr(trainer, "gather_rows", lambda rows: gathered.append(len(rows)) or gather(rows))
     metrics = trainer.evaluate(FirstFileFails())
     assert gathered == [0] + [1] * (len(data.eval) - 1)
     assert metrics["eval_utterances"] == len(data.eval) - 1 and metrics["eval_skipped_files_undecodable"] == 1
 
 
-@pytest.mark.parametrize("failing", range(7))
-def test_two_processes_gather_each_readable_item_once_when_a_file_fails(failing, monkeypatch):
+@pytest.mark.parametrize(("size", "failing"), [(size, failing) for size in (5, 7, 8) for failing in range(size)])
+def test_two_processes_score_each_readable_item_once_when_a_file_fails(size, failing, monkeypatch):
     """accelerate evens out two processes' last batches by repeating the split's first items, and its
-    gather_for_metrics cuts the gathered rows at the number of real items: with a failed file among them,
-    that cut keeps a repeated item. The rows are cut on the items' positions instead: every readable item
-    once. Here 7 items in batches of 2, sharded by accelerate's own loader, with one item failing."""
+    gather_for_metrics cuts the gathered results at the number of real items: with a failed file among
+    them, that cut keeps a repeat. The repeats are found by their positions in the batches instead and
+    left out before scoring: every readable item once, and the failed file counted once. Here `size`
+    items in batches of 2, sharded by accelerate's own loader."""
     from accelerate.data_loader import prepare_data_loader
     from accelerate.state import GradientState
     from torch.utils.data import DataLoader
@@ -661,29 +662,32 @@ def test_two_processes_gather_each_readable_item_once_when_a_file_fails(failing,
     from armhubert_training.speech_trainer import SplitScoringTrainer
 
     items = [None if index == failing else {"input_values": np.zeros(400, np.float32), "id": str(index)}
-             for index in range(7)]
+             for index in range(size)]
 
     def process(index):  # what `accelerator.prepare` makes of the evaluation loader on process `index` of 2
         loader = DataLoader(items, batch_size=2, collate_fn=AudioCollator())
         return prepare_data_loader(loader, num_processes=2, process_index=index, put_on_device=False)
 
-    def share(batch):  # what a process hands to the gather: (its batch's items, its rows by position)
-        return batch["num_skipped"] + len(batch["item_positions"]), list(zip(batch["item_positions"], batch.get("id", [])))
-
     other_batches = list(process(1))
     gradient_state = GradientState()
-    trainer = SimpleNamespace(accelerator=SimpleNamespace(num_processes=2, gradient_state=gradient_state))
-    gathered, naive = [], []
+    scored, failed, naive = [], 0, []
     for round_, batch in enumerate(process(0)):  # the gradient state follows process 0's loader
-        shares = [share(batch), share(other_batches[round_])]
-        monkeypatch.setattr(speech_trainer, "gather_object", lambda _: shares)
-        gathered += SplitScoringTrainer.gather_rows(trainer, batch.get("id", []), batch["item_positions"], shares[0][0])
-        rows = [row for _, placed in shares for _, row in placed]
+        batches = [batch, other_batches[round_]]
+        sizes = [len(b["item_positions"]) + b["num_skipped"] for b in batches]
+        monkeypatch.setattr(speech_trainer, "gather_object", lambda _: sizes)
+        for rank, b in enumerate(batches):
+            trainer = SimpleNamespace(accelerator=SimpleNamespace(
+                num_processes=2, process_index=rank, gradient_state=gradient_state))
+            repeated = SplitScoringTrainer.repeated_items(trainer, sizes[rank])
+            kept = [row for row, position in enumerate(b["item_positions"]) if position not in repeated]
+            scored += speech_trainer.select_items(b, kept).get("id", [])
+            failed += len(set(range(sizes[rank])) - set(b["item_positions"]) - repeated)
+        # What gather_for_metrics keeps: each process's results laid end to end, cut at the real items.
         cut = gradient_state.remainder if gradient_state.end_of_dataloader and gradient_state.remainder > 0 else None
-        naive += rows[:cut]
-    readable = [str(index) for index in range(7) if index != failing]
-    assert sorted(gathered) == readable
-    if failing >= 4:  # a failure in the last round: the cut at the count keeps a repeated item
+        naive += [i for b in batches for i in b.get("id", [])][:cut]
+    readable = sorted(str(index) for index in range(size) if index != failing)
+    assert sorted(scored) == readable and failed == 1
+    if size % 4 and failing >= size - size % 4:  # a real item of the last round failed: the cut keeps a repeat
         assert sorted(naive) != readable
 
 
