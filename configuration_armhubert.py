@@ -260,12 +260,12 @@ class ArmHubertConfig(PretrainedConfig):
             list(self.tdnn_dim), list(self.tdnn_kernel), list(self.tdnn_dilation))
         self.num_feat_extract_layers = len(self.conv_dim)
         super().__post_init__(**kwargs)
-        self._check_values()
+        self.check_values()
 
     def __setattr__(self, name: str, value: Any) -> None:
         # As in Transformers' strict configs, a field changed after construction has its type checked at
-        # once; the checks across fields (`validate`) run again when a model is built or the config saved.
-        # (Construction sets each field a first time, before `_check_values` checks them all.)
+        # once; the checks across fields (`check_values`) run again when a model is built or the config saved.
+        # (Construction sets each field a first time, before `check_values` checks them all.)
         if name in self.__dict__ and name in _OWN_FIELD_TYPES:
             self._check_type(name, value)
         super().__setattr__(name, value)
@@ -277,14 +277,14 @@ class ArmHubertConfig(PretrainedConfig):
                             f"{value!r} ({type(value).__name__}).")
 
     def validate(self) -> None:
-        """Transformers' checks of a config, then this config's own: the checks made at construction, run
-        again by `save_pretrained` and by every model built from the config, so that a field changed since
-        (e.g. `num_hidden_layers` without `reuse_pattern`) fails with what to fix."""
+        """Transformers' checks of a config (run by `save_pretrained`), then `check_values`."""
         super().validate()
-        self._check_values()
+        self.check_values()
 
-    def _check_values(self) -> None:
-        """Raise a TypeError or ValueError that says what is wrong and how to fix it."""
+    def check_values(self) -> None:
+        """Raise a TypeError or ValueError that says what is wrong and how to fix it. Run at construction,
+        and again by `save_pretrained` and by every model built from the config, so that a field changed
+        since (e.g. `num_hidden_layers` without `reuse_pattern`) fails with what to fix."""
         for name in _OWN_FIELD_TYPES:
             self._check_type(name, getattr(self, name))
         if self.hidden_size <= 0 or self.num_hidden_layers <= 0 or self.num_attention_heads <= 0:

@@ -687,7 +687,7 @@ class ArmHubertPreTrainedModel(PreTrainedModel):
     def __init__(self, config: ArmHubertConfig, *inputs: Any, **kwargs: Any) -> None:
         # A field changed after the config was made (num_hidden_layers without reuse_pattern, say) is
         # checked here, and fails with what to fix instead of deep inside a module.
-        config.validate()
+        config.check_values()
         super().__init__(config, *inputs, **kwargs)
 
     @torch.no_grad()
