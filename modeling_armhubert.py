@@ -447,7 +447,10 @@ def eager_attention_forward(
         scaling = query.shape[-1] ** -0.5
     scores = torch.matmul(query * scaling, key.transpose(-1, -2))
     if attention_mask is not None and attention_mask.dtype == torch.bool:
-        scores.masked_fill_(~attention_mask, float("-inf"))  # in place: a fresh tensor, not needed backward
+        # The dtype's lowest value, not -inf: the same probabilities wherever a row has a real key, and a
+        # row with none (a padding-only item) stays finite instead of filling the batch's gradients with NaN.
+        # In place: a fresh tensor, not needed backward.
+        scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
     elif attention_mask is not None:
         scores = scores + attention_mask
     if scores.dtype == torch.float32 and not torch.is_grad_enabled() and not _is_tracing():
@@ -548,7 +551,7 @@ class ArmHubertAttention(nn.Module):
                 weights = reused_map
                 if self.legacy_double_softmax:
                     if mask is not None:
-                        weights = weights.masked_fill(~mask, float("-inf"))
+                        weights = weights.masked_fill(~mask, torch.finfo(weights.dtype).min)  # as in eager
                     weights = torch.softmax(weights.float(), dim=-1).to(value.dtype)
                 context = torch.matmul(weights, value).transpose(1, 2)
         else:

@@ -187,6 +187,31 @@ def test_padded_batch_equals_each_item_alone():
                 torch.testing.assert_close(got[b, :frames], want[0], rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("reuse_mode", ["probs", "legacy_double_softmax"])
+def test_a_padding_only_row_leaves_the_other_rows_gradients_as_alone(attention, reuse_mode):
+    """A batch row without a real frame (its attention has no key to attend to) must not turn the
+    batch's gradients into NaN: the loss on the other rows gives the gradients those rows give alone."""
+    torch.manual_seed(0)
+    config = tiny_config(reuse_mode=reuse_mode, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                         feat_proj_dropout=0.0, layerdrop=0.0)
+    config._attn_implementation = attention
+    model = ArmHubertModel(config).train()
+    waveform = bundled_waveforms(count=1)[0][:16000]
+
+    def gradients(values, mask):
+        model.zero_grad()
+        model(values, attention_mask=mask).last_hidden_state[0].square().sum().backward()
+        return {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+
+    batch = torch.stack([waveform, torch.zeros_like(waveform)])
+    mask = torch.tensor([[1] * len(waveform), [0] * len(waveform)])
+    with_empty_row, alone = gradients(batch, mask), gradients(waveform[None], torch.ones(1, len(waveform)).long())
+    assert with_empty_row.keys() == alone.keys()
+    for name in alone:
+        torch.testing.assert_close(with_empty_row[name], alone[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_a_mask_of_ones_only_is_dropped_on_inference_and_kept_in_training(monkeypatch):
     """Nothing padded: eager inference runs the unpadded path (the plain GroupNorm, attention without a key
     mask), which gives exactly the outputs of a call without a mask; a training forward keeps the mask, since
