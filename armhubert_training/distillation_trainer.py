@@ -214,11 +214,8 @@ class MaskingDistillationTrainer(SpeechTrainer):
         frame_mask = student._get_feature_vector_attention_mask(frames, inputs["attention_mask"])
         return frame_mask, frames
 
-    @staticmethod
-    def _pop_bookkeeping(inputs: dict[str, Any]) -> list[str]:
-        """Take the entries the model does not take out of the batch; return the utterance ids."""
-        inputs.pop("text", None)
-        return list(inputs.pop("id", []))
+    def pop_bookkeeping(self, inputs: dict[str, Any]) -> None:
+        inputs.pop("text", None), inputs.pop("id", None)
 
     @staticmethod
     def batch_mask(inputs: dict[str, Any], frame_mask: torch.Tensor) -> torch.Tensor:
@@ -238,11 +235,10 @@ class MaskingDistillationTrainer(SpeechTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.count_skipped(inputs)
-        self._pop_bookkeeping(inputs)
+        self.pop_bookkeeping(inputs)
         empty = self.is_empty(inputs)
         if empty:  # no file of this batch could be read: a zero loss through the same forward
             inputs = self.stand_in_batch()
-            self._pop_bookkeeping(inputs)
         if self.distillation_args.objective == "star":
             inputs.pop("mask_time_indices", None)  # STaR is unmasked
             terms, outputs = self._star_terms(model, inputs)
@@ -298,7 +294,7 @@ class MaskingDistillationTrainer(SpeechTrainer):
         under STaR the training objective itself, which is unmasked."""
         inputs = self._prepare_inputs(inputs)
         self.count_skipped(inputs, training=False)
-        self._pop_bookkeeping(inputs)
+        self.pop_bookkeeping(inputs)
         inputs.pop("mask_time_indices", None)  # validation is unmasked
         if self.is_empty(inputs):
             # A NaN loss rather than none: under several processes every one must join the gather of each

@@ -347,6 +347,10 @@ class SpeechTrainer(Trainer):
         """True for a batch whose files were all unreadable."""
         return inputs["input_values"].numel() == 0
 
+    def pop_bookkeeping(self, inputs: dict[str, Any]) -> None:
+        """Take the collator's fields that are not model inputs (ids, references, counts) out of a training
+        batch; `num_skipped` is taken by `count_skipped` before."""
+
     def stand_in_batch(self) -> dict[str, Any]:
         """A one-utterance training batch on the device, for a process whose batch had no readable file.
 
@@ -355,7 +359,7 @@ class SpeechTrainer(Trainer):
         forward; a process that skipped its step would average its next gradients with the others'
         current ones, and the processes would drift apart or hang. A zero loss through the same
         forward keeps them in step and adds nothing. The batch is the first readable item of the
-        training data, collated as any batch, read once, when first needed.
+        training data, collated as any batch, its bookkeeping taken out, read once, when first needed.
         """
         if self._stand_in is None:
             dataset = self.train_dataset
@@ -365,6 +369,7 @@ class SpeechTrainer(Trainer):
                 if batch is not None and not self.is_empty(batch):
                     for count in ("num_skipped", "num_unknown_chars"):  # counted when the item was first read
                         batch.pop(count, None)
+                    self.pop_bookkeeping(batch)
                     self._stand_in = self._prepare_inputs(batch)
                     break
             else:
@@ -595,17 +600,12 @@ class SplitScoringTrainer(SpeechTrainer):
         else:
             self.create_model_card()
 
-    def pop_bookkeeping(self, inputs: dict[str, Any]) -> None:
-        """Take the collator's fields that are not model inputs (ids, references, counts) out of a training
-        batch; `num_skipped` is taken by `count_skipped` before."""
-
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.count_skipped(inputs)
         self.pop_bookkeeping(inputs)
         empty = self.is_empty(inputs)
         if empty:  # no file of this batch could be read: a zero loss through the same forward
             inputs = self.stand_in_batch()
-            self.pop_bookkeeping(inputs)
         host_lengths = {name: inputs.get(name) for name in self.host_length_inputs}
         outputs = model(input_values=inputs["input_values"], attention_mask=inputs["attention_mask"],
                         labels=inputs["labels"], **host_lengths)
